@@ -1,0 +1,56 @@
+# forkyard's two quick-start commands are `make run` and `make test`; both install
+# what they need first (Debian/Ubuntu: apt-get; elsewhere they say what is missing).
+SHELL := /bin/bash
+CONFIG ?= config.yaml
+CARGO ?= cargo
+
+# command:package pairs, installed with apt-get when the command is missing.
+BUILD_DEPS := cmake:cmake cc:gcc python3:python3
+TEST_DEPS := $(BUILD_DEPS) promtool:prometheus
+
+.PHONY: run build test lint deps-build deps-test clean
+
+run: deps-build
+	$(CARGO) build --release --locked
+	./target/release/forkyard run -c $(CONFIG)
+
+build: deps-build
+	$(CARGO) build --release --locked
+
+test: deps-test
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) test --locked --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+deps-build:
+	@$(call install_missing,$(BUILD_DEPS))
+
+deps-test:
+	@$(call install_missing,$(TEST_DEPS))
+
+clean:
+	$(CARGO) clean
+
+# Install the packages of the missing commands in $(1) ("cmd:pkg cmd:pkg ...").
+define install_missing
+missing=""; \
+for pair in $(1); do \
+  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+  command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+done; \
+if [ -n "$$missing" ]; then \
+  if command -v apt-get >/dev/null 2>&1; then \
+    sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+    echo "installing:$$missing"; \
+    $$sudo apt-get update -qq && \
+    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null || exit 1; \
+  else \
+    echo "forkyard needs:$$missing (cmake and a C compiler build Pingora's zlib-ng; python3 runs the example app and test fixtures). Install them with your package manager and rerun."; \
+    exit 1; \
+  fi; \
+fi
+endef

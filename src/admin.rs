@@ -1,0 +1,95 @@
+//! The admin listener: `GET /metrics`, `/healthz` and `/readyz`.
+//!
+//! It runs on the control runtime, apart from the proxy's threads, so a saturated
+//! proxy does not stop Prometheus or a probe from getting an answer.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::metrics::Metrics;
+use crate::proxy::upstreams::PoolUpstreams;
+
+/// Whether forkyard should receive traffic: every pool has a ready worker and no
+/// shutdown has begun.
+pub struct Readiness {
+    shutting_down: AtomicBool,
+    pools: Vec<(Arc<str>, Arc<PoolUpstreams>)>,
+}
+
+impl Readiness {
+    pub fn new(pools: Vec<(Arc<str>, Arc<PoolUpstreams>)>) -> Arc<Readiness> {
+        Arc::new(Readiness {
+            shutting_down: AtomicBool::new(false),
+            pools,
+        })
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// `Ok` when ready, else the reasons it is not.
+    pub fn check(&self) -> Result<(), String> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err("shutting down".into());
+        }
+        let empty: Vec<&str> = self
+            .pools
+            .iter()
+            .filter(|(_, u)| u.ready_count() == 0)
+            .map(|(n, _)| n.as_ref())
+            .collect();
+        if empty.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no ready worker in pool(s): {}", empty.join(", ")))
+        }
+    }
+}
+
+pub struct AdminApp {
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
+        }
+        match req.uri.path() {
+            "/metrics" => Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", prometheus::TEXT_FORMAT)
+                .body(self.metrics.encode())
+                .unwrap_or_default(),
+            "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/readyz" => match self.readiness.check() {
+                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
+            },
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found; try /metrics, /healthz or /readyz\n".into(),
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(body.into_bytes())
+        .unwrap_or_default()
+}

@@ -1,0 +1,80 @@
+//! `forkyard check`: the resolved plan of a validated config, for humans.
+
+use std::fmt::Write;
+
+use crate::config::{fill_placeholders, Config, ReadyProbe};
+
+/// A readable description of what `forkyard run` would start.
+pub fn describe(config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "config: {} (valid)", config.source.display());
+    let listen: Vec<String> = config.proxy.listen.iter().map(|a| a.to_string()).collect();
+    let _ = writeln!(
+        out,
+        "proxy: listen {} ({} thread{})",
+        listen.join(", "),
+        config.proxy.threads,
+        if config.proxy.threads.get() == 1 {
+            ""
+        } else {
+            "s"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "admin: listen {} (/metrics /healthz /readyz)",
+        config.admin.listen
+    );
+    let _ = writeln!(
+        out,
+        "log: level {}, format {:?}",
+        config.log.level.as_str(),
+        config.log.format
+    );
+    let _ = writeln!(out, "shutdown: drain timeout {:?}", config.shutdown.timeout);
+    for pool in &config.pools {
+        let ready = match &pool.ready.probe {
+            ReadyProbe::Tcp => "tcp".to_string(),
+            ReadyProbe::Http { path } => format!("http {path}"),
+        };
+        let _ = writeln!(
+            out,
+            "pool {}: {} worker{}, ports {}-{}, cwd {}, ready {} within {:?}, restart backoff {:?}..{:?} (reset after {:?}), stop {} then SIGKILL after {:?}",
+            pool.name,
+            pool.workers,
+            if pool.workers.get() == 1 { "" } else { "s" },
+            pool.ports.start,
+            pool.ports.end,
+            pool.cwd.display(),
+            ready,
+            pool.ready.timeout,
+            pool.restart.backoff_min,
+            pool.restart.backoff_max,
+            pool.restart.reset_after,
+            pool.stop.signal.as_str(),
+            pool.stop.grace,
+        );
+        for slot in 0..pool.workers.get() {
+            let port = pool.slot_port(slot);
+            let argv: Vec<String> = pool
+                .command
+                .iter()
+                .map(|a| fill_placeholders(a, &pool.name, slot, port))
+                .collect();
+            let _ = writeln!(out, "  slot {slot}: 127.0.0.1:{port}  {argv:?}");
+        }
+        for (k, _) in &pool.env {
+            let _ = writeln!(out, "  env {k}");
+        }
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "route {i}: host {} path_prefix {} -> pool {}",
+            route.host.as_deref().unwrap_or("*"),
+            route.path_prefix.as_deref().unwrap_or("/"),
+            route.pool
+        );
+    }
+    out
+}

@@ -1,0 +1,111 @@
+//! How a child ended, and the reason label forkyard records for it.
+
+use std::fmt;
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+
+/// The final status of a child process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exited by itself with this code.
+    Code(i32),
+    /// Killed by this signal number.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Convert a terminal `WaitStatus`; `None` for stops and continues.
+    pub fn from_wait(status: WaitStatus) -> Option<(nix::unistd::Pid, ExitStatus)> {
+        match status {
+            WaitStatus::Exited(pid, code) => Some((pid, ExitStatus::Code(code))),
+            WaitStatus::Signaled(pid, sig, _) => Some((pid, ExitStatus::Signal(sig as i32))),
+            _ => None,
+        }
+    }
+
+    /// The conventional shell exit code: the code itself, or 128+N for signal N.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(n) => 128 + n,
+        }
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(n) => match Signal::try_from(*n) {
+                Ok(s) => write!(f, "signal {}", s.as_str()),
+                Err(_) => write!(f, "signal {n}"),
+            },
+        }
+    }
+}
+
+/// Why a worker stopped running: the `reason` label of the worker metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExitReason {
+    /// It exited by itself (or could not be executed).
+    ExitCode,
+    /// It was killed by a signal forkyard did not send as part of a planned stop.
+    Signal,
+    /// It did not become ready within `ready.timeout` and was killed.
+    BootTimeout,
+}
+
+impl ExitReason {
+    /// Every reason, for pre-initialising metric series.
+    pub const ALL: [ExitReason; 3] = [
+        ExitReason::ExitCode,
+        ExitReason::Signal,
+        ExitReason::BootTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::ExitCode => "exit_code",
+            ExitReason::Signal => "signal",
+            ExitReason::BootTimeout => "boot_timeout",
+        }
+    }
+
+    /// The reason for an exit forkyard did not cause.
+    pub fn of_unplanned(status: ExitStatus) -> ExitReason {
+        match status {
+            ExitStatus::Code(_) => ExitReason::ExitCode,
+            ExitStatus::Signal(_) => ExitReason::Signal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::unistd::Pid;
+
+    #[test]
+    fn classifies_wait_statuses() {
+        let pid = Pid::from_raw(42);
+        assert_eq!(
+            ExitStatus::from_wait(WaitStatus::Exited(pid, 3)),
+            Some((pid, ExitStatus::Code(3)))
+        );
+        let (_, s) =
+            ExitStatus::from_wait(WaitStatus::Signaled(pid, Signal::SIGKILL, false)).unwrap();
+        assert_eq!(s, ExitStatus::Signal(9));
+        assert_eq!(s.shell_code(), 137);
+        assert_eq!(s.to_string(), "signal SIGKILL");
+        assert_eq!(ExitReason::of_unplanned(s), ExitReason::Signal);
+        assert_eq!(
+            ExitReason::of_unplanned(ExitStatus::Code(0)),
+            ExitReason::ExitCode
+        );
+        assert_eq!(
+            ExitStatus::from_wait(WaitStatus::Stopped(pid, Signal::SIGSTOP)),
+            None
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! The ready workers of one pool, as the proxy sees them.
+//!
+//! The supervisor is the only writer: it adds a worker once it is ready and removes
+//! it before it is stopped or as soon as it has exited. The proxy reads through
+//! Pingora's `LoadBalancer`, whose selector is rebuilt (off the request path) on each
+//! change from a [`ServiceDiscovery`] that returns the current member set.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use pingora::lb::discovery::ServiceDiscovery;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+
+/// Tries of the selector per pick before giving up.
+const MAX_SELECT_ITERATIONS: usize = 256;
+
+type Members = Arc<RwLock<BTreeSet<Backend>>>;
+
+struct MemberDiscovery(Members);
+
+#[async_trait]
+impl ServiceDiscovery for MemberDiscovery {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let members = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok((members, HashMap::new()))
+    }
+}
+
+/// The ready set of one pool plus its round-robin selector.
+pub struct PoolUpstreams {
+    members: Members,
+    lb: LoadBalancer<RoundRobin>,
+    /// Serialises selector rebuilds: Pingora forbids overlapping `update` calls.
+    update: tokio::sync::Mutex<()>,
+}
+
+/// Build the `Backend` for a worker address.
+pub fn backend_for(addr: SocketAddr) -> Backend {
+    Backend {
+        addr: PingoraAddr::Inet(addr),
+        weight: 1,
+        ext: Default::default(),
+    }
+}
+
+impl PoolUpstreams {
+    pub fn new() -> Arc<PoolUpstreams> {
+        let members: Members = Arc::new(RwLock::new(BTreeSet::new()));
+        let lb =
+            LoadBalancer::from_backends(Backends::new(Box::new(MemberDiscovery(members.clone()))));
+        Arc::new(PoolUpstreams {
+            members,
+            lb,
+            update: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Start sending traffic to `addr`.
+    pub async fn add(&self, addr: SocketAddr) {
+        self.change(|m| {
+            m.insert(backend_for(addr));
+        })
+        .await
+    }
+
+    /// Stop sending new traffic to `addr`.
+    pub async fn remove(&self, addr: SocketAddr) {
+        self.change(|m| {
+            m.remove(&backend_for(addr));
+        })
+        .await
+    }
+
+    async fn change(&self, edit: impl FnOnce(&mut BTreeSet<Backend>)) {
+        let _serial = self.update.lock().await;
+        edit(&mut self.members.write().unwrap_or_else(|e| e.into_inner()));
+        if let Err(e) = self.lb.update().await {
+            // Discovery here cannot fail; keep going with the previous selector.
+            tracing::error!(error = %e, "rebuilding the worker selector failed");
+        }
+    }
+
+    /// How many workers currently take traffic.
+    pub fn ready_count(&self) -> usize {
+        self.members.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Next worker in round-robin order that is not in `tried`.
+    pub fn select(&self, tried: &[Backend]) -> Option<Backend> {
+        self.lb
+            .select_with(b"", MAX_SELECT_ITERATIONS, |b, _| !tried.contains(b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn selects_only_members_round_robin() {
+        let ups = PoolUpstreams::new();
+        assert!(ups.select(&[]).is_none());
+        let a: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:9002".parse().unwrap();
+        ups.add(a).await;
+        ups.add(b).await;
+        assert_eq!(ups.ready_count(), 2);
+        let picks: Vec<_> = (0..10).map(|_| ups.select(&[]).unwrap()).collect();
+        let na = picks.iter().filter(|p| **p == backend_for(a)).count();
+        assert_eq!(na, 5, "round robin over two members is even: {picks:?}");
+        // Excluding one leaves the other.
+        assert_eq!(ups.select(&[backend_for(a)]), Some(backend_for(b)));
+        assert_eq!(ups.select(&[backend_for(a), backend_for(b)]), None);
+        ups.remove(a).await;
+        for _ in 0..5 {
+            assert_eq!(ups.select(&[]), Some(backend_for(b)));
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The life of one worker slot as an explicit state machine.
+//!
+//! ```text
+//!             spawned            ready probe passed
+//!  Backoff ───────────▶ Starting ──────────────────▶ Ready
+//!     ▲                   │  exit / boot timeout       │ exit
+//!     └───────────────────┴────────────────────────────┘
+//!  any running state ── stop requested ──▶ Stopping ── exited ──▶ Stopped
+//! ```
+
+use std::fmt;
+
+use prometheus::IntGauge;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkerState {
+    /// Spawned, not yet ready: gets no traffic.
+    Starting,
+    /// Passed its ready probe: in the load balancer.
+    Ready,
+    /// Exited (or failed to start); waiting before the next spawn.
+    Backoff,
+    /// Out of the load balancer, being signalled to stop.
+    Stopping,
+    /// Stopped for good (forkyard is shutting down).
+    Stopped,
+}
+
+/// What happened to a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerEvent {
+    Spawned,
+    SpawnFailed,
+    BecameReady,
+    Exited,
+    BootTimedOut,
+    BackoffElapsed,
+    StopRequested,
+}
+
+impl WorkerState {
+    /// States exported by the `forkyard_workers` gauge.
+    pub const GAUGED: [WorkerState; 4] = [
+        WorkerState::Starting,
+        WorkerState::Ready,
+        WorkerState::Backoff,
+        WorkerState::Stopping,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Ready => "ready",
+            WorkerState::Backoff => "backoff",
+            WorkerState::Stopping => "stopping",
+            WorkerState::Stopped => "stopped",
+        }
+    }
+
+    /// The state after `event`, or `None` if the event cannot happen in this state.
+    pub fn next(self, event: WorkerEvent) -> Option<WorkerState> {
+        use WorkerEvent as E;
+        use WorkerState as S;
+        match (self, event) {
+            (S::Backoff, E::Spawned) => Some(S::Starting),
+            (S::Backoff, E::SpawnFailed) => Some(S::Backoff),
+            (S::Backoff, E::BackoffElapsed) => Some(S::Backoff),
+            (S::Starting, E::BecameReady) => Some(S::Ready),
+            (S::Starting, E::Exited) | (S::Starting, E::BootTimedOut) => Some(S::Backoff),
+            (S::Ready, E::Exited) => Some(S::Backoff),
+            (S::Starting, E::StopRequested) | (S::Ready, E::StopRequested) => Some(S::Stopping),
+            (S::Backoff, E::StopRequested) => Some(S::Stopped),
+            (S::Stopping, E::Exited) => Some(S::Stopped),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for WorkerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A slot's current state, mirrored into the `forkyard_workers{pool,state}` gauges.
+pub struct StateCell {
+    state: WorkerState,
+    gauges: [IntGauge; 4],
+}
+
+impl StateCell {
+    /// A new slot starts in `Backoff` with nothing running (it spawns at once).
+    pub fn new(gauges: [IntGauge; 4]) -> StateCell {
+        let cell = StateCell {
+            state: WorkerState::Backoff,
+            gauges,
+        };
+        if let Some(g) = cell.gauge(WorkerState::Backoff) {
+            g.inc();
+        }
+        cell
+    }
+
+    fn gauge(&self, s: WorkerState) -> Option<&IntGauge> {
+        WorkerState::GAUGED
+            .iter()
+            .position(|g| *g == s)
+            .map(|i| &self.gauges[i])
+    }
+
+    /// Apply `event`. An impossible event is logged and ignored rather than panicking.
+    pub fn apply(&mut self, event: WorkerEvent) -> WorkerState {
+        match self.state.next(event) {
+            Some(next) => {
+                if next != self.state {
+                    if let Some(g) = self.gauge(self.state) {
+                        g.dec();
+                    }
+                    if let Some(g) = self.gauge(next) {
+                        g.inc();
+                    }
+                    self.state = next;
+                }
+            }
+            None => {
+                tracing::error!(state = %self.state, ?event, "ignored impossible worker transition")
+            }
+        }
+        self.state
+    }
+}
+
+impl Drop for StateCell {
+    fn drop(&mut self) {
+        if let Some(g) = self.gauge(self.state) {
+            g.dec();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use WorkerEvent as E;
+    use WorkerState as S;
+
+    #[test]
+    fn normal_life() {
+        let mut s = S::Backoff;
+        for (ev, want) in [
+            (E::Spawned, S::Starting),
+            (E::BecameReady, S::Ready),
+            (E::Exited, S::Backoff),
+            (E::BackoffElapsed, S::Backoff),
+            (E::Spawned, S::Starting),
+            (E::BootTimedOut, S::Backoff),
+            (E::Spawned, S::Starting),
+            (E::StopRequested, S::Stopping),
+            (E::Exited, S::Stopped),
+        ] {
+            s = s.next(ev).unwrap_or_else(|| panic!("{s:?} + {ev:?}"));
+            assert_eq!(s, want);
+        }
+    }
+
+    #[test]
+    fn impossible_transitions_are_rejected() {
+        assert_eq!(S::Ready.next(E::BecameReady), None);
+        assert_eq!(S::Stopped.next(E::Spawned), None);
+        assert_eq!(S::Stopping.next(E::BecameReady), None);
+        assert_eq!(S::Backoff.next(E::Exited), None);
+    }
+
+    #[test]
+    fn gauges_follow_the_state() {
+        let gauges = WorkerState::GAUGED.map(|s| IntGauge::new(format!("g_{}", s), "h").unwrap());
+        let mut cell = StateCell::new(gauges.clone());
+        assert_eq!(
+            gauges.iter().map(|g| g.get()).collect::<Vec<_>>(),
+            [0, 0, 1, 0]
+        );
+        cell.apply(E::Spawned);
+        cell.apply(E::BecameReady);
+        assert_eq!(
+            gauges.iter().map(|g| g.get()).collect::<Vec<_>>(),
+            [0, 1, 0, 0]
+        );
+        cell.apply(E::BecameReady); // impossible: ignored
+        assert_eq!(cell.state, S::Ready);
+        cell.apply(E::StopRequested);
+        assert_eq!(
+            gauges.iter().map(|g| g.get()).collect::<Vec<_>>(),
+            [0, 0, 0, 1]
+        );
+        cell.apply(E::Exited);
+        assert_eq!(gauges.iter().map(|g| g.get()).sum::<i64>(), 0);
+        drop(cell);
+        assert_eq!(gauges.iter().map(|g| g.get()).sum::<i64>(), 0);
+    }
+}

@@ -1,0 +1,352 @@
+//! Starting the real forkyard binary with a temporary config, talking HTTP to it over
+//! loopback, reading its metrics, and waiting by polling with deadlines.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Generous deadlines: CI is a loaded 2-core machine.
+pub const BOOT: Duration = Duration::from_secs(60);
+pub const SHORT: Duration = Duration::from_secs(30);
+
+pub fn fixture_worker() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/worker.py")
+}
+
+/// A block of `n` consecutive free loopback ports, unique within this test run.
+pub fn free_ports(n: u16) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 200) as u16 * 100,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let start = NEXT.fetch_add(n, Ordering::SeqCst);
+        assert!(start < 60_000, "ran out of test ports");
+        if (start..start + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return start;
+        }
+    }
+}
+
+/// Poll `f` until it returns `Some`, or panic with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Response {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !extra_headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("host"))
+    {
+        req.push_str(&format!("Host: {addr}\r\n"));
+    }
+    for (k, v) in extra_headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| bad("bad status line"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect::<HashMap<_, _>>();
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A running forkyard.
+pub struct Forkyard {
+    child: Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    _dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+impl Forkyard {
+    /// Start `forkyard run` with `yaml`, where `{proxy}` and `{admin}` are replaced by
+    /// fresh loopback addresses.
+    pub fn start(yaml: &str) -> Forkyard {
+        let base = free_ports(2);
+        let proxy: SocketAddr = format!("127.0.0.1:{base}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", base + 1).parse().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let text = yaml
+            .replace("{proxy}", &proxy.to_string())
+            .replace("{admin}", &admin.to_string());
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_forkyard"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start forkyard");
+        let log = Arc::new(Mutex::new(String::new()));
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut l = log.lock().unwrap();
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        Forkyard {
+            child,
+            proxy,
+            admin,
+            _dir: dir,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn get(&self, path: &str) -> std::io::Result<Response> {
+        http_get(self.proxy, path, &[])
+    }
+
+    pub fn admin_get(&self, path: &str) -> std::io::Result<Response> {
+        http_get(self.admin, path, &[])
+    }
+
+    /// Wait until `/readyz` answers 200.
+    pub fn wait_ready(&self) {
+        let ok = wait_for_or_log(self, BOOT, "/readyz to answer 200", || {
+            self.admin_get("/readyz").ok().filter(|r| r.status == 200)
+        });
+        drop(ok);
+    }
+
+    pub fn metrics(&self) -> String {
+        self.admin_get("/metrics").expect("scrape /metrics").body
+    }
+
+    /// The value of one series, e.g. `forkyard_workers{pool="web",state="ready"}`;
+    /// `None` also while the admin listener is not up yet.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.admin_get("/metrics").ok()?.body, series)
+    }
+
+    /// Wait for forkyard to exit by itself.
+    pub fn signal_and_wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "forkyard did not exit within {timeout:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Send `sig` and wait for the exit.
+    pub fn signal_and_wait(
+        &mut self,
+        sig: nix::sys::signal::Signal,
+        timeout: Duration,
+    ) -> ExitStatus {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "forkyard did not exit within {timeout:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Like `wait_for`, but prints forkyard's log on timeout.
+pub fn wait_for_or_log<T>(
+    fy: &Forkyard,
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; forkyard log:\n{}",
+                fy.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Forkyard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let pid = nix::unistd::Pid::from_raw(self.pid());
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // A second signal makes forkyard SIGKILL its workers and exit.
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Parse one series' value out of a Prometheus text exposition. `series` is the
+/// metric name with its labels in the exposition's order (alphabetical).
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether a process is gone (or a zombie waiting to be reaped by someone else).
+pub fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// A pool block for the fixture worker.
+pub fn fixture_pool(name: &str, workers: u16, extra: &str) -> String {
+    let port = free_ports(workers + 2);
+    format!(
+        r#"  {name}:
+    command: ["python3", "{worker}"]
+    workers: {workers}
+    ports: "{port}-{end}"
+    restart: {{ backoff_min: "50ms", backoff_max: "500ms" }}
+    stop: {{ grace: "5s" }}
+{extra}"#,
+        worker = fixture_worker().display(),
+        end = port + workers + 1,
+    )
+}
+
+/// A config with the proxy/admin placeholders and the given pools (and routes).
+pub fn config_with(pools: &[String], routes: &str) -> String {
+    format!(
+        "proxy:\n  listen: \"{{proxy}}\"\nadmin:\n  listen: \"{{admin}}\"\nshutdown:\n  timeout: \"10s\"\npools:\n{}\n{}",
+        pools.join("\n"),
+        routes
+    )
+}

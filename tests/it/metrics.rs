@@ -1,0 +1,69 @@
+//! `/metrics` is valid Prometheus text (checked by the real `promtool`), and every
+//! known series exists at 0 before the first event.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::harness::*;
+
+#[test]
+fn promtool_accepts_a_live_scrape() {
+    let fy = Forkyard::start(&config_with(
+        &[fixture_pool("web", 2, ""), fixture_pool("api", 1, "")],
+        "routes:\n  - { path_prefix: \"/api\", pool: api }\n  - { pool: web }\n",
+    ));
+    fy.wait_ready();
+    for _ in 0..5 {
+        fy.get("/").unwrap();
+    }
+    let text = fy.metrics();
+    for series in [
+        r#"forkyard_worker_restarts_total{pool="api",reason="exit_code"} 0"#,
+        r#"forkyard_worker_restarts_total{pool="web",reason="signal"} 0"#,
+        r#"forkyard_workers{pool="api",state="backoff"} 0"#,
+        r#"forkyard_upstream_connect_errors_total{pool="api"} 0"#,
+        r#"forkyard_requests_total{code_class="5xx",pool="api"} 0"#,
+        "# TYPE forkyard_request_duration_seconds histogram",
+        "forkyard_build_info{version=",
+        "process_resident_memory_bytes ",
+    ] {
+        assert!(text.contains(series), "missing {series}:\n{text}");
+    }
+    let Some(promtool) = which("promtool") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required in CI (make test installs it)"
+        );
+        eprintln!("SKIPPED promtool check: promtool not installed (`make test` installs it)");
+        return;
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {:?}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn which(cmd: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(cmd))
+        .find(|p| p.is_file())
+}

@@ -1,0 +1,109 @@
+//! A worker that dies comes back on its slot, is counted, and the proxy keeps
+//! answering while it is gone.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::*;
+
+fn pid_of_slot(fy: &Forkyard, slot: &str) -> i64 {
+    wait_for_or_log(fy, SHORT, "an answer from the slot", || {
+        let j = fy.get("/").ok()?.json();
+        (j["slot"] == slot).then(|| j["pid"].as_i64().unwrap())
+    })
+}
+
+#[test]
+fn kill_9_restarts_the_slot_and_requests_keep_succeeding() {
+    let fy = Forkyard::start(&config_with(&[fixture_pool("web", 3, "")], ""));
+    fy.wait_ready();
+    wait_for_or_log(&fy, BOOT, "3 ready workers", || {
+        (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#) == Some(3.0)).then_some(())
+    });
+    let before = fy
+        .metric(r#"forkyard_worker_restarts_total{pool="web",reason="signal"}"#)
+        .unwrap();
+    assert_eq!(before, 0.0);
+    let old_pid = pid_of_slot(&fy, "0");
+
+    // Clients keep sending requests the whole time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let client = {
+        let (stop, sent, proxy) = (stop.clone(), sent.clone(), fy.proxy);
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match http_get(proxy, "/", &[]) {
+                    Ok(r) if r.status == 200 => {}
+                    other => failures.push(format!("{other:?}")),
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            failures
+        })
+    };
+
+    kill(Pid::from_raw(old_pid as i32), Signal::SIGKILL).unwrap();
+    let new_pid = wait_for_or_log(&fy, BOOT, "slot 0 to come back with a new pid", || {
+        let j = fy.get("/").ok()?.json();
+        (j["slot"] == "0" && j["pid"].as_i64() != Some(old_pid)).then(|| j["pid"].as_i64().unwrap())
+    });
+    // Keep the load on a little longer after the restart.
+    let target = sent.load(Ordering::Relaxed) + 50;
+    wait_for(SHORT, "more client requests", || {
+        (sent.load(Ordering::Relaxed) >= target).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    let failures = client.join().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        sent.load(Ordering::Relaxed),
+        &failures[..failures.len().min(5)]
+    );
+    assert_ne!(new_pid, old_pid);
+    let after = fy
+        .metric(r#"forkyard_worker_restarts_total{pool="web",reason="signal"}"#)
+        .unwrap();
+    assert_eq!(after, 1.0, "one restart by signal");
+    // Every slot kept its port.
+    let ports: HashSet<_> = (0..30)
+        .map(|_| fy.get("/").unwrap().json()["port"].clone())
+        .collect();
+    assert_eq!(ports.len(), 3, "{ports:?}");
+}
+
+#[test]
+fn a_crashing_worker_is_restarted_with_reason_exit_code() {
+    let fy = Forkyard::start(&config_with(&[fixture_pool("web", 2, "")], ""));
+    fy.wait_ready();
+    // Whichever worker gets /crash exits(3) without answering.
+    let _ = fy.get("/crash");
+    wait_for_or_log(&fy, BOOT, "a restart with reason exit_code", || {
+        (fy.metric(r#"forkyard_worker_restarts_total{pool="web",reason="exit_code"}"#) >= Some(1.0))
+            .then_some(())
+    });
+    wait_for_or_log(&fy, BOOT, "both workers ready again", || {
+        (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#) == Some(2.0)).then_some(())
+    });
+    assert!(fy.log().contains("exit code 3"), "{}", fy.log());
+}
+
+#[test]
+fn a_worker_that_exits_at_start_backs_off_and_keeps_retrying() {
+    let pool = fixture_pool("web", 1, "    env: { FIXTURE_EXIT_AT_START: \"7\" }\n");
+    let fy = Forkyard::start(&config_with(&[pool], ""));
+    wait_for_or_log(&fy, BOOT, "several restarts", || {
+        (fy.metric(r#"forkyard_worker_restarts_total{pool="web",reason="exit_code"}"#) >= Some(3.0))
+            .then_some(())
+    });
+    // forkyard itself stays up and answers.
+    assert_eq!(fy.admin_get("/healthz").unwrap().status, 200);
+    assert_eq!(fy.get("/").unwrap().status, 503);
+}

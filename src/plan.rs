@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::config::{fill_placeholders, Config, ReadyProbe};
+use crate::config::{fill_placeholders, Config, LogFormat, ReadyProbe};
 
 /// A readable description of what `forkyard run` would start.
 pub fn describe(config: &Config) -> String {
@@ -27,9 +27,12 @@ pub fn describe(config: &Config) -> String {
     );
     let _ = writeln!(
         out,
-        "log: level {}, format {:?}",
+        "log: level {}, format {}",
         config.log.level.as_str(),
-        config.log.format
+        match config.log.format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
     );
     let _ = writeln!(out, "shutdown: drain timeout {:?}", config.shutdown.timeout);
     for pool in &config.pools {

@@ -145,7 +145,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
     let mut proxy_svc = http_proxy_service_with_name(&server_conf, proxy, "forkyard proxy");
     let proxy_fds = attach_listeners(&mut proxy_svc, proxy_listeners);
     let (proxy_stop_tx, proxy_stop_rx) = watch::channel(false);
-    proxy_rt.spawn(async move {
+    let proxy_accepting = proxy_rt.spawn(async move {
         proxy_svc
             .start_service(Some(proxy_fds), proxy_stop_rx, 1)
             .await;
@@ -203,6 +203,10 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         tracing::info!(in_flight = inflight.current(), "shutdown: no longer accepting connections");
         readiness.begin_shutdown();
         let _ = proxy_stop_tx.send(true);
+        // The service returns once every accept loop has stopped.
+        if tokio::time::timeout(std::time::Duration::from_secs(5), proxy_accepting).await.is_err() {
+            tracing::warn!("shutdown: the proxy's accept loops did not stop within 5s");
+        }
 
         // 2. Drain in-flight requests, bounded; a second signal cuts it short.
         let mut hurry = false;

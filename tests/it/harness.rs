@@ -140,6 +140,8 @@ pub struct Forkyard {
     pub admin: SocketAddr,
     _dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
+    /// One message per output pipe that reached EOF.
+    eof: std::sync::mpsc::Receiver<()>,
 }
 
 impl Forkyard {
@@ -166,17 +168,20 @@ impl Forkyard {
             .spawn()
             .expect("start forkyard");
         let log = Arc::new(Mutex::new(String::new()));
+        let (eof_tx, eof) = std::sync::mpsc::channel();
         for pipe in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let log = log.clone();
+            let eof_tx = eof_tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     let mut l = log.lock().unwrap();
                     l.push_str(&line);
                     l.push('\n');
                 }
+                let _ = eof_tx.send(());
             });
         }
         Forkyard {
@@ -185,6 +190,7 @@ impl Forkyard {
             admin,
             _dir: dir,
             log,
+            eof,
         }
     }
 
@@ -222,11 +228,19 @@ impl Forkyard {
         metric_value(&self.admin_get("/metrics").ok()?.body, series)
     }
 
+    /// After an exit: wait until both output pipes reached EOF, so `log()` is complete.
+    fn drain_output(&self) {
+        for _ in 0..2 {
+            let _ = self.eof.recv_timeout(SHORT);
+        }
+    }
+
     /// Wait for forkyard to exit by itself.
     pub fn signal_and_wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                self.drain_output();
                 return status;
             }
             assert!(
@@ -248,6 +262,7 @@ impl Forkyard {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                self.drain_output();
                 return status;
             }
             assert!(

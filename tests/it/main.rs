@@ -3,6 +3,7 @@
 
 mod config_errors;
 mod harness;
+mod logging;
 mod metrics;
 mod proxying;
 mod readiness;

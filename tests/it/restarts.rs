@@ -107,3 +107,45 @@ fn a_worker_that_exits_at_start_backs_off_and_keeps_retrying() {
     assert_eq!(fy.admin_get("/healthz").unwrap().status, 200);
     assert_eq!(fy.get("/").unwrap().status, 503);
 }
+
+/// The parent pid of `pid`, from /proc.
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn orphans_of_a_dead_worker_are_adopted_and_reaped() {
+    // The worker forks a grandchild in its own session (so the group kill misses it)
+    // that outlives the worker by a few seconds, then exits.
+    let pool = fixture_pool("web", 1, "    env: { FIXTURE_ORPHAN: \"3\" }\n");
+    let fy = Forkyard::start(&config_with(&[pool], ""));
+    fy.wait_ready();
+    let orphan: i32 = wait_for_or_log(&fy, SHORT, "the orphan's pid", || {
+        let log = fy.log();
+        let at = log.find("orphan pid=")?;
+        log[at + 11..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    });
+    let worker = pid_of_slot(&fy, "0");
+    kill(Pid::from_raw(worker as i32), Signal::SIGKILL).unwrap();
+    // forkyard is a child subreaper, so the orphan becomes its child...
+    wait_for_or_log(
+        &fy,
+        SHORT,
+        "the orphan to be re-parented to forkyard",
+        || (ppid(orphan) == Some(fy.pid())).then_some(()),
+    );
+    // ...and once it exits, forkyard reaps it: no zombie is left behind.
+    wait_for_or_log(&fy, SHORT, "the orphan to be reaped", || {
+        (!std::path::Path::new(&format!("/proc/{orphan}")).exists()).then_some(())
+    });
+}

@@ -55,9 +55,11 @@
 
 pub mod admin;
 pub mod config;
+pub mod hooks;
 pub mod logging;
 pub mod metrics;
 pub mod plan;
+pub mod probe;
 pub mod process;
 pub mod proxy;
 pub mod server;

@@ -11,6 +11,8 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::config::Phase;
+use crate::hooks::FailureReason;
 use crate::process::ExitReason;
 use crate::supervisor::WorkerState;
 
@@ -26,6 +28,8 @@ pub struct Metrics {
     registry: Registry,
     pub worker_restarts: IntCounterVec,
     pub hook_failures: IntCounterVec,
+    pub hook_runs: IntCounterVec,
+    pub hook_duration: HistogramVec,
     pub workers: IntGaugeVec,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
@@ -59,9 +63,17 @@ fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
 }
 
+/// One declared hook: `(pool, phase, name)`, pool empty for forkyard-wide phases.
+pub type HookSeries<'a> = (&'a str, Phase, &'a str);
+
+/// Hook durations, in seconds (10 ms .. 10 min).
+const HOOK_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0,
+];
+
 impl Metrics {
     /// Build every metric and create the series of every known label combination.
-    pub fn new(pools: &[&str]) -> Metrics {
+    pub fn new(pools: &[&str], hooks: &[HookSeries]) -> Metrics {
         let registry = Registry::new();
         let worker_restarts = counter_vec(
             "forkyard_worker_restarts_total",
@@ -73,6 +85,20 @@ impl Metrics {
             "Lifecycle hook runs that failed, by phase, hook and reason.",
             &["pool", "phase", "hook", "reason"],
         );
+        let hook_runs = counter_vec(
+            "forkyard_hook_runs_total",
+            "Lifecycle hook attempts (each retry counts), by phase and hook.",
+            &["pool", "phase", "hook"],
+        );
+        let hook_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "forkyard_hook_duration_seconds",
+                "How long lifecycle hook attempts took.",
+            )
+            .buckets(HOOK_BUCKETS.to_vec()),
+            &["pool", "phase", "hook"],
+        )
+        .expect("static metric definition");
         let workers = IntGaugeVec::new(
             Opts::new("forkyard_workers", "Worker slots by state."),
             &["pool", "state"],
@@ -111,6 +137,8 @@ impl Metrics {
         for c in [
             Box::new(worker_restarts.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(hook_failures.clone()),
+            Box::new(hook_runs.clone()),
+            Box::new(hook_duration.clone()),
             Box::new(workers.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
@@ -139,10 +167,21 @@ impl Metrics {
             upstream_connect_errors.with_label_values(&[*pool]);
         }
 
+        for (pool, phase, hook) in hooks {
+            let labels = [*pool, phase.as_str(), *hook];
+            hook_runs.with_label_values(&labels);
+            hook_duration.with_label_values(&labels);
+            for reason in FailureReason::ALL {
+                hook_failures.with_label_values(&[*pool, phase.as_str(), *hook, reason.as_str()]);
+            }
+        }
+
         Metrics {
             registry,
             worker_restarts,
             hook_failures,
+            hook_runs,
+            hook_duration,
             workers,
             requests,
             request_duration,
@@ -173,6 +212,22 @@ impl Metrics {
             .inc();
     }
 
+    /// Count one attempt of a hook and how long it took.
+    pub fn hook_ran(&self, pool: &str, phase: Phase, hook: &str, seconds: f64) {
+        let labels = [pool, phase.as_str(), hook];
+        self.hook_runs.with_label_values(&labels).inc();
+        self.hook_duration
+            .with_label_values(&labels)
+            .observe(seconds);
+    }
+
+    /// Count one failed attempt of a hook.
+    pub fn hook_failed(&self, pool: &str, phase: Phase, hook: &str, reason: FailureReason) {
+        self.hook_failures
+            .with_label_values(&[pool, phase.as_str(), hook, reason.as_str()])
+            .inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
@@ -190,7 +245,13 @@ mod tests {
 
     #[test]
     fn series_exist_at_zero_before_any_event() {
-        let m = Metrics::new(&["web", "api"]);
+        let m = Metrics::new(
+            &["web", "api"],
+            &[
+                ("web", Phase::PostFork, "seed"),
+                ("", Phase::OnStart, "migrate"),
+            ],
+        );
         let text = String::from_utf8(m.encode()).unwrap();
         for needle in [
             r#"forkyard_worker_restarts_total{pool="web",reason="exit_code"} 0"#,
@@ -201,6 +262,9 @@ mod tests {
             r#"forkyard_request_duration_seconds_count{pool="web"} 0"#,
             "forkyard_build_info{version=",
             "process_resident_memory_bytes",
+            r#"forkyard_hook_runs_total{hook="seed",phase="post_fork",pool="web"} 0"#,
+            r#"forkyard_hook_failures_total{hook="migrate",phase="on_start",pool="",reason="timeout"} 0"#,
+            r#"forkyard_hook_duration_seconds_count{hook="migrate",phase="on_start",pool=""} 0"#,
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
@@ -208,7 +272,7 @@ mod tests {
 
     #[test]
     fn records_by_status_class() {
-        let m = Metrics::new(&["web"]);
+        let m = Metrics::new(&["web"], &[]);
         let h = m.pool_requests("web");
         h.record(200, 0.01);
         h.record(503, 0.01);

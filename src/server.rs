@@ -27,8 +27,9 @@ use pingora::services::Service as _;
 use tokio::sync::watch;
 
 use crate::admin::{AdminApp, Readiness};
-use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::config::{Config, Phase};
+use crate::hooks::{HookContext, HookRunner};
+use crate::metrics::{HookSeries, Metrics};
 use crate::process::Reaper;
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::proxy::{ForkyardProxy, InFlight, ProxyPool, Router};
@@ -44,6 +45,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}; nothing was started")]
+    OnStart(#[source] crate::hooks::HookFailure),
     #[error("cannot {what}: {source}")]
     Io {
         what: &'static str,
@@ -96,7 +99,25 @@ pub fn run(config: Config) -> Result<i32, RunError> {
     let admin_listener = bind("admin.listen", config.admin.listen)?;
 
     let pool_names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
-    let metrics = Arc::new(Metrics::new(&pool_names));
+    let mut hook_series: Vec<HookSeries> = Vec::new();
+    for phase in Phase::ALL {
+        hook_series.extend(
+            config
+                .hooks
+                .phase(phase)
+                .iter()
+                .map(|h| ("", phase, h.name.as_str())),
+        );
+        for pool in &config.pools {
+            hook_series.extend(
+                pool.hooks
+                    .phase(phase)
+                    .iter()
+                    .map(|h| (pool.name.as_str(), phase, h.name.as_str())),
+            );
+        }
+    }
+    let metrics = Arc::new(Metrics::new(&pool_names, &hook_series));
     let pools: Vec<PoolHandle> = config
         .pools
         .iter()
@@ -188,7 +209,16 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             pools = pools.len(),
             "forkyard started"
         );
-        let supervisor = Supervisor::start(&pools, reaper, metrics.clone());
+        let hooks = HookRunner {
+            reaper,
+            metrics: metrics.clone(),
+        };
+        // on_start runs before any worker exists; an aborting failure ends forkyard.
+        hooks
+            .run_phase(&config.hooks.on_start, &HookContext::global(Phase::OnStart))
+            .await
+            .map_err(RunError::OnStart)?;
+        let supervisor = Supervisor::start(&pools, hooks.clone());
 
         loop {
             match signals.recv().await {
@@ -238,6 +268,10 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 }
             }
         }
+        // on_shutdown: failures are logged and counted; the exit goes on.
+        let _ = hooks
+            .run_phase(&config.hooks.on_shutdown, &HookContext::global(Phase::OnShutdown))
+            .await;
         tracing::info!("shutdown complete");
         Ok(0)
     })

@@ -29,6 +29,7 @@ mod interpolate;
 mod location;
 mod raw;
 mod validate;
+mod validate_hooks;
 
 use std::path::Path;
 
@@ -476,12 +477,14 @@ routes:
                     signal: Signal::SIGTERM,
                     grace: secs(30),
                 },
+                hooks: PoolHooks::default(),
             }],
             routes: vec![Route {
                 host: None,
                 path_prefix: None,
                 pool: "web".into(),
             }],
+            hooks: GlobalHooks::default(),
         };
         assert_eq!(config, expected);
     }
@@ -540,7 +543,7 @@ routes:
             shown,
             [
                 "config.yaml:2:12: proxy.threads: threads must be at least 1",
-                r#"config.yaml:6:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, restart, stop); did you mean "workers"?"#,
+                r#"config.yaml:6:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, restart, stop, hooks); did you mean "workers"?"#,
                 r#"config.yaml:8:29: pools.web.restart.backoff_max: invalid duration "5 sec" (expected e.g. "5s", "250ms", "1m"; bare numbers are not durations)"#,
                 r#"config.yaml:11:12: pools.api.ports: port range 9002 overlaps pool "web" (ports 9001-9002)"#,
                 r#"config.yaml:13:11: routes[0].pool: unknown pool "wbe" (pools: web, api); did you mean "web"?"#,

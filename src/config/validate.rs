@@ -59,6 +59,7 @@ pub(super) fn validate(
     c.port_clashes(&pools, &listeners);
     let names: Vec<&str> = pools.iter().map(|p| p.config.name.as_str()).collect();
     let routes = c.routes(raw.routes, &root.key("routes"), &names);
+    let hooks = c.global_hooks(raw.hooks, &root.key("hooks"));
     let config = Config {
         source: source.to_path_buf(),
         proxy,
@@ -67,11 +68,12 @@ pub(super) fn validate(
         shutdown,
         pools: pools.into_iter().map(|p| p.config).collect(),
         routes,
+        hooks,
     };
     (config, c.issues)
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     index: &'a LocationIndex,
     poisoned: &'a [KeyPath],
     issues: Vec<Issue>,
@@ -92,7 +94,7 @@ struct CheckedPool {
 
 impl Checker<'_> {
     /// Already reported by deserialization: `path` or one of its ancestors was removed.
-    fn poisoned(&self, path: &KeyPath) -> bool {
+    pub(super) fn poisoned(&self, path: &KeyPath) -> bool {
         self.poisoned.iter().any(|p| path.starts_with(p))
     }
 
@@ -103,25 +105,25 @@ impl Checker<'_> {
             .any(|p| path.starts_with(p) || p.starts_with(path))
     }
 
-    fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
+    pub(super) fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
         if !self.poisoned(path) {
             self.issues.push(Issue::at(path.clone(), message));
         }
     }
 
-    fn key_error(&mut self, path: &KeyPath, message: impl Into<String>) {
+    pub(super) fn key_error(&mut self, path: &KeyPath, message: impl Into<String>) {
         if !self.poisoned(path) {
             self.issues.push(Issue::at_key(path.clone(), message));
         }
     }
 
-    fn missing(&mut self, path: &KeyPath, hint: &str) {
+    pub(super) fn missing(&mut self, path: &KeyPath, hint: &str) {
         let key = path.last_key().unwrap_or_default();
         self.error(path, format!("missing required key {key:?} ({hint})"));
     }
 
     /// A scalar's text, as written in the file when YAML typed it (`3.10`, not `3.1`).
-    fn text(&self, scalar: &Scalar, path: &KeyPath) -> String {
+    pub(super) fn text(&self, scalar: &Scalar, path: &KeyPath) -> String {
         match self.index.plain_text(path) {
             Some(source) if scalar.typed => source.to_owned(),
             _ => scalar.text.clone(),
@@ -129,7 +131,7 @@ impl Checker<'_> {
     }
 
     /// `None` when invalid (reported) or removed; the default when absent.
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         raw: Option<RawDuration>,
         path: &KeyPath,
@@ -148,7 +150,7 @@ impl Checker<'_> {
         }
     }
 
-    fn positive_duration(
+    pub(super) fn positive_duration(
         &mut self,
         raw: Option<RawDuration>,
         path: &KeyPath,
@@ -358,6 +360,7 @@ impl Checker<'_> {
         let ready = self.ready(raw.ready, &path.key("ready"));
         let restart = self.restart(raw.restart.unwrap_or_default(), &path.key("restart"));
         let stop = self.stop(raw.stop.unwrap_or_default(), &path.key("stop"));
+        let hooks = self.pool_hooks(raw.hooks, &path.key("hooks"));
         let config = PoolConfig {
             name,
             command,
@@ -368,6 +371,7 @@ impl Checker<'_> {
             ready,
             restart,
             stop,
+            hooks,
         };
         CheckedPool {
             config,
@@ -376,7 +380,7 @@ impl Checker<'_> {
         }
     }
 
-    fn command(&mut self, raw: Option<RawCommand>, path: &KeyPath) -> Vec<String> {
+    pub(super) fn command(&mut self, raw: Option<RawCommand>, path: &KeyPath) -> Vec<String> {
         let Some(RawCommand(items)) = raw else {
             self.missing(path, &format!("the worker's argv, e.g. {COMMAND_EXAMPLE}"));
             return Vec::new();
@@ -434,7 +438,7 @@ impl Checker<'_> {
         Some(range)
     }
 
-    fn env(&mut self, raw: Option<RawEnv>, path: &KeyPath) -> Vec<(String, String)> {
+    pub(super) fn env(&mut self, raw: Option<RawEnv>, path: &KeyPath) -> Vec<(String, String)> {
         let Some(RawEnv(vars)) = raw else {
             return Vec::new();
         };
@@ -731,14 +735,14 @@ fn show_range(range: PortRange) -> String {
     }
 }
 
-fn is_env_name(name: &str) -> bool {
+pub(super) fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
 /// `SIGTERM`, `TERM` or `sigterm`.
-fn parse_signal(text: &str) -> Result<Signal, String> {
+pub(super) fn parse_signal(text: &str) -> Result<Signal, String> {
     let upper = text.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {
         upper
@@ -792,14 +796,14 @@ mod tests {
         let e = one("pools:\n  web:\n    command: [app]\n    ports: \"9001\"\n    wrokers: 2\n");
         assert_eq!(
             e,
-            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, restart, stop); did you mean "workers"?"#
+            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, restart, stop, hooks); did you mean "workers"?"#
         );
         let errors = errors(&format!("{POOL}prxy: {{}}\n"));
         assert_eq!(errors[0].path, "prxy");
         assert_eq!((errors[0].line, errors[0].column), (Some(5), Some(1)));
         assert_eq!(
             errors[0].message,
-            r#"unknown key "prxy" (expected one of: proxy, admin, log, shutdown, pools, routes); did you mean "proxy"?"#
+            r#"unknown key "prxy" (expected one of: proxy, admin, log, shutdown, pools, routes, hooks); did you mean "proxy"?"#
         );
     }
 

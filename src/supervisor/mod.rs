@@ -17,8 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::PoolConfig;
-use crate::metrics::Metrics;
-use crate::process::Reaper;
+use crate::hooks::HookRunner;
 use crate::proxy::upstreams::PoolUpstreams;
 
 /// A running pool: its config and the proxy's view of its ready workers.
@@ -35,7 +34,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Start every slot of every pool. Must run inside the control runtime.
-    pub fn start(pools: &[PoolHandle], reaper: Arc<Reaper>, metrics: Arc<Metrics>) -> Supervisor {
+    pub fn start(pools: &[PoolHandle], hooks: HookRunner) -> Supervisor {
         let (stop, _) = watch::channel(StopMode::Run);
         let mut tasks = JoinSet::new();
         for pool in pools {
@@ -43,9 +42,9 @@ impl Supervisor {
                 let ctx = worker::WorkerCtx {
                     pool: pool.config.clone(),
                     slot,
-                    reaper: reaper.clone(),
                     upstreams: pool.upstreams.clone(),
-                    metrics: metrics.clone(),
+                    metrics: hooks.metrics.clone(),
+                    hooks: hooks.clone(),
                 };
                 tasks.spawn(worker::run(ctx, stop.subscribe()));
             }

@@ -214,10 +214,14 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             metrics: metrics.clone(),
         };
         // on_start runs before any worker exists; an aborting failure ends forkyard.
-        hooks
+        if let Err(failure) = hooks
             .run_phase(&config.hooks.on_start, &HookContext::global(Phase::OnStart))
             .await
-            .map_err(RunError::OnStart)?;
+        {
+            // Runtimes must not be dropped inside this async context.
+            proxy_rt.shutdown_background();
+            return Err(RunError::OnStart(failure));
+        }
         let supervisor = Supervisor::start(&pools, hooks.clone());
 
         loop {

@@ -133,12 +133,21 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// Options for `Forkyard::start_with`.
+#[derive(Default)]
+pub struct StartOpts {
+    /// Extra environment for forkyard itself.
+    pub env: Vec<(String, String)>,
+    /// Shell commands run (by bash) just before forkyard is exec'd, e.g. to leak fds.
+    pub shell_prefix: Option<String>,
+}
+
 /// A running forkyard.
 pub struct Forkyard {
     child: Child,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
     /// One message per output pipe that reached EOF.
     eof: std::sync::mpsc::Receiver<()>,
@@ -146,18 +155,38 @@ pub struct Forkyard {
 
 impl Forkyard {
     /// Start `forkyard run` with `yaml`, where `{proxy}` and `{admin}` are replaced by
-    /// fresh loopback addresses.
+    /// fresh loopback addresses and `{dir}` by a temporary directory for the test.
     pub fn start(yaml: &str) -> Forkyard {
+        Forkyard::start_with(yaml, &StartOpts::default())
+    }
+
+    /// Like `start`, with extra environment and/or a shell prefix run before exec.
+    pub fn start_with(yaml: &str, opts: &StartOpts) -> Forkyard {
         let base = free_ports(2);
         let proxy: SocketAddr = format!("127.0.0.1:{base}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", base + 1).parse().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let text = yaml
             .replace("{proxy}", &proxy.to_string())
-            .replace("{admin}", &admin.to_string());
+            .replace("{admin}", &admin.to_string())
+            .replace("{dir}", &dir.path().display().to_string());
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_forkyard"))
+        let mut cmd = match &opts.shell_prefix {
+            None => Command::new(env!("CARGO_BIN_EXE_forkyard")),
+            Some(prefix) => {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("{prefix}; exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_forkyard"));
+                c
+            }
+        };
+        // Configs that take their addresses from the environment get the same ones.
+        cmd.env("PROXY_LISTEN", proxy.to_string())
+            .env("ADMIN_LISTEN", admin.to_string())
+            .envs(opts.env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd
             .args(["run", "-c"])
             .arg(&path)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -188,10 +217,15 @@ impl Forkyard {
             child,
             proxy,
             admin,
-            _dir: dir,
+            dir,
             log,
             eof,
         }
+    }
+
+    /// The temporary directory holding the config (tests may put files there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn log(&self) -> String {

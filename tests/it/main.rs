@@ -2,7 +2,10 @@
 //! One file per behaviour; `harness.rs` starts forkyard and polls with deadlines.
 
 mod config_errors;
+mod examples;
+mod fork_hygiene;
 mod harness;
+mod hooks;
 mod logging;
 mod metrics;
 mod proxying;

@@ -403,3 +403,35 @@ pools:
     );
     assert!(stderr.contains("did you mean \"timeout\""), "{stderr}");
 }
+
+#[test]
+fn skipped_pre_fork_and_post_fork_failures_still_start_the_app() {
+    let pool = fixture_pool(
+        "web",
+        1,
+        r#"    hooks:
+      pre_fork: [ { name: optional-dep, wait_for: { http: "http://127.0.0.1:1/" }, timeout: "300ms", on_failure: skip } ]
+      post_fork: [ { name: best-effort, run: ["sh", "-c", "kill -9 $$"], on_failure: skip } ]
+"#,
+    );
+    let fy = Forkyard::start(&config_with(&[pool], ""));
+    fy.wait_ready();
+    assert_eq!(fy.get("/").unwrap().status, 200);
+    assert_eq!(
+        series(
+            &fy,
+            r#"forkyard_hook_failures_total{hook="optional-dep",phase="pre_fork",pool="web",reason="timeout"}"#
+        ),
+        1.0
+    );
+    wait_for_or_log(&fy, SHORT, "the post_fork failure to be counted", || {
+        (fy.metric(r#"forkyard_hook_failures_total{hook="best-effort",phase="post_fork",pool="web",reason="signal"}"#)? == 1.0).then_some(())
+    });
+    assert_eq!(
+        series(
+            &fy,
+            r#"forkyard_worker_restarts_total{pool="web",reason="hook_failure"}"#
+        ),
+        0.0
+    );
+}

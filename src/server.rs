@@ -86,6 +86,18 @@ fn become_subreaper() {
     }
 }
 
+/// The next SIGTERM or SIGINT; other signals are ignored while stopping.
+async fn next_stop_signal(
+    signals: &mut tokio::sync::mpsc::UnboundedReceiver<ControlEvent>,
+) -> Option<ControlEvent> {
+    loop {
+        match signals.recv().await? {
+            e @ (ControlEvent::Terminate | ControlEvent::Interrupt) => return Some(e),
+            other => tracing::info!(event = ?other, "ignored while shutting down"),
+        }
+    }
+}
+
 /// Run forkyard with a validated config until shutdown. Returns the exit code.
 pub fn run(config: Config) -> Result<i32, RunError> {
     become_subreaper();
@@ -196,10 +208,13 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 readiness: readiness.clone(),
             }),
         );
-        let admin_fds = attach_listeners(&mut admin_svc, vec![(config.admin.listen, admin_listener)]);
+        let admin_fds =
+            attach_listeners(&mut admin_svc, vec![(config.admin.listen, admin_listener)]);
         let (_admin_stop_tx, admin_stop_rx) = watch::channel(false);
         tokio::spawn(async move {
-            admin_svc.start_service(Some(admin_fds), admin_stop_rx, 1).await;
+            admin_svc
+                .start_service(Some(admin_fds), admin_stop_rx, 1)
+                .await;
         });
 
         tracing::info!(
@@ -224,41 +239,63 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         }
         let supervisor = Supervisor::start(&pools, hooks.clone());
 
-        loop {
+        let first = loop {
             match signals.recv().await {
-                Some(ControlEvent::Terminate) | Some(ControlEvent::Interrupt) | None => break,
+                Some(e @ (ControlEvent::Terminate | ControlEvent::Interrupt)) => break Some(e),
+                None => break None,
                 Some(other) => {
                     tracing::warn!(event = ?other, "signal not supported yet; ignored")
                 }
             }
+        };
+        // A second SIGTERM/SIGINT while stopping forces the exit: workers get SIGKILL
+        // and forkyard exits 128+N.
+        let mut forced: Option<i32> = None;
+
+        // 1. Readiness off; keep serving for shutdown.delay (SIGINT skips the delay).
+        tracing::info!(signal = ?first, in_flight = inflight.current(), "shutdown: readiness off");
+        readiness.begin_shutdown();
+        if first == Some(ControlEvent::Terminate) && !config.shutdown.delay.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(config.shutdown.delay) => {}
+                e = next_stop_signal(&mut signals) => forced = e.map(ControlEvent::signal_number),
+            }
         }
 
-        // 1. Readiness off, stop accepting.
-        tracing::info!(in_flight = inflight.current(), "shutdown: no longer accepting connections");
-        readiness.begin_shutdown();
+        // 2. Stop accepting. The service returns once every accept loop has stopped.
+        tracing::info!(
+            in_flight = inflight.current(),
+            "shutdown: no longer accepting connections"
+        );
         let _ = proxy_stop_tx.send(true);
-        // The service returns once every accept loop has stopped.
-        if tokio::time::timeout(std::time::Duration::from_secs(5), proxy_accepting).await.is_err() {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), proxy_accepting)
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown: the proxy's accept loops did not stop within 5s");
         }
 
-        // 2. Drain in-flight requests, bounded; a second signal cuts it short.
-        let mut hurry = false;
-        tokio::select! {
-            _ = inflight.wait_idle() => tracing::info!("shutdown: in-flight requests drained"),
-            _ = tokio::time::sleep(config.shutdown.timeout) => tracing::warn!(
-                in_flight = inflight.current(),
-                timeout_ms = config.shutdown.timeout.as_millis() as u64,
-                "shutdown: drain timed out; closing remaining connections"
-            ),
-            _ = signals.recv() => { hurry = true; tracing::warn!("shutdown: second signal; not waiting for in-flight requests"); }
+        // 3. Drain in-flight requests, bounded; a second signal cuts it short.
+        if forced.is_none() {
+            tokio::select! {
+                _ = inflight.wait_idle() => tracing::info!("shutdown: in-flight requests drained"),
+                _ = tokio::time::sleep(config.shutdown.timeout) => tracing::warn!(
+                    in_flight = inflight.current(),
+                    timeout_ms = config.shutdown.timeout.as_millis() as u64,
+                    "shutdown: drain timed out; closing remaining connections"
+                ),
+                e = next_stop_signal(&mut signals) => {
+                    forced = e.map(ControlEvent::signal_number);
+                    tracing::warn!("shutdown: second signal; not waiting for in-flight requests");
+                }
+            }
         }
-        // 3. Close every proxy connection.
+        // 4. Close every proxy connection.
         proxy_rt.shutdown_background();
 
-        // 4. Stop the workers; a(nother) signal escalates to SIGKILL.
+        // 5. Stop the workers; a(nother) signal escalates to SIGKILL.
         let kill = supervisor.killer();
-        if hurry {
+        if forced.is_some() {
             kill();
         }
         let stopping = supervisor.stop();
@@ -266,17 +303,24 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         loop {
             tokio::select! {
                 _ = &mut stopping => break,
-                Some(event) = signals.recv() => {
+                Some(event) = next_stop_signal(&mut signals) => {
                     tracing::warn!(?event, "shutdown: another signal; killing workers now");
+                    forced = Some(event.signal_number());
                     kill();
                 }
             }
         }
         // on_shutdown: failures are logged and counted; the exit goes on.
-        let _ = hooks
-            .run_phase(&config.hooks.on_shutdown, &HookContext::global(Phase::OnShutdown))
-            .await;
-        tracing::info!("shutdown complete");
-        Ok(0)
+        if forced.is_none() {
+            let _ = hooks
+                .run_phase(
+                    &config.hooks.on_shutdown,
+                    &HookContext::global(Phase::OnShutdown),
+                )
+                .await;
+        }
+        let code = forced.map_or(0, |n| 128 + n);
+        tracing::info!(exit_code = code, "shutdown complete");
+        Ok(code)
     })
 }

@@ -452,7 +452,10 @@ routes:
                 level: LogLevel::Info,
                 format: LogFormat::Text,
             },
-            shutdown: ShutdownConfig { timeout: secs(30) },
+            shutdown: ShutdownConfig {
+                timeout: secs(30),
+                delay: Duration::ZERO,
+            },
             pools: vec![PoolConfig {
                 name: "web".into(),
                 command: vec!["app".into()],

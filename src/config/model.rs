@@ -88,6 +88,9 @@ pub struct LogConfig {
 pub struct ShutdownConfig {
     /// How long in-flight requests may take to finish after SIGTERM. Default 30s.
     pub timeout: Duration,
+    /// How long to keep serving after `/readyz` turns 503 and before the proxy stops
+    /// accepting, so a load balancer in front can notice. Default 0.
+    pub delay: Duration,
 }
 
 /// An inclusive port range, `start..=end`.

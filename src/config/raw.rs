@@ -66,6 +66,8 @@ pub struct RawLog {
 pub struct RawShutdown {
     /// How long in-flight requests may take to finish after SIGTERM. Default `"30s"`.
     pub timeout: Option<RawDuration>,
+    /// Time between /readyz turning 503 and the proxy closing its listeners. Default `"0s"`.
+    pub delay: Option<RawDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -46,14 +46,22 @@ pub(super) fn validate(
     listeners.extend(admin_listener);
     c.listen_clashes(&listeners);
     let log = c.log(raw.log.unwrap_or_default(), &root.key("log"));
+    let raw_shutdown = raw.shutdown.unwrap_or_default();
     let shutdown = ShutdownConfig {
         timeout: c
             .duration(
-                raw.shutdown.unwrap_or_default().timeout,
+                raw_shutdown.timeout,
                 &root.key("shutdown").key("timeout"),
                 30 * SECOND,
             )
             .unwrap_or(30 * SECOND),
+        delay: c
+            .duration(
+                raw_shutdown.delay,
+                &root.key("shutdown").key("delay"),
+                Duration::ZERO,
+            )
+            .unwrap_or(Duration::ZERO),
     };
     let pools = c.pools(raw.pools, &root.key("pools"));
     c.port_clashes(&pools, &listeners);

@@ -38,7 +38,7 @@ fn pyramid_sqlalchemy_workers_each_use_their_own_connection_pool() {
                 ),
                 ("WORKER_PORTS".into(), format!("{ports}-{}", ports + 9)),
             ],
-            shell_prefix: None,
+            ..Default::default()
         },
     );
     fy.wait_ready();

@@ -33,6 +33,7 @@ fn leaky_start(extra: &str) -> Forkyard {
         &StartOpts {
             shell_prefix: Some("exec 7</dev/null 9</etc/hostname".into()),
             env: vec![("FORKYARD_INTERNAL_SECRET".into(), "must-not-leak".into())],
+            ..Default::default()
         },
     )
 }

@@ -140,6 +140,8 @@ pub struct StartOpts {
     pub env: Vec<(String, String)>,
     /// Shell commands run (by bash) just before forkyard is exec'd, e.g. to leak fds.
     pub shell_prefix: Option<String>,
+    /// A command forkyard runs under, e.g. `["unshare", "--pid", "--fork"]`.
+    pub wrapper: Vec<String>,
 }
 
 /// A running forkyard.
@@ -173,6 +175,12 @@ impl Forkyard {
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, text).unwrap();
         let mut cmd = match &opts.shell_prefix {
+            None if !opts.wrapper.is_empty() => {
+                let mut c = Command::new(&opts.wrapper[0]);
+                c.args(&opts.wrapper[1..])
+                    .arg(env!("CARGO_BIN_EXE_forkyard"));
+                c
+            }
             None => Command::new(env!("CARGO_BIN_EXE_forkyard")),
             Some(prefix) => {
                 let mut c = Command::new("bash");
@@ -284,6 +292,17 @@ impl Forkyard {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Send `sig` to `pid` (e.g. forkyard under a wrapper) and wait for our child's exit.
+    pub fn signal_pid_and_wait(
+        &mut self,
+        pid: i32,
+        sig: nix::sys::signal::Signal,
+        timeout: Duration,
+    ) -> ExitStatus {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+        self.signal_and_wait_exit(timeout)
     }
 
     /// Send `sig` and wait for the exit.

@@ -8,6 +8,7 @@ mod harness;
 mod hooks;
 mod logging;
 mod metrics;
+mod pid1;
 mod proxying;
 mod readiness;
 mod restarts;

@@ -12,17 +12,17 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::metrics::Metrics;
-use crate::proxy::upstreams::PoolUpstreams;
+use crate::supervisor::PoolHandle;
 
 /// Whether forkyard should receive traffic: every pool has a ready worker and no
 /// shutdown has begun.
 pub struct Readiness {
     shutting_down: AtomicBool,
-    pools: Vec<(Arc<str>, Arc<PoolUpstreams>)>,
+    pools: Vec<PoolHandle>,
 }
 
 impl Readiness {
-    pub fn new(pools: Vec<(Arc<str>, Arc<PoolUpstreams>)>) -> Arc<Readiness> {
+    pub fn new(pools: Vec<PoolHandle>) -> Arc<Readiness> {
         Arc::new(Readiness {
             shutting_down: AtomicBool::new(false),
             pools,
@@ -33,21 +33,35 @@ impl Readiness {
         self.shutting_down.store(true, Ordering::Release);
     }
 
-    /// `Ok` when ready, else the reasons it is not.
-    pub fn check(&self) -> Result<(), String> {
+    /// `Ok` (with notes, e.g. degraded pools) when ready, else the reasons it is not.
+    pub fn check(&self) -> Result<String, String> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err("shutting down".into());
         }
         let empty: Vec<&str> = self
             .pools
             .iter()
-            .filter(|(_, u)| u.ready_count() == 0)
-            .map(|(n, _)| n.as_ref())
+            .filter(|p| p.upstreams.ready_count() == 0)
+            .map(|p| p.config.name.as_str())
             .collect();
-        if empty.is_empty() {
-            Ok(())
+        let degraded: Vec<&str> = self
+            .pools
+            .iter()
+            .filter(|p| p.crash_loop.is_degraded())
+            .map(|p| p.config.name.as_str())
+            .collect();
+        let note = if degraded.is_empty() {
+            String::new()
         } else {
-            Err(format!("no ready worker in pool(s): {}", empty.join(", ")))
+            format!("; degraded (crash loop): {}", degraded.join(", "))
+        };
+        if empty.is_empty() {
+            Ok(note.trim_start_matches("; ").to_string())
+        } else {
+            Err(format!(
+                "no ready worker in pool(s): {}{note}",
+                empty.join(", ")
+            ))
         }
     }
 }
@@ -72,7 +86,8 @@ impl ServeHttp for AdminApp {
                 .unwrap_or_default(),
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" => match self.readiness.check() {
-                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Ok(note) if note.is_empty() => text(StatusCode::OK, "ready\n".into()),
+                Ok(note) => text(StatusCode::OK, format!("ready; {note}\n")),
                 Err(why) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("not ready: {why}\n"),

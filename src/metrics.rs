@@ -31,6 +31,7 @@ pub struct Metrics {
     pub hook_runs: IntCounterVec,
     pub hook_duration: HistogramVec,
     pub workers: IntGaugeVec,
+    pub pool_degraded: IntGaugeVec,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_connect_errors: IntCounterVec,
@@ -104,6 +105,14 @@ impl Metrics {
             &["pool", "state"],
         )
         .expect("static metric definition");
+        let pool_degraded = IntGaugeVec::new(
+            Opts::new(
+                "forkyard_pool_degraded",
+                "1 while a pool's workers are in a crash loop (restart.crash_loop).",
+            ),
+            &["pool"],
+        )
+        .expect("static metric definition");
         let requests = counter_vec(
             "forkyard_requests_total",
             "Requests proxied to a pool, by status class.",
@@ -140,6 +149,7 @@ impl Metrics {
             Box::new(hook_runs.clone()),
             Box::new(hook_duration.clone()),
             Box::new(workers.clone()),
+            Box::new(pool_degraded.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_connect_errors.clone()),
@@ -164,6 +174,7 @@ impl Metrics {
                 requests.with_label_values(&[*pool, class]);
             }
             request_duration.with_label_values(&[*pool]);
+            pool_degraded.with_label_values(&[*pool]);
             upstream_connect_errors.with_label_values(&[*pool]);
         }
 
@@ -183,6 +194,7 @@ impl Metrics {
             hook_runs,
             hook_duration,
             workers,
+            pool_degraded,
             requests,
             request_duration,
             upstream_connect_errors,

@@ -34,7 +34,7 @@ use crate::process::Reaper;
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::proxy::{ForkyardProxy, InFlight, ProxyPool, Router};
 use crate::signals::{self, ControlEvent};
-use crate::supervisor::{PoolHandle, Supervisor};
+use crate::supervisor::{CrashLoop, PoolHandle, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -136,14 +136,15 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         .map(|p| PoolHandle {
             config: Arc::new(p.clone()),
             upstreams: PoolUpstreams::new(),
+            crash_loop: Arc::new(CrashLoop::new(
+                &p.name,
+                p.restart.crash_loop_failures,
+                p.restart.crash_loop_window,
+                metrics.pool_degraded.with_label_values(&[p.name.as_str()]),
+            )),
         })
         .collect();
-    let readiness = Readiness::new(
-        pools
-            .iter()
-            .map(|p| (Arc::from(p.config.name.as_str()), p.upstreams.clone()))
-            .collect(),
-    );
+    let readiness = Readiness::new(pools.clone());
     let inflight = InFlight::new();
 
     // The proxy, on its own runtime.

@@ -393,6 +393,8 @@ routes:
                 backoff_min: Duration::from_millis(200),
                 backoff_max: secs(90),
                 reset_after: secs(120),
+                crash_loop_failures: 5,
+                crash_loop_window: secs(60),
             }
         );
         assert_eq!(
@@ -475,6 +477,8 @@ routes:
                     backoff_min: Duration::from_millis(100),
                     backoff_max: secs(30),
                     reset_after: secs(60),
+                    crash_loop_failures: 5,
+                    crash_loop_window: secs(60),
                 },
                 stop: StopPolicy {
                     signal: Signal::SIGTERM,

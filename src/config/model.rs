@@ -141,6 +141,11 @@ pub struct RestartPolicy {
     pub backoff_max: Duration,
     /// Default 60s.
     pub reset_after: Duration,
+    /// This many restarts of a pool's workers within `crash_loop_window` mark the
+    /// pool degraded. Default 5.
+    pub crash_loop_failures: usize,
+    /// Default 60s.
+    pub crash_loop_window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

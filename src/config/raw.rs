@@ -117,6 +117,18 @@ pub struct RawRestart {
     pub backoff_max: Option<RawDuration>,
     /// Up this long, a worker's backoff starts over. Default `"60s"`.
     pub reset_after: Option<RawDuration>,
+    /// Crash-loop breaker. Default `{ failures: 5, window: "60s" }`.
+    pub crash_loop: Option<RawCrashLoop>,
+}
+
+/// `restart.crash_loop`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCrashLoop {
+    /// Restarts within `window` that mark the pool degraded, at least 1. Default 5.
+    pub failures: Option<usize>,
+    /// The sliding window. Default `"60s"`.
+    pub window: Option<RawDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

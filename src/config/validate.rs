@@ -540,12 +540,23 @@ impl Checker<'_> {
                 self.error(if min_given { &min_path } else { &max_path }, message);
             }
         }
+        let crash = raw.crash_loop.unwrap_or_default();
+        let crash_path = path.key("crash_loop");
+        let failures = self.at_least_one(crash.failures, &crash_path.key("failures"));
         RestartPolicy {
             backoff_min: min.unwrap_or(min_default),
             backoff_max: max.unwrap_or(max_default),
             reset_after: self
                 .duration(raw.reset_after, &path.key("reset_after"), reset_default)
                 .unwrap_or(reset_default),
+            crash_loop_failures: if crash.failures.is_some() {
+                failures.get()
+            } else {
+                5
+            },
+            crash_loop_window: self
+                .positive_duration(crash.window, &crash_path.key("window"), 60 * SECOND)
+                .unwrap_or(60 * SECOND),
         }
     }
 

@@ -2,11 +2,13 @@
 //! and the stop channel through which forkyard's shutdown reaches them all.
 
 mod backoff;
+mod crash_loop;
 mod readiness;
 mod state;
 mod worker;
 
 pub use backoff::Backoff;
+pub use crash_loop::CrashLoop;
 pub use readiness::probe_once;
 pub use state::{WorkerEvent, WorkerState};
 pub use worker::StopMode;
@@ -25,6 +27,7 @@ use crate::proxy::upstreams::PoolUpstreams;
 pub struct PoolHandle {
     pub config: Arc<PoolConfig>,
     pub upstreams: Arc<PoolUpstreams>,
+    pub crash_loop: Arc<CrashLoop>,
 }
 
 pub struct Supervisor {
@@ -43,6 +46,7 @@ impl Supervisor {
                     pool: pool.config.clone(),
                     slot,
                     upstreams: pool.upstreams.clone(),
+                    crash_loop: pool.crash_loop.clone(),
                     metrics: hooks.metrics.clone(),
                     hooks: hooks.clone(),
                 };

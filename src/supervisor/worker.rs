@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{sleep, timeout};
 
 use super::backoff::Backoff;
+use super::crash_loop::CrashLoop;
 use super::readiness::wait_ready;
 use super::state::{StateCell, WorkerEvent, WorkerState};
 use crate::config::{fill_placeholders, OnFailure, Phase, PoolConfig};
@@ -48,6 +49,7 @@ pub struct WorkerCtx {
     pub slot: usize,
     pub hooks: HookRunner,
     pub upstreams: Arc<PoolUpstreams>,
+    pub crash_loop: Arc<CrashLoop>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -193,7 +195,12 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
         if started.elapsed() >= restart.reset_after {
             backoff.reset();
         }
-        let delay = backoff.next_delay(&mut rand::rng());
+        let jittered = backoff.next_delay(&mut rand::rng());
+        let delay = if ctx.crash_loop.record_failure() {
+            restart.backoff_max
+        } else {
+            jittered
+        };
         ctx.metrics.restart(&pool_name, reason);
         tracing::info!(pool = %label, worker = ctx.slot, reason = reason.as_str(), delay_ms = delay.as_millis() as u64, "worker will restart");
         tokio::select! {
@@ -295,6 +302,7 @@ async fn supervise_process(
     if booted {
         ctx.upstreams.add(ctx.addr()).await;
         state.apply(WorkerEvent::BecameReady);
+        ctx.crash_loop.on_ready();
         tracing::info!(pool, worker = ctx.slot, pid, "worker ready");
         tokio::select! {
             status = &mut exit => {

@@ -133,6 +133,22 @@ pub struct ReadyCheck {
     pub interval: Duration,
 }
 
+/// Active health checks of a ready worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub probe: ReadyProbe,
+    /// Default 5s.
+    pub interval: Duration,
+    /// Bound on one check. Default 1s.
+    pub timeout: Duration,
+    /// Consecutive failures that take the worker out of the load balancer. Default 3.
+    pub unhealthy_after: u32,
+    /// Consecutive successes that bring it back. Default 2.
+    pub healthy_after: u32,
+    /// Unhealthy this long, the worker is restarted (`reason="health"`). Default 30s.
+    pub restart_after: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestartPolicy {
     /// Default 100ms.
@@ -171,6 +187,8 @@ pub struct PoolConfig {
     /// Default: the directory forkyard was started in (`.`).
     pub cwd: PathBuf,
     pub ready: ReadyCheck,
+    /// Active health checks of ready workers; none by default.
+    pub health: Option<HealthCheck>,
     pub restart: RestartPolicy,
     pub stop: StopPolicy,
     /// The per-worker lifecycle hooks.

@@ -85,6 +85,8 @@ pub struct RawPool {
     pub cwd: Option<String>,
     /// Readiness probe. Default `{ tcp: true, timeout: "30s", interval: "100ms" }`.
     pub ready: Option<RawReady>,
+    /// Active health checks of ready workers. Default: none.
+    pub health: Option<RawHealth>,
     /// Restart backoff. Default `{ backoff_min: "100ms", backoff_max: "30s", reset_after: "60s" }`.
     pub restart: Option<RawRestart>,
     /// How workers are stopped. Default `{ signal: SIGTERM, grace: "30s" }`.
@@ -106,6 +108,26 @@ pub struct RawReady {
     pub timeout: Option<RawDuration>,
     /// Time between probes. Default `"100ms"`.
     pub interval: Option<RawDuration>,
+}
+
+/// `health:` active checks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Probe by TCP connect (`true`).
+    pub tcp: Option<bool>,
+    /// Probe by `GET <path>` expecting 2xx.
+    pub http: Option<String>,
+    /// Time between checks. Default `"5s"`.
+    pub interval: Option<RawDuration>,
+    /// Bound on one check. Default `"1s"`.
+    pub timeout: Option<RawDuration>,
+    /// Consecutive failures that take a worker out of the load balancer. Default 3.
+    pub unhealthy_after: Option<u32>,
+    /// Consecutive successes that bring it back. Default 2.
+    pub healthy_after: Option<u32>,
+    /// Unhealthy this long, the worker is restarted. Default `"30s"`.
+    pub restart_after: Option<RawDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -366,6 +366,7 @@ impl Checker<'_> {
             Some(cwd) => PathBuf::from(cwd),
         };
         let ready = self.ready(raw.ready, &path.key("ready"));
+        let health = self.health(raw.health, &path.key("health"));
         let restart = self.restart(raw.restart.unwrap_or_default(), &path.key("restart"));
         let stop = self.stop(raw.stop.unwrap_or_default(), &path.key("stop"));
         let hooks = self.pool_hooks(raw.hooks, &path.key("hooks"));
@@ -377,6 +378,7 @@ impl Checker<'_> {
             env,
             cwd,
             ready,
+            health,
             restart,
             stop,
             hooks,
@@ -476,12 +478,34 @@ impl Checker<'_> {
                 interval: default_interval,
             };
         };
+        let probe = self.probe(raw.tcp, raw.http, path, "ready");
+        ReadyCheck {
+            probe,
+            timeout: self
+                .positive_duration(raw.timeout, &path.key("timeout"), default_timeout)
+                .unwrap_or(default_timeout),
+            interval: self
+                .positive_duration(raw.interval, &path.key("interval"), default_interval)
+                .unwrap_or(default_interval),
+        }
+    }
+
+    /// Exactly one of `tcp: true` / `http: "/path"` under `key` (`ready`, `health`).
+    fn probe(
+        &mut self,
+        tcp: Option<bool>,
+        http: Option<String>,
+        path: &KeyPath,
+        key: &str,
+    ) -> ReadyProbe {
         let (tcp_path, http_path) = (path.key("tcp"), path.key("http"));
-        let probe = match (raw.tcp, raw.http) {
+        match (tcp, http) {
             (Some(true), Some(_)) => {
                 self.error(
                     path,
-                    r#"ready must set exactly one of tcp: true or http: "/path", not both"#,
+                    format!(
+                        r#"{key} must set exactly one of tcp: true or http: "/path", not both"#
+                    ),
                 );
                 ReadyProbe::Tcp
             }
@@ -494,7 +518,10 @@ impl Checker<'_> {
             }
             (None, None) => {
                 if !self.poisoned(&tcp_path) && !self.poisoned(&http_path) {
-                    self.error(path, r#"ready must set one of tcp: true or http: "/path""#);
+                    self.error(
+                        path,
+                        format!(r#"{key} must set one of tcp: true or http: "/path""#),
+                    );
                 }
                 ReadyProbe::Tcp
             }
@@ -508,16 +535,38 @@ impl Checker<'_> {
                 }
                 ReadyProbe::Http { path: http }
             }
-        };
-        ReadyCheck {
-            probe,
-            timeout: self
-                .positive_duration(raw.timeout, &path.key("timeout"), default_timeout)
-                .unwrap_or(default_timeout),
-            interval: self
-                .positive_duration(raw.interval, &path.key("interval"), default_interval)
-                .unwrap_or(default_interval),
         }
+    }
+
+    fn health(&mut self, raw: Option<RawHealth>, path: &KeyPath) -> Option<HealthCheck> {
+        let raw = raw?;
+        let probe = self.probe(raw.tcp, raw.http, path, "health");
+        let at_least_one = |c: &mut Self, v: Option<u32>, key: &str, default: u32| -> u32 {
+            match v {
+                None => default,
+                Some(0) => {
+                    c.error(&path.key(key), format!("{key} must be at least 1"));
+                    default
+                }
+                Some(n) => n,
+            }
+        };
+        let unhealthy_after = at_least_one(self, raw.unhealthy_after, "unhealthy_after", 3);
+        let healthy_after = at_least_one(self, raw.healthy_after, "healthy_after", 2);
+        Some(HealthCheck {
+            probe,
+            interval: self
+                .positive_duration(raw.interval, &path.key("interval"), 5 * SECOND)
+                .unwrap_or(5 * SECOND),
+            timeout: self
+                .positive_duration(raw.timeout, &path.key("timeout"), SECOND)
+                .unwrap_or(SECOND),
+            unhealthy_after,
+            healthy_after,
+            restart_after: self
+                .duration(raw.restart_after, &path.key("restart_after"), 30 * SECOND)
+                .unwrap_or(30 * SECOND),
+        })
     }
 
     fn restart(&mut self, raw: RawRestart, path: &KeyPath) -> RestartPolicy {
@@ -815,7 +864,7 @@ mod tests {
         let e = one("pools:\n  web:\n    command: [app]\n    ports: \"9001\"\n    wrokers: 2\n");
         assert_eq!(
             e,
-            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, restart, stop, hooks); did you mean "workers"?"#
+            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, health, restart, stop, hooks); did you mean "workers"?"#
         );
         let errors = errors(&format!("{POOL}prxy: {{}}\n"));
         assert_eq!(errors[0].path, "prxy");

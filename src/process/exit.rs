@@ -56,15 +56,18 @@ pub enum ExitReason {
     BootTimeout,
     /// A `pre_fork`, `post_fork` or `post_spawn` hook failed for this spawn.
     HookFailure,
+    /// It stayed unhealthy for `health.restart_after`.
+    Health,
 }
 
 impl ExitReason {
     /// Every reason, for pre-initialising metric series.
-    pub const ALL: [ExitReason; 4] = [
+    pub const ALL: [ExitReason; 5] = [
         ExitReason::ExitCode,
         ExitReason::Signal,
         ExitReason::BootTimeout,
         ExitReason::HookFailure,
+        ExitReason::Health,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -73,6 +76,7 @@ impl ExitReason {
             ExitReason::Signal => "signal",
             ExitReason::BootTimeout => "boot_timeout",
             ExitReason::HookFailure => "hook_failure",
+            ExitReason::Health => "health",
         }
     }
 

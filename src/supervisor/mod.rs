@@ -3,6 +3,7 @@
 
 mod backoff;
 mod crash_loop;
+mod health;
 mod readiness;
 mod state;
 mod worker;

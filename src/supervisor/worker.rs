@@ -16,11 +16,12 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 use tokio::sync::{oneshot, watch};
-use tokio::time::{sleep, timeout};
+use tokio::time::{sleep, sleep_until, timeout};
 
 use super::backoff::Backoff;
 use super::crash_loop::CrashLoop;
-use super::readiness::wait_ready;
+use super::health::{HealthChange, HealthTracker};
+use super::readiness::{probe_once, wait_ready};
 use super::state::{StateCell, WorkerEvent, WorkerState};
 use crate::config::{fill_placeholders, OnFailure, Phase, PoolConfig};
 use crate::hooks::post_fork::{self, PostForkOutcome};
@@ -304,17 +305,55 @@ async fn supervise_process(
         state.apply(WorkerEvent::BecameReady);
         ctx.crash_loop.on_ready();
         tracing::info!(pool, worker = ctx.slot, pid, "worker ready");
-        tokio::select! {
-            status = &mut exit => {
-                let status = status_or_lost(status);
-                ctx.upstreams.remove(ctx.addr()).await;
-                state.apply(WorkerEvent::Exited);
-                tracing::warn!(pool, worker = ctx.slot, pid, %status, "worker exited");
-                cleanup_group(pid);
-                return RunEnd::Restart(ExitReason::of_unplanned(status), Some(status));
+        let mut health = ctx.pool.health.as_ref().map(|h| (h, HealthTracker::new(h)));
+        let mut next_check = Instant::now();
+        loop {
+            if let Some((h, _)) = &health {
+                next_check += h.interval;
             }
-            _ = stopping(stop) => {
-                ctx.upstreams.remove(ctx.addr()).await;
+            tokio::select! {
+                status = &mut exit => {
+                    let status = status_or_lost(status);
+                    ctx.upstreams.remove(ctx.addr()).await;
+                    state.apply(WorkerEvent::Exited);
+                    tracing::warn!(pool, worker = ctx.slot, pid, %status, "worker exited");
+                    cleanup_group(pid);
+                    return RunEnd::Restart(ExitReason::of_unplanned(status), Some(status));
+                }
+                _ = stopping(stop) => {
+                    ctx.upstreams.remove(ctx.addr()).await;
+                    break;
+                }
+                _ = sleep_until(next_check.into()), if health.is_some() => {
+                    let Some((check, tracker)) = health.as_mut() else { continue };
+                    let passed = timeout(check.timeout, probe_once(ctx.addr(), &check.probe))
+                        .await
+                        .unwrap_or(false);
+                    match tracker.observe(passed, Instant::now()) {
+                        HealthChange::None => {}
+                        HealthChange::BecameUnhealthy => {
+                            ctx.upstreams.remove(ctx.addr()).await;
+                            state.apply(WorkerEvent::HealthFailed);
+                            tracing::warn!(pool, worker = ctx.slot, pid, fails = check.unhealthy_after, "worker unhealthy; out of the load balancer");
+                        }
+                        HealthChange::BecameHealthy => {
+                            ctx.upstreams.add(ctx.addr()).await;
+                            state.apply(WorkerEvent::HealthRecovered);
+                            tracing::info!(pool, worker = ctx.slot, pid, "worker healthy again; back in the load balancer");
+                        }
+                        HealthChange::RestartDue => {
+                            ctx.upstreams.remove(ctx.addr()).await;
+                            tracing::warn!(pool, worker = ctx.slot, pid, restart_after_ms = check.restart_after.as_millis() as u64, "worker unhealthy for health.restart_after; restarting it");
+                            state.apply(WorkerEvent::StopRequested);
+                            ctx.run_hooks(Phase::PreStop, None).await;
+                            let status = stop_process(ctx, pid, exit, stop).await;
+                            state.apply(WorkerEvent::Exited);
+                            // Stopping → Stopped; the slot goes on in backoff.
+                            state.apply(WorkerEvent::Respawn);
+                            return RunEnd::Restart(ExitReason::Health, Some(status));
+                        }
+                    }
+                }
             }
         }
     }

@@ -5,6 +5,7 @@ mod config_errors;
 mod examples;
 mod fork_hygiene;
 mod harness;
+mod health;
 mod hooks;
 mod logging;
 mod metrics;

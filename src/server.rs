@@ -26,7 +26,7 @@ use pingora::services::listening::Service as ListeningService;
 use pingora::services::Service as _;
 use tokio::sync::watch;
 
-use crate::admin::{AdminApp, Readiness};
+use crate::admin::{AdminApp, AdminCommand, Readiness};
 use crate::config::{Config, Phase};
 use crate::hooks::{HookContext, HookRunner};
 use crate::metrics::{HookSeries, Metrics};
@@ -202,11 +202,13 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             source,
         })?;
 
+        let (admin_tx, mut admin_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut admin_svc = ListeningService::new(
             "forkyard admin".to_string(),
             HttpServer::new_app(AdminApp {
                 metrics: metrics.clone(),
                 readiness: readiness.clone(),
+                commands: admin_tx,
             }),
         );
         let admin_fds =
@@ -238,15 +240,30 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             proxy_rt.shutdown_background();
             return Err(RunError::OnStart(failure));
         }
-        let supervisor = Supervisor::start(&pools, hooks.clone());
+        let mut supervisor = Supervisor::start(&pools, hooks.clone());
 
+        // Run until SIGTERM/SIGINT; meanwhile serve scale requests from signals and
+        // from the admin listener.
         let first = loop {
-            match signals.recv().await {
-                Some(e @ (ControlEvent::Terminate | ControlEvent::Interrupt)) => break Some(e),
-                None => break None,
-                Some(other) => {
-                    tracing::warn!(event = ?other, "signal not supported yet; ignored")
-                }
+            tokio::select! {
+                event = signals.recv() => match event {
+                    Some(e @ (ControlEvent::Terminate | ControlEvent::Interrupt)) => break Some(e),
+                    None => break None,
+                    Some(ControlEvent::AddWorker) => supervisor.scale_all(1),
+                    Some(ControlEvent::RemoveWorker) => supervisor.scale_all(-1),
+                    Some(other) => {
+                        tracing::warn!(event = ?other, "signal not supported yet; ignored")
+                    }
+                },
+                Some(command) = admin_rx.recv() => match command {
+                    AdminCommand::Scale { pool, workers, reply } => {
+                        let result = supervisor
+                            .scale(&pool, workers)
+                            .map(|(from, to)| format!("pool {pool}: {from} -> {to} workers\n"))
+                            .map_err(|e| e.to_string());
+                        let _ = reply.send(result);
+                    }
+                },
             }
         };
         // A second SIGTERM/SIGINT while stopping forces the exit: workers get SIGKILL

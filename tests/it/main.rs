@@ -13,4 +13,5 @@ mod pid1;
 mod proxying;
 mod readiness;
 mod restarts;
+mod scaling;
 mod shutdown;

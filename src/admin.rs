@@ -1,5 +1,5 @@
 //! The admin listener: `GET /metrics`, `/healthz` and `/readyz`, and
-//! `POST /pools/<name>/scale?workers=N`.
+//! `POST /reload` and `POST /pools/<name>/scale?workers=N`.
 //!
 //! It runs on the control runtime, apart from the proxy's threads, so a saturated
 //! proxy does not stop Prometheus or a probe from getting an answer.
@@ -70,6 +70,10 @@ impl Readiness {
 
 /// A request that changes something, carried out by the server's control loop.
 pub enum AdminCommand {
+    /// Re-read config.yaml and apply it (as SIGHUP does).
+    Reload {
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     Scale {
         pool: String,
         workers: usize,
@@ -84,6 +88,23 @@ pub struct AdminApp {
 }
 
 impl AdminApp {
+    /// `POST /reload`: 200 when applied, 409 when rolled back, 422 when the file is
+    /// invalid or the change needs a restart.
+    async fn reload(&self) -> Response<Vec<u8>> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(AdminCommand::Reload { reply }).is_err() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+        }
+        match answer.await {
+            Ok(Ok(done)) => text(StatusCode::OK, done),
+            Ok(Err(e)) if e.starts_with("rolled_back") => {
+                text(StatusCode::CONFLICT, format!("{e}\n"))
+            }
+            Ok(Err(e)) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
+            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+        }
+    }
+
     /// `POST /pools/<name>/scale?workers=N`.
     async fn scale(&self, path: &str, query: Option<&str>) -> Response<Vec<u8>> {
         let Some(pool) = path
@@ -128,6 +149,9 @@ impl ServeHttp for AdminApp {
                 req.uri.path().to_string(),
                 req.uri.query().map(str::to_string),
             );
+            if path == "/reload" {
+                return self.reload().await;
+            }
             return self.scale(&path, query.as_deref()).await;
         }
         if req.method != Method::GET && req.method != Method::HEAD {

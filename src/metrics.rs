@@ -32,6 +32,7 @@ pub struct Metrics {
     pub hook_duration: HistogramVec,
     pub workers: IntGaugeVec,
     pub pool_degraded: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_connect_errors: IntCounterVec,
@@ -113,6 +114,14 @@ impl Metrics {
             &["pool"],
         )
         .expect("static metric definition");
+        let config_reloads = counter_vec(
+            "forkyard_config_reloads_total",
+            "Config reloads (SIGHUP, POST /reload), by result.",
+            &["result"],
+        );
+        for result in ["ok", "error", "rolled_back"] {
+            config_reloads.with_label_values(&[result]);
+        }
         let requests = counter_vec(
             "forkyard_requests_total",
             "Requests proxied to a pool, by status class.",
@@ -150,6 +159,7 @@ impl Metrics {
             Box::new(hook_duration.clone()),
             Box::new(workers.clone()),
             Box::new(pool_degraded.clone()),
+            Box::new(config_reloads.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_connect_errors.clone()),
@@ -195,6 +205,7 @@ impl Metrics {
             hook_duration,
             workers,
             pool_degraded,
+            config_reloads,
             requests,
             request_duration,
             upstream_connect_errors,

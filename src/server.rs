@@ -33,6 +33,7 @@ use crate::metrics::{HookSeries, Metrics};
 use crate::process::Reaper;
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::proxy::{ForkyardProxy, InFlight, ProxyPool, Router};
+use crate::reload::{self, ReloadResult};
 use crate::signals::{self, ControlEvent};
 use crate::supervisor::{CrashLoop, PoolHandle, Supervisor};
 
@@ -193,6 +194,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             source,
         })?;
     control_rt.block_on(async move {
+        let mut config = config;
         let mut signals = signals::listen().map_err(|source| RunError::Io {
             what: "install signal handlers",
             source,
@@ -251,8 +253,13 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                     None => break None,
                     Some(ControlEvent::AddWorker) => supervisor.scale_all(1),
                     Some(ControlEvent::RemoveWorker) => supervisor.scale_all(-1),
-                    Some(other) => {
-                        tracing::warn!(event = ?other, "signal not supported yet; ignored")
+                    Some(ControlEvent::Reload) => {
+                        // A stop signal during a rollout cancels it; shutdown then
+                        // stops every worker, old and new.
+                        tokio::select! {
+                            _ = reload::reload(&mut config, &mut supervisor, &metrics) => {}
+                            e = next_stop_signal(&mut signals) => break e,
+                        }
                     }
                 },
                 Some(command) = admin_rx.recv() => match command {
@@ -262,6 +269,17 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                             .map(|(from, to)| format!("pool {pool}: {from} -> {to} workers\n"))
                             .map_err(|e| e.to_string());
                         let _ = reply.send(result);
+                    }
+                    AdminCommand::Reload { reply } => {
+                        tokio::select! {
+                            (result, summary) = reload::reload(&mut config, &mut supervisor, &metrics) => {
+                                let _ = reply.send(match result {
+                                    ReloadResult::Ok => Ok(format!("ok: {summary}\n")),
+                                    other => Err(format!("{}: {summary}", other.as_str())),
+                                });
+                            }
+                            e = next_stop_signal(&mut signals) => break e,
+                        }
                     }
                 },
             }

@@ -17,7 +17,7 @@ pub use worker::StopMode;
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::config::PoolConfig;
@@ -32,9 +32,10 @@ pub struct PoolHandle {
     pub crash_loop: Arc<CrashLoop>,
 }
 
-/// One live slot: its stop channel (the actor's only source of stop requests).
+/// One slot: its stop channel (the actor's only source of stop requests) and port.
 struct Slot {
     stop: watch::Sender<StopMode>,
+    port: u16,
 }
 
 /// Why a scale request was refused.
@@ -50,9 +51,40 @@ pub enum ScaleError {
     },
 }
 
+/// How a rolling replacement of one pool ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollout {
+    /// Every slot runs the new config.
+    Done,
+    /// A new worker failed to become ready: the new generation was removed and the
+    /// old one keeps serving.
+    RolledBack,
+}
+
+struct PoolSlots {
+    handle: PoolHandle,
+    slots: Vec<Slot>,
+    /// Slots told to stop; their ports stay taken until their actor ends.
+    retiring: Vec<Slot>,
+}
+
+impl PoolSlots {
+    /// A port of the pool's range not used by a live or still-running slot.
+    fn free_port(&mut self, config: &PoolConfig) -> Option<u16> {
+        self.retiring.retain(|s| !s.stop.is_closed());
+        let used: Vec<u16> = self
+            .slots
+            .iter()
+            .chain(&self.retiring)
+            .map(|s| s.port)
+            .collect();
+        (config.ports.start..=config.ports.end).find(|p| !used.contains(p))
+    }
+}
+
 pub struct Supervisor {
     hooks: HookRunner,
-    pools: Vec<(PoolHandle, Vec<Slot>)>,
+    pools: Vec<PoolSlots>,
     /// Every actor task, live or retiring, so shutdown waits for all of them.
     tasks: JoinSet<()>,
     /// Every stop channel ever handed out; shutdown and kill reach them all.
@@ -64,56 +96,99 @@ impl Supervisor {
     pub fn start(pools: &[PoolHandle], hooks: HookRunner) -> Supervisor {
         let mut sup = Supervisor {
             hooks,
-            pools: pools.iter().map(|p| (p.clone(), Vec::new())).collect(),
+            pools: pools
+                .iter()
+                .map(|p| PoolSlots {
+                    handle: p.clone(),
+                    slots: Vec::new(),
+                    retiring: Vec::new(),
+                })
+                .collect(),
             tasks: JoinSet::new(),
             all_stops: Arc::new(Mutex::new(Vec::new())),
         };
         for i in 0..sup.pools.len() {
-            let n = sup.pools[i].0.config.workers.get();
+            let n = sup.pools[i].handle.config.workers.get();
             sup.grow(i, n);
         }
         sup
     }
 
+    /// Start an actor for `slot` of pool `i` with `config` on `port`.
+    fn spawn_slot(
+        &mut self,
+        i: usize,
+        slot: usize,
+        config: Arc<PoolConfig>,
+        port: u16,
+        boot_report: Option<oneshot::Sender<bool>>,
+    ) -> Slot {
+        // Forget actors that have ended.
+        while self.tasks.try_join_next().is_some() {}
+        self.all_stops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|s| !s.is_closed());
+        let handle = &self.pools[i].handle;
+        let (stop, rx) = watch::channel(StopMode::Run);
+        let ctx = worker::WorkerCtx {
+            pool: config,
+            slot,
+            port,
+            boot_report: Mutex::new(boot_report),
+            upstreams: handle.upstreams.clone(),
+            crash_loop: handle.crash_loop.clone(),
+            metrics: self.hooks.metrics.clone(),
+            hooks: self.hooks.clone(),
+        };
+        self.tasks.spawn(worker::run(ctx, rx));
+        self.all_stops
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stop.clone());
+        Slot { stop, port }
+    }
+
     /// Start slots until pool `i` has `n`.
     fn grow(&mut self, i: usize, n: usize) {
-        let (pool, slots) = &mut self.pools[i];
-        while slots.len() < n {
-            let (stop, rx) = watch::channel(StopMode::Run);
-            let ctx = worker::WorkerCtx {
-                pool: pool.config.clone(),
-                slot: slots.len(),
-                upstreams: pool.upstreams.clone(),
-                crash_loop: pool.crash_loop.clone(),
-                metrics: self.hooks.metrics.clone(),
-                hooks: self.hooks.clone(),
+        let config = self.pools[i].handle.config.clone();
+        while self.pools[i].slots.len() < n {
+            let slot = self.pools[i].slots.len();
+            let Some(port) = self.pools[i].free_port(&config) else {
+                tracing::error!(pool = %config.name, "no free port left in the pool's range");
+                return;
             };
-            self.tasks.spawn(worker::run(ctx, rx));
-            self.all_stops
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(stop.clone());
-            slots.push(Slot { stop });
+            let s = self.spawn_slot(i, slot, config.clone(), port, None);
+            self.pools[i].slots.push(s);
         }
+    }
+
+    /// Tell `slot` to stop gracefully and keep its port reserved until it has.
+    fn retire(&mut self, i: usize, slot: Slot) {
+        let _ = slot.stop.send(StopMode::Graceful);
+        self.pools[i].retiring.push(slot);
+    }
+
+    fn index(&self, pool: &str) -> Result<usize, ScaleError> {
+        self.pools
+            .iter()
+            .position(|p| p.handle.config.name == pool)
+            .ok_or_else(|| ScaleError::UnknownPool(pool.to_string()))
     }
 
     /// The worker counts of every pool, in config order.
     pub fn sizes(&self) -> Vec<(String, usize)> {
         self.pools
             .iter()
-            .map(|(p, slots)| (p.config.name.clone(), slots.len()))
+            .map(|p| (p.handle.config.name.clone(), p.slots.len()))
             .collect()
     }
 
     /// Run `workers` workers in `pool`: new slots start at once; removed slots (the
     /// highest) leave the load balancer and stop gracefully in the background.
     pub fn scale(&mut self, pool: &str, workers: usize) -> Result<(usize, usize), ScaleError> {
-        let i = self
-            .pools
-            .iter()
-            .position(|(p, _)| p.config.name == pool)
-            .ok_or_else(|| ScaleError::UnknownPool(pool.to_string()))?;
-        let max = self.pools[i].0.config.ports.len();
+        let i = self.index(pool)?;
+        let max = self.pools[i].handle.config.ports.len();
         if workers == 0 || workers > max {
             return Err(ScaleError::OutOfRange {
                 pool: pool.to_string(),
@@ -121,12 +196,13 @@ impl Supervisor {
                 max,
             });
         }
-        let before = self.pools[i].1.len();
+        let before = self.pools[i].slots.len();
         if workers > before {
             self.grow(i, workers);
         } else {
-            for slot in self.pools[i].1.drain(workers..) {
-                let _ = slot.stop.send(StopMode::Graceful);
+            let removed: Vec<Slot> = self.pools[i].slots.drain(workers..).collect();
+            for slot in removed {
+                self.retire(i, slot);
             }
         }
         tracing::info!(pool, from = before, to = workers, "pool scaled");
@@ -140,6 +216,62 @@ impl Supervisor {
             if let Err(e) = self.scale(&name, target) {
                 tracing::warn!(error = %e, "scale request ignored");
             }
+        }
+    }
+
+    /// The config pool `pool` currently runs.
+    pub fn pool_config(&self, pool: &str) -> Option<Arc<PoolConfig>> {
+        let i = self.index(pool).ok()?;
+        Some(self.pools[i].handle.config.clone())
+    }
+
+    /// Replace every worker of `pool` by one running `new`, one at a time: each new
+    /// worker must become ready (and pass `post_spawn`) before the old one of its
+    /// slot is drained and stopped. If a new worker fails, the slots already
+    /// replaced are rolled back the same way and the old config stays.
+    pub async fn roll(&mut self, pool: &str, new: Arc<PoolConfig>) -> Rollout {
+        let Ok(i) = self.index(pool) else {
+            return Rollout::RolledBack;
+        };
+        let old = self.pools[i].handle.config.clone();
+        let n = self.pools[i].slots.len().min(new.workers.get());
+        for k in 0..n {
+            if !self.replace_slot(i, k, new.clone()).await {
+                tracing::warn!(
+                    pool,
+                    slot = k,
+                    "new worker failed to become ready; rolling back"
+                );
+                for j in (0..k).rev() {
+                    if !self.replace_slot(i, j, old.clone()).await {
+                        tracing::error!(pool, slot = j, "rollback of this slot failed too; it keeps restarting with the old config");
+                    }
+                }
+                return Rollout::RolledBack;
+            }
+        }
+        self.pools[i].handle.config = new.clone();
+        // A changed worker count is applied after the replacement.
+        let _ = self.scale(pool, new.workers.get().min(new.ports.len()));
+        Rollout::Done
+    }
+
+    /// Start a worker for slot `k` with `config` on a spare port; once it is ready,
+    /// retire the old one. `false` (and the new one removed) if it never got ready.
+    async fn replace_slot(&mut self, i: usize, k: usize, config: Arc<PoolConfig>) -> bool {
+        let Some(port) = self.pools[i].free_port(&config) else {
+            tracing::error!(pool = %config.name, "no spare port in the pool's range for a rolling replacement");
+            return false;
+        };
+        let (tx, rx) = oneshot::channel();
+        let fresh = self.spawn_slot(i, k, config, port, Some(tx));
+        if rx.await.unwrap_or(false) {
+            let old = std::mem::replace(&mut self.pools[i].slots[k], fresh);
+            self.retire(i, old);
+            true
+        } else {
+            self.retire(i, fresh);
+            false
         }
     }
 

@@ -48,6 +48,10 @@ pub enum StopMode {
 pub struct WorkerCtx {
     pub pool: Arc<PoolConfig>,
     pub slot: usize,
+    /// The slot's port; kept across restarts of this actor.
+    pub port: u16,
+    /// Told once whether the first spawn became ready (rolling reloads wait on it).
+    pub boot_report: std::sync::Mutex<Option<oneshot::Sender<bool>>>,
     pub hooks: HookRunner,
     pub upstreams: Arc<PoolUpstreams>,
     pub crash_loop: Arc<CrashLoop>,
@@ -56,7 +60,18 @@ pub struct WorkerCtx {
 
 impl WorkerCtx {
     fn port(&self) -> u16 {
-        self.pool.slot_port(self.slot)
+        self.port
+    }
+
+    fn report_boot(&self, ready: bool) {
+        let tx = self
+            .boot_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(ready);
+        }
     }
 
     fn addr(&self) -> SocketAddr {
@@ -180,6 +195,7 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
         };
         let (reason, status) = match end {
             RunEnd::Stopped(status) => {
+                ctx.report_boot(false);
                 if *stop.borrow() != StopMode::Kill {
                     let reason = ExitReason::of_unplanned(status.unwrap_or(ExitStatus::Code(0)));
                     ctx.run_hooks(Phase::OnExit, Some(WorkerExit { status, reason }))
@@ -189,6 +205,7 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
             }
             RunEnd::Restart(reason, status) => (reason, status),
         };
+        ctx.report_boot(false);
         if status.is_some() {
             ctx.run_hooks(Phase::OnExit, Some(WorkerExit { status, reason }))
                 .await;
@@ -304,6 +321,7 @@ async fn supervise_process(
         ctx.upstreams.add(ctx.addr()).await;
         state.apply(WorkerEvent::BecameReady);
         ctx.crash_loop.on_ready();
+        ctx.report_boot(true);
         tracing::info!(pool, worker = ctx.slot, pid, "worker ready");
         let mut health = ctx.pool.health.as_ref().map(|h| (h, HealthTracker::new(h)));
         let mut next_check = Instant::now();
@@ -345,6 +363,7 @@ async fn supervise_process(
                             ctx.upstreams.remove(ctx.addr()).await;
                             tracing::warn!(pool, worker = ctx.slot, pid, restart_after_ms = check.restart_after.as_millis() as u64, "worker unhealthy for health.restart_after; restarting it");
                             state.apply(WorkerEvent::StopRequested);
+                            drain(ctx, pid, stop).await;
                             ctx.run_hooks(Phase::PreStop, None).await;
                             let status = stop_process(ctx, pid, exit, stop).await;
                             state.apply(WorkerEvent::Exited);
@@ -360,12 +379,31 @@ async fn supervise_process(
 
     state.apply(WorkerEvent::StopRequested);
     if booted && *stop.borrow() == StopMode::Graceful {
+        drain(ctx, pid, stop).await;
         ctx.run_hooks(Phase::PreStop, None).await;
     }
     let status = stop_process(ctx, pid, exit, stop).await;
     state.apply(WorkerEvent::Exited);
     tracing::info!(pool, worker = ctx.slot, pid, %status, "worker stopped");
     RunEnd::Stopped(Some(status))
+}
+
+/// After the worker left the load balancer: wait for its in-flight requests, at
+/// most `stop.drain` (a kill request cuts it short).
+async fn drain(ctx: &WorkerCtx, pid: i32, stop: &mut watch::Receiver<StopMode>) {
+    let limit = ctx.pool.stop.drain;
+    if ctx.upstreams.in_flight(ctx.addr()) == 0 {
+        return;
+    }
+    tracing::info!(pool = %ctx.pool.name, worker = ctx.slot, pid, in_flight = ctx.upstreams.in_flight(ctx.addr()), "draining worker");
+    tokio::select! {
+        left = ctx.upstreams.drain(ctx.addr(), limit) => {
+            if left > 0 {
+                tracing::warn!(pool = %ctx.pool.name, worker = ctx.slot, pid, in_flight = left, drain_ms = limit.as_millis() as u64, "stop.drain passed with requests still in flight");
+            }
+        }
+        _ = killing(stop) => {}
+    }
 }
 
 /// `stop.signal` to the group, wait `grace`, then SIGKILL; returns the exit status.

@@ -243,6 +243,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             return Err(RunError::OnStart(failure));
         }
         let mut supervisor = Supervisor::start(&pools, hooks.clone());
+        let mut recycle_rx = supervisor.take_recycle_requests();
 
         // Run until SIGTERM/SIGINT; meanwhile serve scale requests from signals and
         // from the admin listener.
@@ -262,6 +263,12 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                         }
                     }
                 },
+                Some(request) = recycle_rx.recv() => {
+                    tokio::select! {
+                        _ = supervisor.recycle(request) => {}
+                        e = next_stop_signal(&mut signals) => break e,
+                    }
+                }
                 Some(command) = admin_rx.recv() => match command {
                     AdminCommand::Scale { pool, workers, reply } => {
                         let result = supervisor

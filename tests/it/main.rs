@@ -12,6 +12,7 @@ mod metrics;
 mod pid1;
 mod proxying;
 mod readiness;
+mod recycle;
 mod reload;
 mod restarts;
 mod scaling;

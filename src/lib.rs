@@ -80,3 +80,4 @@ pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod supervisor;
+pub mod watch;

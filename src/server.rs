@@ -36,6 +36,7 @@ use crate::proxy::{ForkyardProxy, InFlight, ProxyPool, Router};
 use crate::reload::{self, ReloadResult};
 use crate::signals::{self, ControlEvent};
 use crate::supervisor::{CrashLoop, PoolHandle, Supervisor};
+use crate::watch::{self as file_watch, ConfigWatch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -244,6 +245,20 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         }
         let mut supervisor = Supervisor::start(&pools, hooks.clone());
         let mut recycle_rx = supervisor.take_recycle_requests();
+        let mut config_watch = if config.watch {
+            match ConfigWatch::start(&config.source) {
+                Ok(w) => {
+                    tracing::info!(file = %config.source.display(), "watching the config file for changes");
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch the config file; reload with SIGHUP instead");
+                    None
+                }
+            }
+        } else {
+            None
+        };
 
         // Run until SIGTERM/SIGINT; meanwhile serve scale requests from signals and
         // from the admin listener.
@@ -263,6 +278,13 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                         }
                     }
                 },
+                _ = file_watch::changed(&mut config_watch) => {
+                    tracing::info!("config file changed");
+                    tokio::select! {
+                        _ = reload::reload(&mut config, &mut supervisor, &metrics) => {}
+                        e = next_stop_signal(&mut signals) => break e,
+                    }
+                }
                 Some(request) = recycle_rx.recv() => {
                     tokio::select! {
                         _ = supervisor.recycle(request) => {}

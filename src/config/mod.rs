@@ -496,6 +496,7 @@ routes:
                 pool: "web".into(),
             }],
             hooks: GlobalHooks::default(),
+            watch: false,
         };
         assert_eq!(config, expected);
     }

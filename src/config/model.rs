@@ -27,6 +27,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `on_start` and `on_shutdown` hooks.
     pub hooks: GlobalHooks,
+    /// Reload the file when it changes on disk (`reload.watch`, or `run --watch`).
+    pub watch: bool,
 }
 
 impl Config {

@@ -34,6 +34,16 @@ pub struct RawConfig {
     pub routes: Option<Vec<RawRoute>>,
     /// forkyard-wide hooks: `on_start` and `on_shutdown`. Default: none.
     pub hooks: Option<RawGlobalHooks>,
+    /// Config reloads. Default `{ watch: false }`.
+    pub reload: Option<RawReload>,
+}
+
+/// `reload:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    /// Reload when the config file changes on disk. Default false.
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -77,6 +77,7 @@ pub(super) fn validate(
         pools: pools.into_iter().map(|p| p.config).collect(),
         routes,
         hooks,
+        watch: raw.reload.and_then(|r| r.watch).unwrap_or(false),
     };
     (config, c.issues)
 }
@@ -931,7 +932,7 @@ mod tests {
         assert_eq!((errors[0].line, errors[0].column), (Some(5), Some(1)));
         assert_eq!(
             errors[0].message,
-            r#"unknown key "prxy" (expected one of: proxy, admin, log, shutdown, pools, routes, hooks); did you mean "proxy"?"#
+            r#"unknown key "prxy" (expected one of: proxy, admin, log, shutdown, pools, routes, hooks, reload); did you mean "proxy"?"#
         );
     }
 

@@ -10,7 +10,7 @@ TEST_DEPS := $(BUILD_DEPS) promtool:prometheus
 
 # Python packages for the example apps and the tests (PyPI), in a virtualenv.
 VENV := target/venv
-PY_REQUIREMENTS := examples/pyramid-sqlalchemy/requirements.txt
+PY_REQUIREMENTS := examples/pyramid-sqlalchemy/requirements.txt tests/requirements.txt
 
 .PHONY: run build test lint deps-build deps-test venv clean
 

@@ -17,3 +17,4 @@ mod reload;
 mod restarts;
 mod scaling;
 mod shutdown;
+mod socket_passing;

@@ -6,7 +6,11 @@ CARGO ?= cargo
 
 # command:package pairs, installed with apt-get when the command is missing.
 BUILD_DEPS := cmake:cmake cc:gcc python3:python3
-TEST_DEPS := $(BUILD_DEPS) promtool:prometheus
+TEST_DEPS := $(BUILD_DEPS) promtool:prometheus prometheus:prometheus chromium:chromium \
+	systemd-analyze:systemd
+# Python validators (kubernetes-validate, hadolint, yamllint, check-jsonschema) live in
+# a virtualenv under target/, so tests never depend on what is installed by hand.
+PYTOOLS := target/pytools
 
 .PHONY: run build test lint deps-build deps-test clean
 
@@ -29,8 +33,17 @@ lint:
 deps-build:
 	@$(call install_missing,$(BUILD_DEPS))
 
-deps-test:
+deps-test: $(PYTOOLS)/.installed
 	@$(call install_missing,$(TEST_DEPS))
+
+$(PYTOOLS)/.installed: tests/tools/requirements.txt
+	@$(call install_missing,$(BUILD_DEPS))
+	@python3 -m venv $(PYTOOLS) 2>/dev/null || { \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq python3-venv >/dev/null && \
+	  python3 -m venv $(PYTOOLS); }
+	$(PYTOOLS)/bin/pip install --quiet --disable-pip-version-check -r tests/tools/requirements.txt
+	@touch $@
 
 clean:
 	$(CARGO) clean

@@ -1,4 +1,5 @@
-//! The admin listener: `GET /metrics`, `/healthz` and `/readyz`.
+//! The admin listener: `GET /metrics`, `/healthz`, `/readyz`, `/status` (JSON) and
+//! `/` (the same status as an HTML page for people).
 //!
 //! It runs on the control runtime, apart from the proxy's threads, so a saturated
 //! proxy does not stop Prometheus or a probe from getting an answer.
@@ -13,6 +14,10 @@ use pingora::protocols::http::ServerSession;
 
 use crate::metrics::Metrics;
 use crate::proxy::upstreams::PoolUpstreams;
+use crate::status::{table, StatusBoard};
+
+/// How often the HTML status page reloads itself.
+const PAGE_REFRESH_SECONDS: u32 = 2;
 
 /// Whether forkyard should receive traffic: every pool has a ready worker and no
 /// shutdown has begun.
@@ -55,6 +60,7 @@ impl Readiness {
 pub struct AdminApp {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    pub board: Arc<StatusBoard>,
 }
 
 #[async_trait]
@@ -71,6 +77,17 @@ impl ServeHttp for AdminApp {
                 .body(self.metrics.encode())
                 .unwrap_or_default(),
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/status" => {
+                let report = self.board.report(self.readiness.check().err());
+                let mut body = serde_json::to_vec_pretty(&report).unwrap_or_default();
+                body.push(b'\n');
+                respond(StatusCode::OK, "application/json", body)
+            }
+            "/" => {
+                let report = self.board.report(self.readiness.check().err());
+                let body = table::html(&report, PAGE_REFRESH_SECONDS).into_bytes();
+                respond(StatusCode::OK, "text/html; charset=utf-8", body)
+            }
             "/readyz" => match self.readiness.check() {
                 Ok(()) => text(StatusCode::OK, "ready\n".into()),
                 Err(why) => text(
@@ -80,16 +97,21 @@ impl ServeHttp for AdminApp {
             },
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /metrics, /healthz or /readyz\n".into(),
+                "not found; try /, /status, /metrics, /healthz or /readyz\n".into(),
             ),
         }
     }
 }
 
 fn text(status: StatusCode, body: String) -> Response<Vec<u8>> {
+    respond(status, "text/plain; charset=utf-8", body.into_bytes())
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
-        .header("content-type", "text/plain; charset=utf-8")
-        .body(body.into_bytes())
+        .header("content-type", content_type)
+        .header("cache-control", "no-store")
+        .body(body)
         .unwrap_or_default()
 }

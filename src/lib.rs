@@ -13,11 +13,17 @@
 //!   and readiness probes.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation, routing, the per-pool set of
 //!   ready workers, and in-flight request tracking.
-//! - [`metrics`]: one struct that owns every Prometheus metric.
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: one struct that owns every Prometheus metric, plus the collector
+//!   of per-worker RSS and CPU.
+//! - [`status`]: the live status board of every worker slot and its renderings
+//!   (`/status` JSON, the HTML page, the `forkyard status` table).
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status` and `/`.
 //! - [`signals`]: the one owner of process signals.
+//! - [`notify`]: systemd's `READY=1` over `NOTIFY_SOCKET`.
 //! - [`server`]: wiring and the shutdown order.
+//! - [`events`]: the stable names of the lifecycle log events.
 //! - [`logging`], [`plan`]: log setup and the `check` command's output.
+//! - [`client`]: the tiny HTTP client of `forkyard status` and `forkyard probe`.
 //!
 //! # Theory of operation
 //!
@@ -54,12 +60,16 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod client;
 pub mod config;
+pub mod events;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod process;
 pub mod proxy;
 pub mod server;
 pub mod signals;
+pub mod status;
 pub mod supervisor;

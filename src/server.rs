@@ -28,11 +28,14 @@ use tokio::sync::watch;
 
 use crate::admin::{AdminApp, Readiness};
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::events;
+use crate::metrics::{Metrics, WorkerResources};
+use crate::notify::Notifier;
 use crate::process::Reaper;
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::proxy::{ForkyardProxy, InFlight, ProxyPool, Router};
 use crate::signals::{self, ControlEvent};
+use crate::status::StatusBoard;
 use crate::supervisor::{PoolHandle, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +100,14 @@ pub fn run(config: Config) -> Result<i32, RunError> {
 
     let pool_names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
     let metrics = Arc::new(Metrics::new(&pool_names));
+    let board = StatusBoard::new(config.pools.iter().map(|p| {
+        let ports = (0..p.workers.get()).map(|s| p.slot_port(s)).collect();
+        (p.name.as_str(), ports)
+    }));
+    if let Err(e) = metrics.register(Box::new(WorkerResources::new(board.clone()))) {
+        tracing::error!(error = %e, "per-worker resource metrics unavailable");
+    }
+    let notifier = Notifier::from_env().map(Arc::new);
     let pools: Vec<PoolHandle> = config
         .pools
         .iter()
@@ -173,51 +184,98 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             HttpServer::new_app(AdminApp {
                 metrics: metrics.clone(),
                 readiness: readiness.clone(),
+                board: board.clone(),
             }),
         );
-        let admin_fds = attach_listeners(&mut admin_svc, vec![(config.admin.listen, admin_listener)]);
+        let admin_fds =
+            attach_listeners(&mut admin_svc, vec![(config.admin.listen, admin_listener)]);
         let (_admin_stop_tx, admin_stop_rx) = watch::channel(false);
         tokio::spawn(async move {
-            admin_svc.start_service(Some(admin_fds), admin_stop_rx, 1).await;
+            admin_svc
+                .start_service(Some(admin_fds), admin_stop_rx, 1)
+                .await;
         });
 
         tracing::info!(
+            event = events::START,
             version = env!("CARGO_PKG_VERSION"),
             proxy = ?config.proxy.listen,
             admin = %config.admin.listen,
             pools = pools.len(),
             "forkyard started"
         );
-        let supervisor = Supervisor::start(&pools, reaper, metrics.clone());
+        let supervisor = Supervisor::start(&pools, reaper, metrics.clone(), &board);
+        tokio::spawn(announce_ready(board.clone(), notifier.clone()));
 
-        loop {
+        let signal = loop {
             match signals.recv().await {
-                Some(ControlEvent::Terminate) | Some(ControlEvent::Interrupt) | None => break,
+                Some(ControlEvent::Terminate) => break "SIGTERM",
+                Some(ControlEvent::Interrupt) => break "SIGINT",
+                None => break "none",
                 Some(other) => {
-                    tracing::warn!(event = ?other, "signal not supported yet; ignored")
+                    tracing::warn!(signal = ?other, "signal not supported yet; ignored")
                 }
+            }
+        };
+        let shutdown_started = std::time::Instant::now();
+        tracing::info!(
+            event = events::SHUTDOWN,
+            signal,
+            "shutdown: {signal} received"
+        );
+        if let Some(n) = &notifier {
+            if let Err(e) = n.notify("STOPPING=1") {
+                tracing::warn!(error = %e, "could not tell systemd that forkyard is stopping");
             }
         }
 
         // 1. Readiness off, stop accepting.
-        tracing::info!(in_flight = inflight.current(), "shutdown: no longer accepting connections");
+        tracing::info!(
+            event = events::DRAIN_START,
+            in_flight = inflight.current(),
+            timeout_ms = config.shutdown.timeout.as_millis() as u64,
+            "shutdown: no longer accepting connections"
+        );
         readiness.begin_shutdown();
         let _ = proxy_stop_tx.send(true);
         // The service returns once every accept loop has stopped.
-        if tokio::time::timeout(std::time::Duration::from_secs(5), proxy_accepting).await.is_err() {
+        if tokio::time::timeout(std::time::Duration::from_secs(5), proxy_accepting)
+            .await
+            .is_err()
+        {
             tracing::warn!("shutdown: the proxy's accept loops did not stop within 5s");
         }
 
         // 2. Drain in-flight requests, bounded; a second signal cuts it short.
         let mut hurry = false;
+        let drain_started = std::time::Instant::now();
+        let drain_ms = || drain_started.elapsed().as_millis() as u64;
         tokio::select! {
-            _ = inflight.wait_idle() => tracing::info!("shutdown: in-flight requests drained"),
+            _ = inflight.wait_idle() => tracing::info!(
+                event = events::DRAIN_FINISH,
+                result = "drained",
+                in_flight = 0u64,
+                duration_ms = drain_ms(),
+                "shutdown: in-flight requests drained"
+            ),
             _ = tokio::time::sleep(config.shutdown.timeout) => tracing::warn!(
+                event = events::DRAIN_FINISH,
+                result = "timeout",
                 in_flight = inflight.current(),
+                duration_ms = drain_ms(),
                 timeout_ms = config.shutdown.timeout.as_millis() as u64,
                 "shutdown: drain timed out; closing remaining connections"
             ),
-            _ = signals.recv() => { hurry = true; tracing::warn!("shutdown: second signal; not waiting for in-flight requests"); }
+            _ = signals.recv() => {
+                hurry = true;
+                tracing::warn!(
+                    event = events::DRAIN_FINISH,
+                    result = "interrupted",
+                    in_flight = inflight.current(),
+                    duration_ms = drain_ms(),
+                    "shutdown: second signal; not waiting for in-flight requests"
+                );
+            }
         }
         // 3. Close every proxy connection.
         proxy_rt.shutdown_background();
@@ -238,7 +296,51 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 }
             }
         }
-        tracing::info!("shutdown complete");
+        tracing::info!(
+            event = events::SHUTDOWN_COMPLETE,
+            exit_code = 0,
+            duration_ms = shutdown_started.elapsed().as_millis() as u64,
+            "shutdown complete"
+        );
         Ok(0)
     })
+}
+
+/// Log once every pool has a ready worker, and tell systemd (`READY=1`).
+/// Waits on the status board's change signal; nothing is polled.
+async fn announce_ready(board: Arc<StatusBoard>, notifier: Option<Arc<Notifier>>) {
+    let mut changes = board.subscribe();
+    loop {
+        if board.all_pools_ready() {
+            break;
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+    let pools = board.pools();
+    let ready: Vec<String> = pools
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}/{}",
+                p.name,
+                p.count(crate::supervisor::WorkerState::Ready),
+                p.slots().len()
+            )
+        })
+        .collect();
+    let status = format!("ready: {}", ready.join(", "));
+    tracing::info!(
+        event = events::POOLS_READY,
+        pools = pools.len(),
+        workers_ready = %ready.join(", "),
+        "every pool has a ready worker"
+    );
+    if let Some(n) = notifier {
+        match n.notify(&format!("READY=1\nSTATUS={status}")) {
+            Ok(()) => tracing::info!("told systemd: READY=1"),
+            Err(e) => tracing::warn!(error = %e, "could not tell systemd that forkyard is ready"),
+        }
+    }
 }

@@ -4,10 +4,12 @@
 //! bad value can be removed and deserialization retried (see `config::load_from_str`).
 //! Values that need checking (addresses, durations, port ranges, names) are kept as
 //! text here and checked in `validate`, which is where defaults are applied. The `///`
-//! comments state each default; they are meant to feed a JSON schema later.
+//! comments state each default; they become the descriptions of the JSON Schema that
+//! `schema` derives from these types (`forkyard schema`), so editors show them.
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -15,9 +17,11 @@ use super::duration::DURATION_HINT;
 use super::error::with_suggestion;
 use super::location::KeyPath;
 
-/// The whole file.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// forkyard's config.yaml: pools of worker processes behind an HTTP proxy.
+/// Every key is documented in docs/configuration.md.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "forkyard config.yaml")]
 pub struct RawConfig {
     /// The HTTP reverse proxy. Default: listen on `0.0.0.0:8080` with 1 thread.
     pub proxy: Option<RawProxy>,
@@ -28,52 +32,66 @@ pub struct RawConfig {
     /// Shutdown. Default: drain for up to `30s`.
     pub shutdown: Option<RawShutdown>,
     /// Required. Worker pools by name (`[a-z0-9_-]+`), in file order; at least one.
+    #[schemars(required)]
     pub pools: Option<RawPools>,
     /// Optional with one pool (then one catch-all route to it); required with more.
     /// First match wins.
     pub routes: Option<Vec<RawRoute>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Proxy")]
 pub struct RawProxy {
     /// One `IP:port` or a list of them. Default `"0.0.0.0:8080"`.
     pub listen: Option<RawListen>,
     /// Proxy worker threads, at least 1. Default 1.
+    #[schemars(with = "Option<super::schema::Count>")]
     pub threads: Option<usize>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Admin")]
 pub struct RawAdmin {
     /// One `IP:port`. Default `"127.0.0.1:9090"`.
+    #[schemars(with = "Option<super::schema::Address>")]
     pub listen: Option<Scalar>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Log")]
 pub struct RawLog {
     /// `error`, `warn`, `info`, `debug` or `trace`. Default `info`.
+    #[schemars(with = "Option<super::schema::LogLevel>")]
     pub level: Option<Scalar>,
     /// `text` or `json`. Default `text`.
+    #[schemars(with = "Option<super::schema::LogFormat>")]
     pub format: Option<Scalar>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Shutdown")]
 pub struct RawShutdown {
     /// How long in-flight requests may take to finish after SIGTERM. Default `"30s"`.
     pub timeout: Option<RawDuration>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Pool")]
 pub struct RawPool {
     /// Required. argv, non-empty; may use `{port}`, `{worker}` and `{pool}`.
+    #[schemars(required)]
     pub command: Option<RawCommand>,
     /// Number of worker processes, at least 1. Default 1.
+    #[schemars(with = "Option<super::schema::Count>")]
     pub workers: Option<usize>,
     /// Required. `"A-B"` (inclusive) or a single port; at least `workers` ports.
+    #[schemars(required)]
+    #[schemars(with = "Option<super::schema::PortRange>")]
     pub ports: Option<Scalar>,
     /// Extra environment variables, in file order. Default: none.
     pub env: Option<RawEnv>,
@@ -87,11 +105,13 @@ pub struct RawPool {
     pub stop: Option<RawStop>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Ready")]
 pub struct RawReady {
     /// Probe by TCP connect; only `true` is meaningful. Default: the probe when
     /// `ready` is not given.
+    #[schemars(with = "Option<super::schema::Flag>")]
     pub tcp: Option<bool>,
     /// Probe by `GET <path>` expecting 2xx; the path starts with `/`. No default.
     pub http: Option<String>,
@@ -101,8 +121,9 @@ pub struct RawReady {
     pub interval: Option<RawDuration>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Restart")]
 pub struct RawRestart {
     /// First restart delay, greater than 0. Default `"100ms"`.
     pub backoff_min: Option<RawDuration>,
@@ -112,23 +133,27 @@ pub struct RawRestart {
     pub reset_after: Option<RawDuration>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Stop")]
 pub struct RawStop {
     /// Signal name such as `SIGTERM` or `TERM`. Default `SIGTERM`.
+    #[schemars(with = "Option<super::schema::SignalName>")]
     pub signal: Option<Scalar>,
     /// Time between the signal and SIGKILL. Default `"30s"`.
     pub grace: Option<RawDuration>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Route")]
 pub struct RawRoute {
     /// Exact host, case-insensitive, without a port. Default: any host.
     pub host: Option<String>,
     /// Path prefix starting with `/`, matched on segment boundaries. Default: any path.
     pub path_prefix: Option<String>,
     /// Required. The pool that serves matching requests.
+    #[schemars(required)]
     pub pool: Option<String>,
 }
 

@@ -13,6 +13,9 @@ use tokio::net::unix::pipe;
 
 /// Environment variables of forkyard's own that a child must not inherit.
 const PRIVATE_ENV_PREFIX: &str = "FORKYARD_";
+/// systemd's notification socket is forkyard's: a worker that speaks the protocol
+/// must not report the service ready (see `notify`).
+const PRIVATE_ENV: [&str; 1] = ["NOTIFY_SOCKET"];
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -56,7 +59,8 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with(PRIVATE_ENV_PREFIX) {
+        let key_text = key.to_string_lossy();
+        if key_text.starts_with(PRIVATE_ENV_PREFIX) || PRIVATE_ENV.contains(&key_text.as_ref()) {
             cmd.env_remove(key);
         }
     }

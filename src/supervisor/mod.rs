@@ -2,6 +2,7 @@
 //! and the stop channel through which forkyard's shutdown reaches them all.
 
 mod backoff;
+mod lifecycle;
 mod readiness;
 mod state;
 mod worker;
@@ -20,6 +21,7 @@ use crate::config::PoolConfig;
 use crate::metrics::Metrics;
 use crate::process::Reaper;
 use crate::proxy::upstreams::PoolUpstreams;
+use crate::status::StatusBoard;
 
 /// A running pool: its config and the proxy's view of its ready workers.
 #[derive(Clone)]
@@ -35,10 +37,19 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Start every slot of every pool. Must run inside the control runtime.
-    pub fn start(pools: &[PoolHandle], reaper: Arc<Reaper>, metrics: Arc<Metrics>) -> Supervisor {
+    pub fn start(
+        pools: &[PoolHandle],
+        reaper: Arc<Reaper>,
+        metrics: Arc<Metrics>,
+        board: &StatusBoard,
+    ) -> Supervisor {
         let (stop, _) = watch::channel(StopMode::Run);
         let mut tasks = JoinSet::new();
         for pool in pools {
+            let Some(pool_status) = board.pool(&pool.config.name) else {
+                tracing::error!(pool = %pool.config.name, "pool missing from the status board; not started");
+                continue;
+            };
             for slot in 0..pool.config.workers.get() {
                 let ctx = worker::WorkerCtx {
                     pool: pool.config.clone(),
@@ -46,6 +57,7 @@ impl Supervisor {
                     reaper: reaper.clone(),
                     upstreams: pool.upstreams.clone(),
                     metrics: metrics.clone(),
+                    status: pool_status.slot(slot, pool.config.slot_port(slot)),
                 };
                 tasks.spawn(worker::run(ctx, stop.subscribe()));
             }

@@ -14,6 +14,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{sleep, timeout};
 
 use super::backoff::Backoff;
+use super::lifecycle::SlotRecord;
 use super::readiness::wait_ready;
 use super::state::{StateCell, WorkerEvent, WorkerState};
 use crate::config::{fill_placeholders, PoolConfig};
@@ -22,6 +23,7 @@ use crate::process::output::{forward_lines, OutputLabel};
 use crate::process::signal::signal_group;
 use crate::process::{spawn, ExitReason, ExitStatus, Reaper, SpawnSpec};
 use crate::proxy::upstreams::PoolUpstreams;
+use crate::status::SlotStatus;
 
 /// What the supervisor wants from its workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,8 @@ pub struct WorkerCtx {
     pub reaper: Arc<Reaper>,
     pub upstreams: Arc<PoolUpstreams>,
     pub metrics: Arc<Metrics>,
+    /// This slot's entry on the status board.
+    pub status: Arc<SlotStatus>,
 }
 
 impl WorkerCtx {
@@ -84,10 +88,17 @@ enum RunEnd {
 pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
     let pool_name = ctx.pool.name.clone();
     let gauges = WorkerState::GAUGED.map(|s| ctx.metrics.workers_in(&pool_name, s));
-    let mut state = StateCell::new(gauges);
+    let mut state = StateCell::new(gauges).reporting_to(ctx.status.clone());
     let restart = &ctx.pool.restart;
     let mut backoff = Backoff::new(restart.backoff_min, restart.backoff_max);
     let label: Arc<str> = Arc::from(pool_name.as_str());
+    let mut record = SlotRecord::new(
+        label.clone(),
+        ctx.slot,
+        ctx.port(),
+        ctx.metrics.slot(&pool_name, ctx.slot),
+        ctx.status.clone(),
+    );
 
     loop {
         let mode = *stop.borrow();
@@ -99,7 +110,7 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
         let end = match spawn(&ctx.spawn_spec()) {
             Ok(child) => {
                 state.apply(WorkerEvent::Spawned);
-                tracing::info!(pool = %label, worker = ctx.slot, pid = child.pid, port = ctx.port(), "worker spawned");
+                record.spawned(child.pid);
                 for (pipe, stream) in [(child.stdout, "stdout"), (child.stderr, "stderr")] {
                     if let Some(pipe) = pipe {
                         let label = OutputLabel {
@@ -111,11 +122,11 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
                     }
                 }
                 let exit = ctx.reaper.watch(child.pid);
-                supervise_process(&ctx, child.pid, exit, &mut state, &mut stop).await
+                supervise_process(&ctx, child.pid, exit, &mut state, &mut record, &mut stop).await
             }
             Err(e) => {
                 state.apply(WorkerEvent::SpawnFailed);
-                tracing::error!(pool = %label, worker = ctx.slot, error = %e, "worker could not be started");
+                record.spawn_failed(&e);
                 RunEnd::Restart(ExitReason::ExitCode)
             }
         };
@@ -127,8 +138,7 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
             backoff.reset();
         }
         let delay = backoff.next_delay(&mut rand::rng());
-        ctx.metrics.restart(&pool_name, reason);
-        tracing::info!(pool = %label, worker = ctx.slot, reason = reason.as_str(), delay_ms = delay.as_millis() as u64, "worker will restart");
+        record.restarting(reason, delay);
         tokio::select! {
             _ = sleep(delay) => { state.apply(WorkerEvent::BackoffElapsed); }
             _ = stopping(&mut stop) => {}
@@ -142,6 +152,7 @@ async fn supervise_process(
     pid: i32,
     mut exit: oneshot::Receiver<ExitStatus>,
     state: &mut StateCell,
+    record: &mut SlotRecord,
     stop: &mut watch::Receiver<StopMode>,
 ) -> RunEnd {
     let pool = ctx.pool.name.as_str();
@@ -152,9 +163,10 @@ async fn supervise_process(
         status = &mut exit => {
             let status = status_or_lost(status);
             state.apply(WorkerEvent::Exited);
-            tracing::warn!(pool, worker = ctx.slot, pid, %status, "worker exited before it became ready");
+            let reason = ExitReason::of_unplanned(status);
+            record.exited(status, Some(reason), "worker exited before it became ready");
             cleanup_group(pid);
-            return RunEnd::Restart(ExitReason::of_unplanned(status));
+            return RunEnd::Restart(reason);
         }
         _ = stopping(stop) => false,
         r = timeout(ready.timeout, wait_ready(ctx.addr(), &ready.probe, ready.interval)) => {
@@ -162,7 +174,8 @@ async fn supervise_process(
                 state.apply(WorkerEvent::BootTimedOut);
                 tracing::warn!(pool, worker = ctx.slot, pid, timeout_ms = ready.timeout.as_millis() as u64, "worker not ready within ready.timeout; killing it");
                 let _ = signal_group(pid, Signal::SIGKILL);
-                let _ = (&mut exit).await;
+                let status = status_or_lost((&mut exit).await);
+                record.exited(status, Some(ExitReason::BootTimeout), "worker killed: not ready within ready.timeout");
                 cleanup_group(pid);
                 return RunEnd::Restart(ExitReason::BootTimeout);
             }
@@ -171,17 +184,20 @@ async fn supervise_process(
     };
 
     if booted {
-        ctx.upstreams.add(ctx.addr()).await;
+        ctx.upstreams
+            .add_counted(ctx.addr(), ctx.status.served_counter())
+            .await;
         state.apply(WorkerEvent::BecameReady);
-        tracing::info!(pool, worker = ctx.slot, pid, "worker ready");
+        record.ready();
         tokio::select! {
             status = &mut exit => {
                 let status = status_or_lost(status);
                 ctx.upstreams.remove(ctx.addr()).await;
                 state.apply(WorkerEvent::Exited);
-                tracing::warn!(pool, worker = ctx.slot, pid, %status, "worker exited");
+                let reason = ExitReason::of_unplanned(status);
+                record.exited(status, Some(reason), "worker exited");
                 cleanup_group(pid);
-                return RunEnd::Restart(ExitReason::of_unplanned(status));
+                return RunEnd::Restart(reason);
             }
             _ = stopping(stop) => {
                 ctx.upstreams.remove(ctx.addr()).await;
@@ -192,7 +208,7 @@ async fn supervise_process(
     state.apply(WorkerEvent::StopRequested);
     let status = stop_process(ctx, pid, exit, stop).await;
     state.apply(WorkerEvent::Exited);
-    tracing::info!(pool, worker = ctx.slot, pid, %status, "worker stopped");
+    record.exited(status, None, "worker stopped");
     RunEnd::Stopped
 }
 

@@ -148,6 +148,11 @@ impl Forkyard {
     /// Start `forkyard run` with `yaml`, where `{proxy}` and `{admin}` are replaced by
     /// fresh loopback addresses.
     pub fn start(yaml: &str) -> Forkyard {
+        Forkyard::start_with_env(yaml, &[])
+    }
+
+    /// Like `start`, with extra environment variables for forkyard.
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Forkyard {
         let base = free_ports(2);
         let proxy: SocketAddr = format!("127.0.0.1:{base}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", base + 1).parse().unwrap();
@@ -162,6 +167,7 @@ impl Forkyard {
             .arg(&path)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -220,6 +226,11 @@ impl Forkyard {
 
     pub fn metrics(&self) -> String {
         self.admin_get("/metrics").expect("scrape /metrics").body
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> serde_json::Value {
+        self.admin_get("/status").expect("GET /status").json()
     }
 
     /// The value of one series, e.g. `forkyard_workers{pool="web",state="ready"}`;
@@ -364,4 +375,65 @@ pub fn config_with(pools: &[String], routes: &str) -> String {
         pools.join("\n"),
         routes
     )
+}
+
+/// The forkyard binary under test.
+pub fn forkyard_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_forkyard")
+}
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where tests leave files for people to look at (screenshots).
+pub fn artifacts_dir() -> PathBuf {
+    let dir = repo().join("target/artifacts");
+    std::fs::create_dir_all(&dir).expect("create target/artifacts");
+    dir
+}
+
+/// A command on `PATH`.
+pub fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| p.is_file())
+}
+
+/// A tool the test needs, found on `PATH` or in the test virtualenv
+/// (`target/pytools/bin`, made by `make test`). `None` means: skip this test, which
+/// is only allowed outside CI; with `CI` set a missing tool fails the test.
+pub fn tool(cmd: &str, installed_by: &str) -> Option<PathBuf> {
+    let venv = repo().join("target/pytools/bin").join(cmd);
+    if venv.is_file() {
+        return Some(venv);
+    }
+    if let Some(p) = which(cmd) {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{cmd} is required in CI; `make test` installs it ({installed_by})"
+    );
+    eprintln!(
+        "\n*** SKIPPED: {cmd} is not installed; run `make test`, which installs it ({installed_by}) ***\n"
+    );
+    None
+}
+
+/// Run `cmd` and return (success, stdout + stderr).
+pub fn run_tool(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

@@ -2,10 +2,14 @@
 //! One file per behaviour; `harness.rs` starts forkyard and polls with deadlines.
 
 mod config_errors;
+mod dashboard;
 mod harness;
 mod logging;
 mod metrics;
+mod notify;
 mod proxying;
 mod readiness;
 mod restarts;
 mod shutdown;
+mod status;
+mod status_page;

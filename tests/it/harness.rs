@@ -153,6 +153,11 @@ impl Forkyard {
 
     /// Like `start`, with extra environment variables for forkyard.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Forkyard {
+        Forkyard::start_in(yaml, env, Path::new(env!("CARGO_MANIFEST_DIR")))
+    }
+
+    /// Like `start_with_env`, with forkyard started in directory `cwd`.
+    pub fn start_in(yaml: &str, env: &[(&str, &str)], cwd: &Path) -> Forkyard {
         let base = free_ports(2);
         let proxy: SocketAddr = format!("127.0.0.1:{base}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", base + 1).parse().unwrap();
@@ -165,7 +170,7 @@ impl Forkyard {
         let mut child = Command::new(env!("CARGO_BIN_EXE_forkyard"))
             .args(["run", "-c"])
             .arg(&path)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(cwd)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -3,6 +3,8 @@
 
 mod config_errors;
 mod dashboard;
+mod deploy;
+mod examples;
 mod harness;
 mod logging;
 mod metrics;
@@ -10,6 +12,7 @@ mod notify;
 mod proxying;
 mod readiness;
 mod restarts;
+mod schema;
 mod shutdown;
 mod status;
 mod status_page;

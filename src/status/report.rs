@@ -1,6 +1,6 @@
 //! The `/status` document: a snapshot of forkyard, its pools, their workers and the
 //! lifecycle hooks. Field names are a public contract (documented in
-//! `docs/operations.md`); `forkyard status` reads the same types back.
+//! `docs/admin.md`); `forkyard status` reads the same types back.
 
 use serde::{Deserialize, Serialize};
 

@@ -32,6 +32,58 @@ fn config_files() -> Vec<PathBuf> {
     files
 }
 
+/// Every complete config shown in README.md and docs/ (a ```yaml block with `pools:`).
+fn doc_configs() -> Vec<String> {
+    fn markdown(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                markdown(&p, out);
+            } else if p.extension().is_some_and(|x| x == "md") {
+                out.push(p);
+            }
+        }
+    }
+    let mut pages = vec![repo().join("README.md")];
+    markdown(&repo().join("docs"), &mut pages);
+    let mut blocks = Vec::new();
+    for page in pages {
+        let text = std::fs::read_to_string(&page).unwrap();
+        for block in text.split("```yaml\n").skip(1) {
+            let block = block.split("```").next().unwrap();
+            if block.contains("\npools:") || block.starts_with("pools:") {
+                blocks.push(block.to_owned());
+            }
+        }
+    }
+    assert!(
+        blocks.len() >= 8,
+        "found only {} configs in the docs",
+        blocks.len()
+    );
+    blocks
+}
+
+#[test]
+fn configs_in_the_docs_are_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, block) in doc_configs().into_iter().enumerate() {
+        let f = dir.path().join(format!("doc-{i}.yaml"));
+        std::fs::write(&f, &block).unwrap();
+        // The docs' `${DATABASE_URL}` example needs the variable set.
+        let (ok, out) = run_tool(
+            Command::new(forkyard_bin())
+                .args(["check", "-c"])
+                .arg(&f)
+                .env("DATABASE_URL", "postgres://db/app"),
+        );
+        assert!(
+            ok,
+            "forkyard check rejects a config shown in the docs:\n{block}\n{out}"
+        );
+    }
+}
+
 #[test]
 fn committed_schema_is_the_generated_one() {
     let committed = std::fs::read_to_string(repo().join("docs/config.schema.json")).unwrap();
@@ -79,8 +131,7 @@ fn every_config_validates_and_unknown_keys_are_rejected() {
     };
     let schema = repo().join("docs/config.schema.json");
     let dir = tempfile::tempdir().unwrap();
-    // The Kubernetes ConfigMap carries a config too; and the full example of
-    // docs/configuration.md is one.
+    // The Kubernetes ConfigMap carries a config too, and so do the docs.
     let cm: serde_yaml::Value = serde_yaml::from_str(
         &std::fs::read_to_string(repo().join("deploy/kubernetes/configmap.yaml")).unwrap(),
     )
@@ -89,14 +140,10 @@ fn every_config_validates_and_unknown_keys_are_rejected() {
     std::fs::write(&embedded, cm["data"]["config.yaml"].as_str().unwrap()).unwrap();
     let mut files = config_files();
     files.push(embedded);
-    let docs = std::fs::read_to_string(repo().join("docs/configuration.md")).unwrap();
-    for (i, block) in docs.split("```yaml\n").skip(1).enumerate() {
-        let block = block.split("```").next().unwrap();
-        if block.contains("pools:") {
-            let f = dir.path().join(format!("configuration-md-{i}.yaml"));
-            std::fs::write(&f, block).unwrap();
-            files.push(f);
-        }
+    for (i, block) in doc_configs().into_iter().enumerate() {
+        let f = dir.path().join(format!("doc-{i}.yaml"));
+        std::fs::write(&f, block).unwrap();
+        files.push(f);
     }
     let (ok, out) = run_tool(
         Command::new(&check)

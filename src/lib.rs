@@ -41,6 +41,13 @@
 //! waits an exponential backoff with jitter and spawns it again on the same slot and
 //! port.
 //!
+//! Each step of a slot's life (spawn, ready, exit with its reason, restart) is
+//! recorded by one call in three places that therefore agree: one structured log
+//! event (names in [`events`]), the metrics, and the slot's entry on the
+//! [`status::StatusBoard`]. The board is what `/status`, the `/` page and the
+//! per-worker RSS/CPU metrics read; its change signal wakes the task that tells
+//! systemd `READY=1` ([`notify`]) once every pool has a ready worker.
+//!
 //! Child exits are observed through exactly one path: [`process::Reaper`] calls
 //! `waitpid(-1)` on SIGCHLD and routes each status by pid to the actor that watches
 //! it. Nothing else waits for children. Because the reaper waits for any child, and

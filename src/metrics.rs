@@ -7,7 +7,7 @@
 //! supervisor's per-slot handles are resolved once per slot ([`SlotMetrics`]).
 //! Per-worker series (`{pool,worker}`) are deleted when their slot goes away
 //! ([`Metrics::forget_slot`]); the per-worker RSS and CPU come from a collector that
-//! reads `/proc` at scrape time for live workers only ([`worker_resources`]).
+//! reads `/proc` at scrape time for live workers only ([`WorkerResources`]).
 //!
 //! Every metric is listed with its meaning in `docs/metrics.md`.
 

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{CounterVec, GaugeVec, Opts};
@@ -19,6 +20,8 @@ use crate::status::StatusBoard;
 pub struct WorkerResources {
     board: Arc<StatusBoard>,
     descs: Vec<Desc>,
+    /// Refilled from scratch at each scrape, one scrape at a time.
+    families: Mutex<(GaugeVec, CounterVec)>,
 }
 
 fn rss_vec() -> GaugeVec {
@@ -45,13 +48,13 @@ fn cpu_vec() -> CounterVec {
 
 impl WorkerResources {
     pub fn new(board: Arc<StatusBoard>) -> WorkerResources {
-        let descs = rss_vec()
-            .desc()
-            .into_iter()
-            .chain(cpu_vec().desc())
-            .cloned()
-            .collect();
-        WorkerResources { board, descs }
+        let (rss, cpu) = (rss_vec(), cpu_vec());
+        let descs = rss.desc().into_iter().chain(cpu.desc()).cloned().collect();
+        WorkerResources {
+            board,
+            descs,
+            families: Mutex::new((rss, cpu)),
+        }
     }
 }
 
@@ -61,7 +64,10 @@ impl Collector for WorkerResources {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let (rss, cpu) = (rss_vec(), cpu_vec());
+        let families = self.families.lock();
+        let (rss, cpu) = &*families;
+        rss.reset();
+        cpu.reset();
         for pool in self.board.pools() {
             for slot in pool.slots() {
                 let Some(u) = slot.pid().and_then(usage::read) else {

@@ -356,13 +356,13 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         tail(&prom.log(), 15),
     );
     for a in &awaited {
-        eprintln!("*** AWAITING: {a} ***");
+        announce(&format!("*** AWAITING: {a} ***"));
     }
-    eprintln!(
-        "dashboard: {} of {} queries returned data from Prometheus",
+    announce(&format!(
+        "dashboard: {} of {} queries returned data from a real Prometheus",
         queries.len() - awaited.len(),
         queries.len()
-    );
+    ));
     // Every kind of restart really happened.
     for reason in ["exit_code", "signal", "boot_timeout"] {
         let series = format!(

@@ -423,9 +423,9 @@ pub fn tool(cmd: &str, installed_by: &str) -> Option<PathBuf> {
         std::env::var_os("CI").is_none(),
         "{cmd} is required in CI; `make test` installs it ({installed_by})"
     );
-    eprintln!(
+    announce(&format!(
         "\n*** SKIPPED: {cmd} is not installed; run `make test`, which installs it ({installed_by}) ***\n"
-    );
+    ));
     None
 }
 
@@ -441,4 +441,11 @@ pub fn run_tool(cmd: &mut Command) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// Say something in the test output even when the harness captures it (`eprintln!`
+/// is captured; a direct write to stderr is not): artifact paths, awaited features.
+pub fn announce(message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }

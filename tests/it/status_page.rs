@@ -113,5 +113,5 @@ fn status_page_renders_in_chromium() {
         "{} bytes",
         png.len()
     );
-    eprintln!("status page screenshot: {}", shot.display());
+    announce(&format!("status page screenshot: {}", shot.display()));
 }

@@ -299,6 +299,29 @@ impl Metrics {
             .remove_label_values(&[pool, worker.to_string().as_str()]);
     }
 
+    /// Delete every series of a pool that a new config no longer has; `slots` are
+    /// its slot numbers.
+    pub fn forget_pool(&self, pool: &str, slots: impl IntoIterator<Item = usize>) {
+        for slot in slots {
+            self.forget_slot(pool, slot);
+        }
+        let _ = self.worker_starts.remove_label_values(&[pool]);
+        let _ = self.worker_boot.remove_label_values(&[pool]);
+        let _ = self.request_duration.remove_label_values(&[pool]);
+        let _ = self.upstream_connect_errors.remove_label_values(&[pool]);
+        let reasons = ExitReason::ALL.map(ExitReason::as_str);
+        for reason in reasons.iter().chain(&[EXIT_REASON_STOP]) {
+            let _ = self.worker_exits.remove_label_values(&[pool, reason]);
+            let _ = self.worker_restarts.remove_label_values(&[pool, reason]);
+        }
+        for state in WorkerState::GAUGED {
+            let _ = self.workers.remove_label_values(&[pool, state.as_str()]);
+        }
+        for class in CODE_CLASSES {
+            let _ = self.requests.remove_label_values(&[pool, class]);
+        }
+    }
+
     /// Add a collector to the registry (for example [`WorkerResources`]).
     pub fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
         self.registry.register(collector)
@@ -371,5 +394,16 @@ mod tests {
             !text.contains("forkyard_worker_start_time_seconds{"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_removed_pool_leaves_no_series() {
+        let m = Metrics::new(&["web", "api"]);
+        m.slot("api", 0).start_time.set(1.0);
+        m.pool_requests("api").record(200, 0.1);
+        m.forget_pool("api", [0]);
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(!text.contains(r#"pool="api""#), "{text}");
+        assert!(text.contains(r#"pool="web""#));
     }
 }

@@ -14,7 +14,8 @@ use crate::supervisor::WorkerState;
 
 pub struct StatusBoard {
     started: Instant,
-    pools: Vec<Arc<PoolStatus>>,
+    /// In config order. Pools come and go only with a config reload.
+    pools: RwLock<Vec<Arc<PoolStatus>>>,
     hooks: Mutex<Vec<HookReport>>,
     /// Bumped on every state change, so waiters need not poll.
     changes: Arc<watch::Sender<u64>>,
@@ -55,34 +56,50 @@ impl StatusBoard {
     /// A board for `pools`: each a name and its slot ports in slot order.
     pub fn new<'a>(pools: impl IntoIterator<Item = (&'a str, Vec<u16>)>) -> Arc<StatusBoard> {
         let changes = Arc::new(watch::channel(0u64).0);
-        let pools = pools
-            .into_iter()
-            .map(|(name, ports)| {
-                let pool = PoolStatus {
-                    name: Arc::from(name),
-                    slots: RwLock::new(Vec::new()),
-                    changes: changes.clone(),
-                };
-                for (slot, port) in ports.into_iter().enumerate() {
-                    pool.slot(slot, port);
-                }
-                Arc::new(pool)
-            })
-            .collect();
-        Arc::new(StatusBoard {
+        let board = Arc::new(StatusBoard {
             started: Instant::now(),
-            pools,
+            pools: RwLock::new(Vec::new()),
             hooks: Mutex::new(Vec::new()),
             changes,
-        })
+        });
+        for (name, ports) in pools {
+            let pool = board.add_pool(name);
+            for (slot, port) in ports.into_iter().enumerate() {
+                pool.slot(slot, port);
+            }
+        }
+        board
     }
 
-    pub fn pools(&self) -> &[Arc<PoolStatus>] {
-        &self.pools
+    pub fn pools(&self) -> Vec<Arc<PoolStatus>> {
+        self.pools.read().clone()
     }
 
-    pub fn pool(&self, name: &str) -> Option<&Arc<PoolStatus>> {
-        self.pools.iter().find(|p| &*p.name == name)
+    pub fn pool(&self, name: &str) -> Option<Arc<PoolStatus>> {
+        self.pools.read().iter().find(|p| &*p.name == name).cloned()
+    }
+
+    /// The pool `name`, added (with no slots) at the end if new.
+    pub fn add_pool(&self, name: &str) -> Arc<PoolStatus> {
+        let mut pools = self.pools.write();
+        if let Some(p) = pools.iter().find(|p| &*p.name == name) {
+            return p.clone();
+        }
+        let pool = Arc::new(PoolStatus {
+            name: Arc::from(name),
+            slots: RwLock::new(Vec::new()),
+            changes: self.changes.clone(),
+        });
+        pools.push(pool.clone());
+        self.changes.send_modify(|v| *v += 1);
+        pool
+    }
+
+    /// Forget a pool that a new config no longer has, and its hooks.
+    pub fn remove_pool(&self, name: &str) {
+        self.pools.write().retain(|p| &*p.name != name);
+        self.hooks.lock().retain(|h| h.pool != name);
+        self.changes.send_modify(|v| *v += 1);
     }
 
     /// A receiver that sees a new value after every change on the board.
@@ -92,7 +109,10 @@ impl StatusBoard {
 
     /// Whether every pool has at least one ready worker.
     pub fn all_pools_ready(&self) -> bool {
-        self.pools.iter().all(|p| p.count(WorkerState::Ready) > 0)
+        self.pools
+            .read()
+            .iter()
+            .all(|p| p.count(WorkerState::Ready) > 0)
     }
 
     /// Make a lifecycle hook known before it first runs (`last_result: null`).
@@ -147,7 +167,7 @@ impl StatusBoard {
             uptime_seconds: self.started.elapsed().as_secs_f64(),
             ready: not_ready.is_none(),
             not_ready_reason: not_ready,
-            pools: self.pools.iter().map(|p| p.report()).collect(),
+            pools: self.pools().iter().map(|p| p.report()).collect(),
             hooks: self.hooks.lock().clone(),
         }
     }
@@ -320,6 +340,17 @@ mod tests {
 
         web.remove(1);
         assert_eq!(board.report(None).pools[0].workers_total, 1);
+
+        s0.set_state(WorkerState::Ready);
+        assert!(!board.all_pools_ready(), "api has no ready worker");
+        board.remove_pool("api");
+        assert_eq!(board.report(None).pools.len(), 1);
+        assert!(
+            board.all_pools_ready(),
+            "only web is left, and it has a ready worker"
+        );
+        board.add_pool("api");
+        assert_eq!(board.report(None).pools[1].name, "api");
     }
 
     #[test]

@@ -12,7 +12,11 @@ TEST_DEPS := $(BUILD_DEPS) promtool:prometheus prometheus:prometheus chromium:ch
 # a virtualenv under target/, so tests never depend on what is installed by hand.
 PYTOOLS := target/pytools
 
-.PHONY: run build test lint deps-build deps-test clean
+# Python packages for the example apps and the tests (PyPI), in a virtualenv.
+VENV := target/venv
+PY_REQUIREMENTS := examples/pyramid-sqlalchemy/requirements.txt
+
+.PHONY: run build test lint deps-build deps-test venv clean
 
 run: deps-build
 	$(CARGO) build --release --locked
@@ -21,7 +25,7 @@ run: deps-build
 build: deps-build
 	$(CARGO) build --release --locked
 
-test: deps-test
+test: deps-test venv
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --all-targets
@@ -35,6 +39,14 @@ deps-build:
 
 deps-test: $(PYTOOLS)/.installed
 	@$(call install_missing,$(TEST_DEPS))
+	@python3 -c 'import ensurepip' 2>/dev/null || { $(call install_missing,missing-venv:python3-venv); }
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: $(PY_REQUIREMENTS)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check $(foreach r,$(PY_REQUIREMENTS),-r $(r))
+	touch $@
 
 $(PYTOOLS)/.installed: tests/tools/requirements.txt
 	@$(call install_missing,$(BUILD_DEPS))

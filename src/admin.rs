@@ -13,8 +13,8 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::metrics::Metrics;
-use crate::proxy::upstreams::PoolUpstreams;
-use crate::status::{table, StatusBoard};
+use crate::status::{table, StatusBoard, StatusReport};
+use crate::supervisor::PoolHandle;
 
 /// How often the HTML status page reloads itself.
 const PAGE_REFRESH_SECONDS: u32 = 2;
@@ -23,11 +23,11 @@ const PAGE_REFRESH_SECONDS: u32 = 2;
 /// shutdown has begun.
 pub struct Readiness {
     shutting_down: AtomicBool,
-    pools: Vec<(Arc<str>, Arc<PoolUpstreams>)>,
+    pools: Vec<PoolHandle>,
 }
 
 impl Readiness {
-    pub fn new(pools: Vec<(Arc<str>, Arc<PoolUpstreams>)>) -> Arc<Readiness> {
+    pub fn new(pools: Vec<PoolHandle>) -> Arc<Readiness> {
         Arc::new(Readiness {
             shutting_down: AtomicBool::new(false),
             pools,
@@ -38,21 +38,42 @@ impl Readiness {
         self.shutting_down.store(true, Ordering::Release);
     }
 
-    /// `Ok` when ready, else the reasons it is not.
-    pub fn check(&self) -> Result<(), String> {
+    /// Whether `pool`'s crash-loop breaker has marked it degraded.
+    pub fn is_degraded(&self, pool: &str) -> bool {
+        self.pools
+            .iter()
+            .any(|p| p.config.name == pool && p.crash_loop.is_degraded())
+    }
+
+    /// `Ok` (with notes, e.g. degraded pools) when ready, else the reasons it is not.
+    pub fn check(&self) -> Result<String, String> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err("shutting down".into());
         }
         let empty: Vec<&str> = self
             .pools
             .iter()
-            .filter(|(_, u)| u.ready_count() == 0)
-            .map(|(n, _)| n.as_ref())
+            .filter(|p| p.upstreams.ready_count() == 0)
+            .map(|p| p.config.name.as_str())
             .collect();
-        if empty.is_empty() {
-            Ok(())
+        let degraded: Vec<&str> = self
+            .pools
+            .iter()
+            .filter(|p| p.crash_loop.is_degraded())
+            .map(|p| p.config.name.as_str())
+            .collect();
+        let note = if degraded.is_empty() {
+            String::new()
         } else {
-            Err(format!("no ready worker in pool(s): {}", empty.join(", ")))
+            format!("; degraded (crash loop): {}", degraded.join(", "))
+        };
+        if empty.is_empty() {
+            Ok(note.trim_start_matches("; ").to_string())
+        } else {
+            Err(format!(
+                "no ready worker in pool(s): {}{note}",
+                empty.join(", ")
+            ))
         }
     }
 }
@@ -61,6 +82,17 @@ pub struct AdminApp {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     pub board: Arc<StatusBoard>,
+}
+
+impl AdminApp {
+    /// The status board's snapshot, with readiness and crash-loop state added.
+    fn report(&self) -> StatusReport {
+        let mut report = self.board.report(self.readiness.check().err());
+        for pool in &mut report.pools {
+            pool.degraded = self.readiness.is_degraded(&pool.name);
+        }
+        report
+    }
 }
 
 #[async_trait]
@@ -78,18 +110,19 @@ impl ServeHttp for AdminApp {
                 .unwrap_or_default(),
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/status" => {
-                let report = self.board.report(self.readiness.check().err());
+                let report = self.report();
                 let mut body = serde_json::to_vec_pretty(&report).unwrap_or_default();
                 body.push(b'\n');
                 respond(StatusCode::OK, "application/json", body)
             }
             "/" => {
-                let report = self.board.report(self.readiness.check().err());
+                let report = self.report();
                 let body = table::html(&report, PAGE_REFRESH_SECONDS).into_bytes();
                 respond(StatusCode::OK, "text/html; charset=utf-8", body)
             }
             "/readyz" => match self.readiness.check() {
-                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Ok(note) if note.is_empty() => text(StatusCode::OK, "ready\n".into()),
+                Ok(note) => text(StatusCode::OK, format!("ready; {note}\n")),
                 Err(why) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("not ready: {why}\n"),

@@ -8,7 +8,10 @@
 //!   domain types of `config::model`, durations, `${VAR}` substitution, and errors
 //!   with `file:line:column`.
 //! - [`process`]: spawning a worker (fork+exec, own process group), the one reaper
-//!   of child exits, exit classification, group signalling, output forwarding.
+//!   of child exits, exit classification, group signalling, output forwarding, and
+//!   `forkyard __child`, the fresh process image that runs `post_fork` in a worker.
+//! - [`hooks`]: lifecycle hooks (`on_start` … `on_shutdown`): actions, timeouts,
+//!   retries, failure policies, and the forkyard side of `post_fork` reports.
 //! - [`supervisor`]: one actor per worker slot, its state machine, restart backoff
 //!   and readiness probes.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation, routing, the per-pool set of
@@ -56,7 +59,18 @@
 //!
 //! Code between fork and exec is only what `std::process::Command` does itself
 //! (process group, working directory, environment); forkyard runs no code of its
-//! own in the forked child.
+//! own in the forked child. A worker is exec'd first as `forkyard __child`
+//! ([`process::child`]): a fresh single-threaded image with the worker's pid that
+//! applies the `post_fork` built-ins (limits, user, seed, …), closes inherited fds,
+//! runs the `post_fork` `run:` hooks, reports each result over a close-on-exec pipe,
+//! and then execs the app.
+//!
+//! Hooks of the other phases run inside forkyard as tasks of the control runtime
+//! ([`hooks`]), so a slow hook delays only its own worker slot: `on_start` before
+//! any worker, `pre_fork` before each spawn, `post_spawn` between the ready probe
+//! and the first request, `pre_stop` before the stop signal, `on_exit` after each
+//! exit, `on_shutdown` after the last worker stopped. Each `run:` hook is a process
+//! group of its own, killed whole at its timeout and cleaned up after it ends.
 //!
 //! Signals have one owner, [`signals`]. On SIGTERM or SIGINT, [`server`] turns
 //! `/readyz` to 503, stops accepting, waits for in-flight requests (at most
@@ -70,10 +84,12 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod hooks;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod plan;
+pub mod probe;
 pub mod process;
 pub mod proxy;
 pub mod server;

@@ -76,6 +76,11 @@ struct ConfigArg {
 }
 
 fn main() -> ExitCode {
+    // Each worker process starts here first (see `process::child`); keep it before
+    // any other work so the fresh image stays minimal.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "__child") {
+        forkyard::process::child::main();
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Status(args) => status(args),

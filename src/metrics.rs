@@ -22,6 +22,8 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::config::Phase;
+use crate::hooks::FailureReason;
 use crate::process::ExitReason;
 use crate::supervisor::WorkerState;
 
@@ -54,7 +56,10 @@ pub struct Metrics {
     pub worker_start_time: GaugeVec,
     pub config_reloads: IntCounterVec,
     pub hook_failures: IntCounterVec,
+    pub hook_runs: IntCounterVec,
+    pub hook_duration: HistogramVec,
     pub workers: IntGaugeVec,
+    pub pool_degraded: IntGaugeVec,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_connect_errors: IntCounterVec,
@@ -115,9 +120,17 @@ impl SlotMetrics {
     }
 }
 
+/// One declared hook: `(pool, phase, name)`, pool empty for forkyard-wide phases.
+pub type HookSeries<'a> = (&'a str, Phase, &'a str);
+
+/// Hook durations, in seconds (10 ms .. 10 min).
+const HOOK_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0,
+];
+
 impl Metrics {
     /// Build every metric and create the series of every known label combination.
-    pub fn new(pools: &[&str]) -> Metrics {
+    pub fn new(pools: &[&str], hooks: &[HookSeries]) -> Metrics {
         let registry = Registry::new();
         let worker_starts = counter_vec(
             "forkyard_worker_starts_total",
@@ -161,9 +174,31 @@ impl Metrics {
             "Lifecycle hook runs that failed, by phase, hook and reason.",
             &["pool", "phase", "hook", "reason"],
         );
+        let hook_runs = counter_vec(
+            "forkyard_hook_runs_total",
+            "Lifecycle hook attempts (each retry counts), by phase and hook.",
+            &["pool", "phase", "hook"],
+        );
+        let hook_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "forkyard_hook_duration_seconds",
+                "How long lifecycle hook attempts took.",
+            )
+            .buckets(HOOK_BUCKETS.to_vec()),
+            &["pool", "phase", "hook"],
+        )
+        .expect("static metric definition");
         let workers = IntGaugeVec::new(
             Opts::new("forkyard_workers", "Worker slots by state."),
             &["pool", "state"],
+        )
+        .expect("static metric definition");
+        let pool_degraded = IntGaugeVec::new(
+            Opts::new(
+                "forkyard_pool_degraded",
+                "1 while a pool's workers are in a crash loop (restart.crash_loop).",
+            ),
+            &["pool"],
         )
         .expect("static metric definition");
         let requests = counter_vec(
@@ -204,7 +239,10 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(worker_restarts.clone()),
             Box::new(hook_failures.clone()),
+            Box::new(hook_runs.clone()),
+            Box::new(hook_duration.clone()),
             Box::new(workers.clone()),
+            Box::new(pool_degraded.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_connect_errors.clone()),
@@ -236,7 +274,17 @@ impl Metrics {
                 requests.with_label_values(&[*pool, class]);
             }
             request_duration.with_label_values(&[*pool]);
+            pool_degraded.with_label_values(&[*pool]);
             upstream_connect_errors.with_label_values(&[*pool]);
+        }
+
+        for (pool, phase, hook) in hooks {
+            let labels = [*pool, phase.as_str(), *hook];
+            hook_runs.with_label_values(&labels);
+            hook_duration.with_label_values(&labels);
+            for reason in FailureReason::ALL {
+                hook_failures.with_label_values(&[*pool, phase.as_str(), *hook, reason.as_str()]);
+            }
         }
 
         Metrics {
@@ -248,7 +296,10 @@ impl Metrics {
             config_reloads,
             worker_restarts,
             hook_failures,
+            hook_runs,
+            hook_duration,
             workers,
+            pool_degraded,
             requests,
             request_duration,
             upstream_connect_errors,
@@ -317,6 +368,7 @@ impl Metrics {
         for state in WorkerState::GAUGED {
             let _ = self.workers.remove_label_values(&[pool, state.as_str()]);
         }
+        let _ = self.pool_degraded.remove_label_values(&[pool]);
         for class in CODE_CLASSES {
             let _ = self.requests.remove_label_values(&[pool, class]);
         }
@@ -325,6 +377,22 @@ impl Metrics {
     /// Add a collector to the registry (for example [`WorkerResources`]).
     pub fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
         self.registry.register(collector)
+    }
+
+    /// Count one attempt of a hook and how long it took.
+    pub fn hook_ran(&self, pool: &str, phase: Phase, hook: &str, seconds: f64) {
+        let labels = [pool, phase.as_str(), hook];
+        self.hook_runs.with_label_values(&labels).inc();
+        self.hook_duration
+            .with_label_values(&labels)
+            .observe(seconds);
+    }
+
+    /// Count one failed attempt of a hook.
+    pub fn hook_failed(&self, pool: &str, phase: Phase, hook: &str, reason: FailureReason) {
+        self.hook_failures
+            .with_label_values(&[pool, phase.as_str(), hook, reason.as_str()])
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -344,7 +412,13 @@ mod tests {
 
     #[test]
     fn series_exist_at_zero_before_any_event() {
-        let m = Metrics::new(&["web", "api"]);
+        let m = Metrics::new(
+            &["web", "api"],
+            &[
+                ("web", Phase::PostFork, "seed"),
+                ("", Phase::OnStart, "migrate"),
+            ],
+        );
         let text = String::from_utf8(m.encode()).unwrap();
         for needle in [
             r#"forkyard_worker_restarts_total{pool="web",reason="exit_code"} 0"#,
@@ -360,6 +434,9 @@ mod tests {
             r#"forkyard_worker_exits_total{pool="web",reason="boot_timeout"} 0"#,
             r#"forkyard_worker_boot_seconds_count{pool="web"} 0"#,
             r#"forkyard_config_reloads_total{result="rolled_back"} 0"#,
+            r#"forkyard_hook_runs_total{hook="seed",phase="post_fork",pool="web"} 0"#,
+            r#"forkyard_hook_failures_total{hook="migrate",phase="on_start",pool="",reason="timeout"} 0"#,
+            r#"forkyard_hook_duration_seconds_count{hook="migrate",phase="on_start",pool=""} 0"#,
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
@@ -367,7 +444,7 @@ mod tests {
 
     #[test]
     fn records_by_status_class() {
-        let m = Metrics::new(&["web"]);
+        let m = Metrics::new(&["web"], &[]);
         let h = m.pool_requests("web");
         h.record(200, 0.01);
         h.record(503, 0.01);
@@ -379,7 +456,7 @@ mod tests {
 
     #[test]
     fn slot_series_are_deleted_with_the_slot() {
-        let m = Metrics::new(&["web"]);
+        let m = Metrics::new(&["web"], &[]);
         let s = m.slot("web", 1);
         s.start_time.set(1.7e9);
         s.exit("signal");
@@ -398,7 +475,7 @@ mod tests {
 
     #[test]
     fn a_removed_pool_leaves_no_series() {
-        let m = Metrics::new(&["web", "api"]);
+        let m = Metrics::new(&["web", "api"], &[]);
         m.slot("api", 0).start_time.set(1.0);
         m.pool_requests("api").record(200, 0.1);
         m.forget_pool("api", [0]);

@@ -2,7 +2,28 @@
 
 use std::fmt::Write;
 
-use crate::config::{fill_placeholders, Config, LogFormat, ReadyProbe};
+use crate::config::{fill_placeholders, Config, Hook, HookAction, LogFormat, Phase, ReadyProbe};
+
+/// One line per hook: phase, name, action, timeout, failure policy.
+fn describe_hooks(out: &mut String, indent: &str, phase: Phase, hooks: &[Hook]) {
+    for h in hooks {
+        let action = match &h.action {
+            HookAction::Run(argv) => format!("run {argv:?}"),
+            HookAction::Http { target, method, .. } => format!("http {method} {target:?}"),
+            HookAction::WaitFor(t) => format!("wait_for {t:?}"),
+            HookAction::Builtin(b) => format!("built-in {b:?}"),
+        };
+        let _ = writeln!(
+            out,
+            "{indent}hook {} {}: {action}, timeout {:?}, retries {}, on_failure {}",
+            phase.as_str(),
+            h.name,
+            h.timeout,
+            h.retries,
+            h.on_failure.as_str()
+        );
+    }
+}
 
 /// A readable description of what `forkyard run` would start.
 pub fn describe(config: &Config) -> String {
@@ -69,6 +90,12 @@ pub fn describe(config: &Config) -> String {
         for (k, _) in &pool.env {
             let _ = writeln!(out, "  env {k}");
         }
+        for phase in Phase::ALL {
+            describe_hooks(&mut out, "  ", phase, pool.hooks.phase(phase));
+        }
+    }
+    for phase in Phase::ALL {
+        describe_hooks(&mut out, "", phase, config.hooks.phase(phase));
     }
     for (i, route) in config.routes.iter().enumerate() {
         let _ = writeln!(

@@ -27,16 +27,17 @@ use pingora::services::Service as _;
 use tokio::sync::watch;
 
 use crate::admin::{AdminApp, Readiness};
-use crate::config::Config;
+use crate::config::{Config, Phase};
 use crate::events;
-use crate::metrics::{Metrics, WorkerResources};
+use crate::hooks::{HookContext, HookRunner};
+use crate::metrics::{HookSeries, Metrics, WorkerResources};
 use crate::notify::Notifier;
 use crate::process::Reaper;
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::proxy::{ForkyardProxy, InFlight, ProxyPool, Router};
 use crate::signals::{self, ControlEvent};
 use crate::status::StatusBoard;
-use crate::supervisor::{PoolHandle, Supervisor};
+use crate::supervisor::{CrashLoop, PoolHandle, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -47,6 +48,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}; nothing was started")]
+    OnStart(#[source] crate::hooks::HookFailure),
     #[error("cannot {what}: {source}")]
     Io {
         what: &'static str,
@@ -86,6 +89,18 @@ fn become_subreaper() {
     }
 }
 
+/// The next SIGTERM or SIGINT; other signals are ignored while stopping.
+async fn next_stop_signal(
+    signals: &mut tokio::sync::mpsc::UnboundedReceiver<ControlEvent>,
+) -> Option<ControlEvent> {
+    loop {
+        match signals.recv().await? {
+            e @ (ControlEvent::Terminate | ControlEvent::Interrupt) => return Some(e),
+            other => tracing::info!(signal = ?other, "ignored while shutting down"),
+        }
+    }
+}
+
 /// Run forkyard with a validated config until shutdown. Returns the exit code.
 pub fn run(config: Config) -> Result<i32, RunError> {
     become_subreaper();
@@ -99,11 +114,32 @@ pub fn run(config: Config) -> Result<i32, RunError> {
     let admin_listener = bind("admin.listen", config.admin.listen)?;
 
     let pool_names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
-    let metrics = Arc::new(Metrics::new(&pool_names));
+    let mut hook_series: Vec<HookSeries> = Vec::new();
+    for phase in Phase::ALL {
+        hook_series.extend(
+            config
+                .hooks
+                .phase(phase)
+                .iter()
+                .map(|h| ("", phase, h.name.as_str())),
+        );
+        for pool in &config.pools {
+            hook_series.extend(
+                pool.hooks
+                    .phase(phase)
+                    .iter()
+                    .map(|h| (pool.name.as_str(), phase, h.name.as_str())),
+            );
+        }
+    }
+    let metrics = Arc::new(Metrics::new(&pool_names, &hook_series));
     let board = StatusBoard::new(config.pools.iter().map(|p| {
         let ports = (0..p.workers.get()).map(|s| p.slot_port(s)).collect();
         (p.name.as_str(), ports)
     }));
+    for (pool, phase, hook) in &hook_series {
+        board.declare_hook(pool, phase.as_str(), hook);
+    }
     if let Err(e) = metrics.register(Box::new(WorkerResources::new(board.clone()))) {
         tracing::error!(error = %e, "per-worker resource metrics unavailable");
     }
@@ -114,14 +150,15 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         .map(|p| PoolHandle {
             config: Arc::new(p.clone()),
             upstreams: PoolUpstreams::new(),
+            crash_loop: Arc::new(CrashLoop::new(
+                &p.name,
+                p.restart.crash_loop_failures,
+                p.restart.crash_loop_window,
+                metrics.pool_degraded.with_label_values(&[p.name.as_str()]),
+            )),
         })
         .collect();
-    let readiness = Readiness::new(
-        pools
-            .iter()
-            .map(|p| (Arc::from(p.config.name.as_str()), p.upstreams.clone()))
-            .collect(),
-    );
+    let readiness = Readiness::new(pools.clone());
     let inflight = InFlight::new();
 
     // The proxy, on its own runtime.
@@ -204,41 +241,71 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             pools = pools.len(),
             "forkyard started"
         );
-        let supervisor = Supervisor::start(&pools, reaper, metrics.clone(), &board);
+        let hooks = HookRunner {
+            reaper,
+            metrics: metrics.clone(),
+            board: board.clone(),
+        };
+        // on_start runs before any worker exists; an aborting failure ends forkyard.
+        if let Err(failure) = hooks
+            .run_phase(&config.hooks.on_start, &HookContext::global(Phase::OnStart))
+            .await
+        {
+            // Runtimes must not be dropped inside this async context.
+            proxy_rt.shutdown_background();
+            return Err(RunError::OnStart(failure));
+        }
+        let supervisor = Supervisor::start(&pools, hooks.clone(), &board);
         tokio::spawn(announce_ready(board.clone(), notifier.clone()));
 
-        let signal = loop {
+        let first = loop {
             match signals.recv().await {
-                Some(ControlEvent::Terminate) => break "SIGTERM",
-                Some(ControlEvent::Interrupt) => break "SIGINT",
-                None => break "none",
+                Some(e @ (ControlEvent::Terminate | ControlEvent::Interrupt)) => break Some(e),
+                None => break None,
                 Some(other) => {
                     tracing::warn!(signal = ?other, "signal not supported yet; ignored")
                 }
             }
         };
+        // A second SIGTERM/SIGINT while stopping forces the exit: workers get SIGKILL
+        // and forkyard exits 128+N.
+        let mut forced: Option<i32> = None;
+
         let shutdown_started = std::time::Instant::now();
+        let signal = match first {
+            Some(ControlEvent::Terminate) => "SIGTERM",
+            Some(ControlEvent::Interrupt) => "SIGINT",
+            _ => "none",
+        };
+
+        // 1. Readiness off; keep serving for shutdown.delay (SIGINT skips the delay).
         tracing::info!(
             event = events::SHUTDOWN,
             signal,
-            "shutdown: {signal} received"
+            in_flight = inflight.current(),
+            "shutdown: readiness off"
         );
+        readiness.begin_shutdown();
         if let Some(n) = &notifier {
             if let Err(e) = n.notify("STOPPING=1") {
                 tracing::warn!(error = %e, "could not tell systemd that forkyard is stopping");
             }
         }
+        if first == Some(ControlEvent::Terminate) && !config.shutdown.delay.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(config.shutdown.delay) => {}
+                e = next_stop_signal(&mut signals) => forced = e.map(ControlEvent::signal_number),
+            }
+        }
 
-        // 1. Readiness off, stop accepting.
+        // 2. Stop accepting. The service returns once every accept loop has stopped.
         tracing::info!(
             event = events::DRAIN_START,
             in_flight = inflight.current(),
             timeout_ms = config.shutdown.timeout.as_millis() as u64,
             "shutdown: no longer accepting connections"
         );
-        readiness.begin_shutdown();
         let _ = proxy_stop_tx.send(true);
-        // The service returns once every accept loop has stopped.
         if tokio::time::timeout(std::time::Duration::from_secs(5), proxy_accepting)
             .await
             .is_err()
@@ -246,43 +313,52 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             tracing::warn!("shutdown: the proxy's accept loops did not stop within 5s");
         }
 
-        // 2. Drain in-flight requests, bounded; a second signal cuts it short.
-        let mut hurry = false;
+        // 3. Drain in-flight requests, bounded; a second signal cuts it short.
         let drain_started = std::time::Instant::now();
         let drain_ms = || drain_started.elapsed().as_millis() as u64;
-        tokio::select! {
-            _ = inflight.wait_idle() => tracing::info!(
-                event = events::DRAIN_FINISH,
-                result = "drained",
-                in_flight = 0u64,
-                duration_ms = drain_ms(),
-                "shutdown: in-flight requests drained"
-            ),
-            _ = tokio::time::sleep(config.shutdown.timeout) => tracing::warn!(
-                event = events::DRAIN_FINISH,
-                result = "timeout",
-                in_flight = inflight.current(),
-                duration_ms = drain_ms(),
-                timeout_ms = config.shutdown.timeout.as_millis() as u64,
-                "shutdown: drain timed out; closing remaining connections"
-            ),
-            _ = signals.recv() => {
-                hurry = true;
-                tracing::warn!(
+        if forced.is_none() {
+            tokio::select! {
+                _ = inflight.wait_idle() => tracing::info!(
                     event = events::DRAIN_FINISH,
-                    result = "interrupted",
+                    result = "drained",
+                    in_flight = 0u64,
+                    duration_ms = drain_ms(),
+                    "shutdown: in-flight requests drained"
+                ),
+                _ = tokio::time::sleep(config.shutdown.timeout) => tracing::warn!(
+                    event = events::DRAIN_FINISH,
+                    result = "timeout",
                     in_flight = inflight.current(),
                     duration_ms = drain_ms(),
-                    "shutdown: second signal; not waiting for in-flight requests"
-                );
+                    timeout_ms = config.shutdown.timeout.as_millis() as u64,
+                    "shutdown: drain timed out; closing remaining connections"
+                ),
+                e = next_stop_signal(&mut signals) => {
+                    forced = e.map(ControlEvent::signal_number);
+                    tracing::warn!(
+                        event = events::DRAIN_FINISH,
+                        result = "interrupted",
+                        in_flight = inflight.current(),
+                        duration_ms = drain_ms(),
+                        "shutdown: second signal; not waiting for in-flight requests"
+                    );
+                }
             }
+        } else {
+            tracing::warn!(
+                event = events::DRAIN_FINISH,
+                result = "interrupted",
+                in_flight = inflight.current(),
+                duration_ms = 0u64,
+                "shutdown: second signal; not waiting for in-flight requests"
+            );
         }
-        // 3. Close every proxy connection.
+        // 4. Close every proxy connection.
         proxy_rt.shutdown_background();
 
-        // 4. Stop the workers; a(nother) signal escalates to SIGKILL.
+        // 5. Stop the workers; a(nother) signal escalates to SIGKILL.
         let kill = supervisor.killer();
-        if hurry {
+        if forced.is_some() {
             kill();
         }
         let stopping = supervisor.stop();
@@ -290,19 +366,30 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         loop {
             tokio::select! {
                 _ = &mut stopping => break,
-                Some(event) = signals.recv() => {
+                Some(event) = next_stop_signal(&mut signals) => {
                     tracing::warn!(?event, "shutdown: another signal; killing workers now");
+                    forced = Some(event.signal_number());
                     kill();
                 }
             }
         }
+        // on_shutdown: failures are logged and counted; the exit goes on.
+        if forced.is_none() {
+            let _ = hooks
+                .run_phase(
+                    &config.hooks.on_shutdown,
+                    &HookContext::global(Phase::OnShutdown),
+                )
+                .await;
+        }
+        let code = forced.map_or(0, |n| 128 + n);
         tracing::info!(
             event = events::SHUTDOWN_COMPLETE,
-            exit_code = 0,
+            exit_code = code,
             duration_ms = shutdown_started.elapsed().as_millis() as u64,
             "shutdown complete"
         );
-        Ok(0)
+        Ok(code)
     })
 }
 

@@ -21,6 +21,19 @@ pub enum ControlEvent {
     RemoveWorker,
 }
 
+impl ControlEvent {
+    /// The signal number behind the event.
+    pub fn signal_number(self) -> i32 {
+        match self {
+            ControlEvent::Terminate => libc::SIGTERM,
+            ControlEvent::Interrupt => libc::SIGINT,
+            ControlEvent::Reload => libc::SIGHUP,
+            ControlEvent::AddWorker => libc::SIGTTIN,
+            ControlEvent::RemoveWorker => libc::SIGTTOU,
+        }
+    }
+}
+
 /// Install the handlers and return the event stream. Call inside a tokio runtime.
 pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<ControlEvent>> {
     let (tx, rx) = mpsc::unbounded_channel();

@@ -30,6 +30,7 @@ mod location;
 mod raw;
 mod schema;
 mod validate;
+mod validate_hooks;
 
 use std::path::Path;
 
@@ -394,6 +395,8 @@ routes:
                 backoff_min: Duration::from_millis(200),
                 backoff_max: secs(90),
                 reset_after: secs(120),
+                crash_loop_failures: 5,
+                crash_loop_window: secs(60),
             }
         );
         assert_eq!(
@@ -453,7 +456,10 @@ routes:
                 level: LogLevel::Info,
                 format: LogFormat::Text,
             },
-            shutdown: ShutdownConfig { timeout: secs(30) },
+            shutdown: ShutdownConfig {
+                timeout: secs(30),
+                delay: Duration::ZERO,
+            },
             pools: vec![PoolConfig {
                 name: "web".into(),
                 command: vec!["app".into()],
@@ -469,21 +475,26 @@ routes:
                     timeout: secs(30),
                     interval: Duration::from_millis(100),
                 },
+                health: None,
                 restart: RestartPolicy {
                     backoff_min: Duration::from_millis(100),
                     backoff_max: secs(30),
                     reset_after: secs(60),
+                    crash_loop_failures: 5,
+                    crash_loop_window: secs(60),
                 },
                 stop: StopPolicy {
                     signal: Signal::SIGTERM,
                     grace: secs(30),
                 },
+                hooks: PoolHooks::default(),
             }],
             routes: vec![Route {
                 host: None,
                 path_prefix: None,
                 pool: "web".into(),
             }],
+            hooks: GlobalHooks::default(),
         };
         assert_eq!(config, expected);
     }
@@ -542,7 +553,7 @@ routes:
             shown,
             [
                 "config.yaml:2:12: proxy.threads: threads must be at least 1",
-                r#"config.yaml:6:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, restart, stop); did you mean "workers"?"#,
+                r#"config.yaml:6:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, health, restart, stop, hooks); did you mean "workers"?"#,
                 r#"config.yaml:8:29: pools.web.restart.backoff_max: invalid duration "5 sec" (expected e.g. "5s", "250ms", "1m"; bare numbers are not durations)"#,
                 r#"config.yaml:11:12: pools.api.ports: port range 9002 overlaps pool "web" (ports 9001-9002)"#,
                 r#"config.yaml:13:11: routes[0].pool: unknown pool "wbe" (pools: web, api); did you mean "web"?"#,

@@ -25,6 +25,8 @@ pub struct Config {
     /// Routes in file order; when the file has none and there is a single pool,
     /// this holds one catch-all route to it.
     pub routes: Vec<Route>,
+    /// `on_start` and `on_shutdown` hooks.
+    pub hooks: GlobalHooks,
 }
 
 impl Config {
@@ -86,6 +88,9 @@ pub struct LogConfig {
 pub struct ShutdownConfig {
     /// How long in-flight requests may take to finish after SIGTERM. Default 30s.
     pub timeout: Duration,
+    /// How long to keep serving after `/readyz` turns 503 and before the proxy stops
+    /// accepting, so a load balancer in front can notice. Default 0.
+    pub delay: Duration,
 }
 
 /// An inclusive port range, `start..=end`.
@@ -128,6 +133,22 @@ pub struct ReadyCheck {
     pub interval: Duration,
 }
 
+/// Active health checks of a ready worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub probe: ReadyProbe,
+    /// Default 5s.
+    pub interval: Duration,
+    /// Bound on one check. Default 1s.
+    pub timeout: Duration,
+    /// Consecutive failures that take the worker out of the load balancer. Default 3.
+    pub unhealthy_after: u32,
+    /// Consecutive successes that bring it back. Default 2.
+    pub healthy_after: u32,
+    /// Unhealthy this long, the worker is restarted (`reason="health"`). Default 30s.
+    pub restart_after: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestartPolicy {
     /// Default 100ms.
@@ -136,6 +157,11 @@ pub struct RestartPolicy {
     pub backoff_max: Duration,
     /// Default 60s.
     pub reset_after: Duration,
+    /// This many restarts of a pool's workers within `crash_loop_window` mark the
+    /// pool degraded. Default 5.
+    pub crash_loop_failures: usize,
+    /// Default 60s.
+    pub crash_loop_window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -161,8 +187,12 @@ pub struct PoolConfig {
     /// Default: the directory forkyard was started in (`.`).
     pub cwd: PathBuf,
     pub ready: ReadyCheck,
+    /// Active health checks of ready workers; none by default.
+    pub health: Option<HealthCheck>,
     pub restart: RestartPolicy,
     pub stop: StopPolicy,
+    /// The per-worker lifecycle hooks.
+    pub hooks: PoolHooks,
 }
 
 impl PoolConfig {
@@ -189,4 +219,222 @@ pub fn fill_placeholders(template: &str, pool: &str, worker: usize, port: u16) -
         .replace("{port}", &port.to_string())
         .replace("{worker}", &worker.to_string())
         .replace("{pool}", pool)
+}
+
+/// A lifecycle phase at which hooks run. The names are a public contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// In forkyard, once, before any worker is spawned.
+    OnStart,
+    /// In forkyard, before each spawn of a worker.
+    PreFork,
+    /// In the new worker process, after fork, before the app's program starts.
+    PostFork,
+    /// In forkyard, after the worker is ready and before it gets traffic.
+    PostSpawn,
+    /// In forkyard, before a worker is signalled to stop.
+    PreStop,
+    /// In forkyard, after a worker has exited.
+    OnExit,
+    /// In forkyard, once, when forkyard stops.
+    OnShutdown,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 7] = [
+        Phase::OnStart,
+        Phase::PreFork,
+        Phase::PostFork,
+        Phase::PostSpawn,
+        Phase::PreStop,
+        Phase::OnExit,
+        Phase::OnShutdown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::OnStart => "on_start",
+            Phase::PreFork => "pre_fork",
+            Phase::PostFork => "post_fork",
+            Phase::PostSpawn => "post_spawn",
+            Phase::PreStop => "pre_stop",
+            Phase::OnExit => "on_exit",
+            Phase::OnShutdown => "on_shutdown",
+        }
+    }
+
+    /// What a failure does when the hook does not say.
+    pub fn default_on_failure(self) -> OnFailure {
+        match self {
+            Phase::OnStart | Phase::PreFork | Phase::PostFork => OnFailure::Abort,
+            Phase::PostSpawn => OnFailure::KillWorker,
+            Phase::PreStop | Phase::OnExit | Phase::OnShutdown => OnFailure::Skip,
+        }
+    }
+
+    /// Whether the phase belongs to one worker (rather than to forkyard as a whole).
+    pub fn is_per_worker(self) -> bool {
+        !matches!(self, Phase::OnStart | Phase::OnShutdown)
+    }
+}
+
+/// What a failed hook (after its retries) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// `on_start`: forkyard exits before spawning anything. Per-worker phases: this
+    /// spawn attempt fails and counts toward the worker's backoff.
+    Abort,
+    /// Log and count the failure, then carry on.
+    Skip,
+    /// The worker is killed (and restarted with backoff).
+    KillWorker,
+}
+
+impl OnFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnFailure::Abort => "abort",
+            OnFailure::Skip => "skip",
+            OnFailure::KillWorker => "kill_worker",
+        }
+    }
+}
+
+/// One declared hook item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hook {
+    /// The `name` key, or `<phase>.<index>` when it has none.
+    pub name: String,
+    pub action: HookAction,
+    /// Default 30s; never infinite.
+    pub timeout: Duration,
+    pub on_failure: OnFailure,
+    /// Extra attempts after a failure. Default 0.
+    pub retries: u32,
+    /// Pause between attempts. Default 1s.
+    pub retry_delay: Duration,
+    /// Extra environment for `run:`, in file order.
+    pub env: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookAction {
+    /// An argv (no shell); may use `{port}`, `{worker}`, `{pool}`.
+    Run(Vec<String>),
+    /// One HTTP request that must answer `expect_status` (any 2xx when unset).
+    Http {
+        target: HttpTarget,
+        method: String,
+        expect_status: Option<u16>,
+    },
+    /// Poll until the target answers or the timeout expires.
+    WaitFor(WaitTarget),
+    /// A `post_fork` built-in, applied in the worker process before the app starts.
+    Builtin(Builtin),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HttpTarget {
+    /// A path on the worker's own address (`post_spawn`, `pre_stop`).
+    WorkerPath(String),
+    /// `http://host:port/path`.
+    Url(HttpUrl),
+}
+
+/// A validated `http://` URL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpUrl {
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum WaitTarget {
+    /// `host:port` accepting TCP connections.
+    Tcp { host: String, port: u16 },
+    /// A URL answering 2xx.
+    Http(HttpUrl),
+}
+
+/// The `post_fork` built-ins.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Builtin {
+    CloseFds(bool),
+    SeedEnv(String),
+    Setsid(bool),
+    Umask(u32),
+    Rlimits(Vec<(Rlimit, Option<u64>)>),
+    User(String),
+    Group(String),
+    Nice(i32),
+    OomScoreAdj(i32),
+    ParentDeathSignal(Signal),
+}
+
+/// A resource limit name (`None` value in `Builtin::Rlimits` means unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rlimit {
+    Nofile,
+    Core,
+    Nproc,
+    As,
+    Fsize,
+    Memlock,
+    Stack,
+    Cpu,
+    Data,
+}
+
+impl Rlimit {
+    pub const ALL: [(&'static str, Rlimit); 9] = [
+        ("nofile", Rlimit::Nofile),
+        ("core", Rlimit::Core),
+        ("nproc", Rlimit::Nproc),
+        ("as", Rlimit::As),
+        ("fsize", Rlimit::Fsize),
+        ("memlock", Rlimit::Memlock),
+        ("stack", Rlimit::Stack),
+        ("cpu", Rlimit::Cpu),
+        ("data", Rlimit::Data),
+    ];
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GlobalHooks {
+    pub on_start: Vec<Hook>,
+    pub on_shutdown: Vec<Hook>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolHooks {
+    pub pre_fork: Vec<Hook>,
+    pub post_fork: Vec<Hook>,
+    pub post_spawn: Vec<Hook>,
+    pub pre_stop: Vec<Hook>,
+    pub on_exit: Vec<Hook>,
+}
+
+impl PoolHooks {
+    pub fn phase(&self, phase: Phase) -> &[Hook] {
+        match phase {
+            Phase::PreFork => &self.pre_fork,
+            Phase::PostFork => &self.post_fork,
+            Phase::PostSpawn => &self.post_spawn,
+            Phase::PreStop => &self.pre_stop,
+            Phase::OnExit => &self.on_exit,
+            Phase::OnStart | Phase::OnShutdown => &[],
+        }
+    }
+}
+
+impl GlobalHooks {
+    pub fn phase(&self, phase: Phase) -> &[Hook] {
+        match phase {
+            Phase::OnStart => &self.on_start,
+            Phase::OnShutdown => &self.on_shutdown,
+            _ => &[],
+        }
+    }
 }

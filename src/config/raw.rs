@@ -37,6 +37,8 @@ pub struct RawConfig {
     /// Optional with one pool (then one catch-all route to it); required with more.
     /// First match wins.
     pub routes: Option<Vec<RawRoute>>,
+    /// forkyard-wide hooks: `on_start` and `on_shutdown`. Default: none.
+    pub hooks: Option<RawGlobalHooks>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -77,6 +79,8 @@ pub struct RawLog {
 pub struct RawShutdown {
     /// How long in-flight requests may take to finish after SIGTERM. Default `"30s"`.
     pub timeout: Option<RawDuration>,
+    /// Time between /readyz turning 503 and the proxy closing its listeners. Default `"0s"`.
+    pub delay: Option<RawDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -99,10 +103,15 @@ pub struct RawPool {
     pub cwd: Option<String>,
     /// Readiness probe. Default `{ tcp: true, timeout: "30s", interval: "100ms" }`.
     pub ready: Option<RawReady>,
+    /// Active health checks of ready workers. Default: none.
+    pub health: Option<RawHealth>,
     /// Restart backoff. Default `{ backoff_min: "100ms", backoff_max: "30s", reset_after: "60s" }`.
     pub restart: Option<RawRestart>,
     /// How workers are stopped. Default `{ signal: SIGTERM, grace: "30s" }`.
     pub stop: Option<RawStop>,
+    /// Per-worker hooks: `pre_fork`, `post_fork`, `post_spawn`, `pre_stop`, `on_exit`.
+    /// Default: none (but `post_fork` always closes inherited fds unless told not to).
+    pub hooks: Option<RawPoolHooks>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -121,6 +130,30 @@ pub struct RawReady {
     pub interval: Option<RawDuration>,
 }
 
+/// `health:` active checks.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Health")]
+pub struct RawHealth {
+    /// Probe by TCP connect (`true`).
+    #[schemars(with = "Option<super::schema::Flag>")]
+    pub tcp: Option<bool>,
+    /// Probe by `GET <path>` expecting 2xx.
+    pub http: Option<String>,
+    /// Time between checks. Default `"5s"`.
+    pub interval: Option<RawDuration>,
+    /// Bound on one check. Default `"1s"`.
+    pub timeout: Option<RawDuration>,
+    /// Consecutive failures that take a worker out of the load balancer. Default 3.
+    #[schemars(with = "Option<super::schema::Count>")]
+    pub unhealthy_after: Option<u32>,
+    /// Consecutive successes that bring it back. Default 2.
+    #[schemars(with = "Option<super::schema::Count>")]
+    pub healthy_after: Option<u32>,
+    /// Unhealthy this long, the worker is restarted. Default `"30s"`.
+    pub restart_after: Option<RawDuration>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Restart")]
@@ -131,6 +164,20 @@ pub struct RawRestart {
     pub backoff_max: Option<RawDuration>,
     /// Up this long, a worker's backoff starts over. Default `"60s"`.
     pub reset_after: Option<RawDuration>,
+    /// Crash-loop breaker. Default `{ failures: 5, window: "60s" }`.
+    pub crash_loop: Option<RawCrashLoop>,
+}
+
+/// `restart.crash_loop`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "CrashLoop")]
+pub struct RawCrashLoop {
+    /// Restarts within `window` that mark the pool degraded, at least 1. Default 5.
+    #[schemars(with = "Option<super::schema::Count>")]
+    pub failures: Option<usize>,
+    /// The sliding window. Default `"60s"`.
+    pub window: Option<RawDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -155,6 +202,113 @@ pub struct RawRoute {
     /// Required. The pool that serves matching requests.
     #[schemars(required)]
     pub pool: Option<String>,
+}
+
+/// Top-level `hooks:`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "GlobalHooks")]
+pub struct RawGlobalHooks {
+    /// Run once before any worker is spawned. Default: none.
+    pub on_start: Option<Vec<RawHook>>,
+    /// Run once when forkyard stops, after the workers. Default: none.
+    pub on_shutdown: Option<Vec<RawHook>>,
+}
+
+/// `pools.<name>.hooks:`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PoolHooks")]
+pub struct RawPoolHooks {
+    /// In forkyard, before each spawn. Default: none.
+    pub pre_fork: Option<Vec<RawHook>>,
+    /// In the new worker process, before the app starts. Default: none.
+    pub post_fork: Option<Vec<RawHook>>,
+    /// After the worker is ready, before it gets traffic. Default: none.
+    pub post_spawn: Option<Vec<RawHook>>,
+    /// Before a worker is signalled to stop. Default: none.
+    pub pre_stop: Option<Vec<RawHook>>,
+    /// After a worker has exited. Default: none.
+    pub on_exit: Option<Vec<RawHook>>,
+}
+
+/// One hook item: exactly one action key plus the common keys.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Hook")]
+pub struct RawHook {
+    /// Label in logs and metrics. Default `<phase>.<index>`.
+    pub name: Option<String>,
+    /// Bound on one attempt. Default `"30s"`.
+    pub timeout: Option<RawDuration>,
+    /// `abort`, `skip` or `kill_worker`. Default depends on the phase.
+    #[schemars(with = "Option<super::schema::FailurePolicy>")]
+    pub on_failure: Option<Scalar>,
+    /// Extra attempts after a failure. Default 0.
+    #[schemars(with = "Option<super::schema::Integer>")]
+    pub retries: Option<u32>,
+    /// Pause between attempts. Default `"1s"`.
+    pub retry_delay: Option<RawDuration>,
+    /// Extra environment for `run`. Default: none.
+    pub env: Option<RawEnv>,
+    /// Action: an argv to run (no shell).
+    pub run: Option<RawCommand>,
+    /// Action: one HTTP request.
+    pub http: Option<RawHttpAction>,
+    /// Action: poll a TCP or HTTP target until it answers.
+    pub wait_for: Option<RawWaitFor>,
+    /// post_fork built-in: close inherited fds other than 0-2. Default true.
+    #[schemars(with = "Option<super::schema::Flag>")]
+    pub close_fds: Option<bool>,
+    /// post_fork built-in: set this env var to a fresh random 256-bit hex value.
+    pub seed_env: Option<String>,
+    /// post_fork built-in: start a new session.
+    #[schemars(with = "Option<super::schema::Flag>")]
+    pub setsid: Option<bool>,
+    /// post_fork built-in: octal umask such as `"022"`.
+    pub umask: Option<Scalar>,
+    /// post_fork built-in: resource limits, e.g. `{ nofile: 65536, core: 0 }`.
+    pub rlimits: Option<RawEnv>,
+    /// post_fork built-in: run as this user (when forkyard is root).
+    pub user: Option<Scalar>,
+    /// post_fork built-in: run as this group (when forkyard is root).
+    pub group: Option<Scalar>,
+    /// post_fork built-in: scheduling niceness, -20..19.
+    #[schemars(with = "Option<super::schema::Integer>")]
+    pub nice: Option<i32>,
+    /// post_fork built-in: OOM killer adjustment, -1000..1000.
+    #[schemars(with = "Option<super::schema::Integer>")]
+    pub oom_score_adj: Option<i32>,
+    /// post_fork built-in: signal the worker gets when forkyard dies.
+    #[schemars(with = "Option<super::schema::SignalName>")]
+    pub parent_death_signal: Option<Scalar>,
+}
+
+/// `http:` action.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpAction")]
+pub struct RawHttpAction {
+    /// A path on the worker's address (post_spawn, pre_stop).
+    pub path: Option<String>,
+    /// Or any `http://host:port/path` URL.
+    pub url: Option<String>,
+    /// Request method. Default `GET`.
+    pub method: Option<String>,
+    /// Status that counts as success. Default: any 2xx.
+    #[schemars(with = "Option<super::schema::Integer>")]
+    pub expect_status: Option<u16>,
+}
+
+/// `wait_for:` action.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "WaitFor")]
+pub struct RawWaitFor {
+    /// `host:port` that must accept a TCP connection.
+    pub tcp: Option<Scalar>,
+    /// `http://` URL that must answer 2xx.
+    pub http: Option<String>,
 }
 
 /// A string, or a number or boolean written where a string is expected.

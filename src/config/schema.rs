@@ -66,6 +66,10 @@ formats! {
     Count => or_interpolated(json!({ "type": "integer", "minimum": 1 }));
     /// `true` or `false`.
     Flag => or_interpolated(json!({ "type": "boolean" }));
+    /// A whole number (range checks are `forkyard check`'s).
+    Integer => or_interpolated(json!({ "type": "integer" }));
+    /// A hook's `on_failure`.
+    FailurePolicy => or_interpolated(json!({ "enum": ["abort", "skip", "kill_worker"] }));
     /// `IP:port`.
     Address => address();
     LogLevel => or_interpolated(json!({ "enum": ["error", "warn", "info", "debug", "trace"] }));

@@ -46,19 +46,28 @@ pub(super) fn validate(
     listeners.extend(admin_listener);
     c.listen_clashes(&listeners);
     let log = c.log(raw.log.unwrap_or_default(), &root.key("log"));
+    let raw_shutdown = raw.shutdown.unwrap_or_default();
     let shutdown = ShutdownConfig {
         timeout: c
             .duration(
-                raw.shutdown.unwrap_or_default().timeout,
+                raw_shutdown.timeout,
                 &root.key("shutdown").key("timeout"),
                 30 * SECOND,
             )
             .unwrap_or(30 * SECOND),
+        delay: c
+            .duration(
+                raw_shutdown.delay,
+                &root.key("shutdown").key("delay"),
+                Duration::ZERO,
+            )
+            .unwrap_or(Duration::ZERO),
     };
     let pools = c.pools(raw.pools, &root.key("pools"));
     c.port_clashes(&pools, &listeners);
     let names: Vec<&str> = pools.iter().map(|p| p.config.name.as_str()).collect();
     let routes = c.routes(raw.routes, &root.key("routes"), &names);
+    let hooks = c.global_hooks(raw.hooks, &root.key("hooks"));
     let config = Config {
         source: source.to_path_buf(),
         proxy,
@@ -67,11 +76,12 @@ pub(super) fn validate(
         shutdown,
         pools: pools.into_iter().map(|p| p.config).collect(),
         routes,
+        hooks,
     };
     (config, c.issues)
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     index: &'a LocationIndex,
     poisoned: &'a [KeyPath],
     issues: Vec<Issue>,
@@ -92,7 +102,7 @@ struct CheckedPool {
 
 impl Checker<'_> {
     /// Already reported by deserialization: `path` or one of its ancestors was removed.
-    fn poisoned(&self, path: &KeyPath) -> bool {
+    pub(super) fn poisoned(&self, path: &KeyPath) -> bool {
         self.poisoned.iter().any(|p| path.starts_with(p))
     }
 
@@ -103,25 +113,25 @@ impl Checker<'_> {
             .any(|p| path.starts_with(p) || p.starts_with(path))
     }
 
-    fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
+    pub(super) fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
         if !self.poisoned(path) {
             self.issues.push(Issue::at(path.clone(), message));
         }
     }
 
-    fn key_error(&mut self, path: &KeyPath, message: impl Into<String>) {
+    pub(super) fn key_error(&mut self, path: &KeyPath, message: impl Into<String>) {
         if !self.poisoned(path) {
             self.issues.push(Issue::at_key(path.clone(), message));
         }
     }
 
-    fn missing(&mut self, path: &KeyPath, hint: &str) {
+    pub(super) fn missing(&mut self, path: &KeyPath, hint: &str) {
         let key = path.last_key().unwrap_or_default();
         self.error(path, format!("missing required key {key:?} ({hint})"));
     }
 
     /// A scalar's text, as written in the file when YAML typed it (`3.10`, not `3.1`).
-    fn text(&self, scalar: &Scalar, path: &KeyPath) -> String {
+    pub(super) fn text(&self, scalar: &Scalar, path: &KeyPath) -> String {
         match self.index.plain_text(path) {
             Some(source) if scalar.typed => source.to_owned(),
             _ => scalar.text.clone(),
@@ -129,7 +139,7 @@ impl Checker<'_> {
     }
 
     /// `None` when invalid (reported) or removed; the default when absent.
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         raw: Option<RawDuration>,
         path: &KeyPath,
@@ -148,7 +158,7 @@ impl Checker<'_> {
         }
     }
 
-    fn positive_duration(
+    pub(super) fn positive_duration(
         &mut self,
         raw: Option<RawDuration>,
         path: &KeyPath,
@@ -356,8 +366,10 @@ impl Checker<'_> {
             Some(cwd) => PathBuf::from(cwd),
         };
         let ready = self.ready(raw.ready, &path.key("ready"));
+        let health = self.health(raw.health, &path.key("health"));
         let restart = self.restart(raw.restart.unwrap_or_default(), &path.key("restart"));
         let stop = self.stop(raw.stop.unwrap_or_default(), &path.key("stop"));
+        let hooks = self.pool_hooks(raw.hooks, &path.key("hooks"));
         let config = PoolConfig {
             name,
             command,
@@ -366,8 +378,10 @@ impl Checker<'_> {
             env,
             cwd,
             ready,
+            health,
             restart,
             stop,
+            hooks,
         };
         CheckedPool {
             config,
@@ -376,7 +390,7 @@ impl Checker<'_> {
         }
     }
 
-    fn command(&mut self, raw: Option<RawCommand>, path: &KeyPath) -> Vec<String> {
+    pub(super) fn command(&mut self, raw: Option<RawCommand>, path: &KeyPath) -> Vec<String> {
         let Some(RawCommand(items)) = raw else {
             self.missing(path, &format!("the worker's argv, e.g. {COMMAND_EXAMPLE}"));
             return Vec::new();
@@ -434,7 +448,7 @@ impl Checker<'_> {
         Some(range)
     }
 
-    fn env(&mut self, raw: Option<RawEnv>, path: &KeyPath) -> Vec<(String, String)> {
+    pub(super) fn env(&mut self, raw: Option<RawEnv>, path: &KeyPath) -> Vec<(String, String)> {
         let Some(RawEnv(vars)) = raw else {
             return Vec::new();
         };
@@ -464,12 +478,34 @@ impl Checker<'_> {
                 interval: default_interval,
             };
         };
+        let probe = self.probe(raw.tcp, raw.http, path, "ready");
+        ReadyCheck {
+            probe,
+            timeout: self
+                .positive_duration(raw.timeout, &path.key("timeout"), default_timeout)
+                .unwrap_or(default_timeout),
+            interval: self
+                .positive_duration(raw.interval, &path.key("interval"), default_interval)
+                .unwrap_or(default_interval),
+        }
+    }
+
+    /// Exactly one of `tcp: true` / `http: "/path"` under `key` (`ready`, `health`).
+    fn probe(
+        &mut self,
+        tcp: Option<bool>,
+        http: Option<String>,
+        path: &KeyPath,
+        key: &str,
+    ) -> ReadyProbe {
         let (tcp_path, http_path) = (path.key("tcp"), path.key("http"));
-        let probe = match (raw.tcp, raw.http) {
+        match (tcp, http) {
             (Some(true), Some(_)) => {
                 self.error(
                     path,
-                    r#"ready must set exactly one of tcp: true or http: "/path", not both"#,
+                    format!(
+                        r#"{key} must set exactly one of tcp: true or http: "/path", not both"#
+                    ),
                 );
                 ReadyProbe::Tcp
             }
@@ -482,7 +518,10 @@ impl Checker<'_> {
             }
             (None, None) => {
                 if !self.poisoned(&tcp_path) && !self.poisoned(&http_path) {
-                    self.error(path, r#"ready must set one of tcp: true or http: "/path""#);
+                    self.error(
+                        path,
+                        format!(r#"{key} must set one of tcp: true or http: "/path""#),
+                    );
                 }
                 ReadyProbe::Tcp
             }
@@ -496,16 +535,38 @@ impl Checker<'_> {
                 }
                 ReadyProbe::Http { path: http }
             }
-        };
-        ReadyCheck {
-            probe,
-            timeout: self
-                .positive_duration(raw.timeout, &path.key("timeout"), default_timeout)
-                .unwrap_or(default_timeout),
-            interval: self
-                .positive_duration(raw.interval, &path.key("interval"), default_interval)
-                .unwrap_or(default_interval),
         }
+    }
+
+    fn health(&mut self, raw: Option<RawHealth>, path: &KeyPath) -> Option<HealthCheck> {
+        let raw = raw?;
+        let probe = self.probe(raw.tcp, raw.http, path, "health");
+        let at_least_one = |c: &mut Self, v: Option<u32>, key: &str, default: u32| -> u32 {
+            match v {
+                None => default,
+                Some(0) => {
+                    c.error(&path.key(key), format!("{key} must be at least 1"));
+                    default
+                }
+                Some(n) => n,
+            }
+        };
+        let unhealthy_after = at_least_one(self, raw.unhealthy_after, "unhealthy_after", 3);
+        let healthy_after = at_least_one(self, raw.healthy_after, "healthy_after", 2);
+        Some(HealthCheck {
+            probe,
+            interval: self
+                .positive_duration(raw.interval, &path.key("interval"), 5 * SECOND)
+                .unwrap_or(5 * SECOND),
+            timeout: self
+                .positive_duration(raw.timeout, &path.key("timeout"), SECOND)
+                .unwrap_or(SECOND),
+            unhealthy_after,
+            healthy_after,
+            restart_after: self
+                .duration(raw.restart_after, &path.key("restart_after"), 30 * SECOND)
+                .unwrap_or(30 * SECOND),
+        })
     }
 
     fn restart(&mut self, raw: RawRestart, path: &KeyPath) -> RestartPolicy {
@@ -528,12 +589,23 @@ impl Checker<'_> {
                 self.error(if min_given { &min_path } else { &max_path }, message);
             }
         }
+        let crash = raw.crash_loop.unwrap_or_default();
+        let crash_path = path.key("crash_loop");
+        let failures = self.at_least_one(crash.failures, &crash_path.key("failures"));
         RestartPolicy {
             backoff_min: min.unwrap_or(min_default),
             backoff_max: max.unwrap_or(max_default),
             reset_after: self
                 .duration(raw.reset_after, &path.key("reset_after"), reset_default)
                 .unwrap_or(reset_default),
+            crash_loop_failures: if crash.failures.is_some() {
+                failures.get()
+            } else {
+                5
+            },
+            crash_loop_window: self
+                .positive_duration(crash.window, &crash_path.key("window"), 60 * SECOND)
+                .unwrap_or(60 * SECOND),
         }
     }
 
@@ -731,14 +803,14 @@ fn show_range(range: PortRange) -> String {
     }
 }
 
-fn is_env_name(name: &str) -> bool {
+pub(super) fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
 /// `SIGTERM`, `TERM` or `sigterm`.
-fn parse_signal(text: &str) -> Result<Signal, String> {
+pub(super) fn parse_signal(text: &str) -> Result<Signal, String> {
     let upper = text.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {
         upper
@@ -792,14 +864,14 @@ mod tests {
         let e = one("pools:\n  web:\n    command: [app]\n    ports: \"9001\"\n    wrokers: 2\n");
         assert_eq!(
             e,
-            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, restart, stop); did you mean "workers"?"#
+            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, health, restart, stop, hooks); did you mean "workers"?"#
         );
         let errors = errors(&format!("{POOL}prxy: {{}}\n"));
         assert_eq!(errors[0].path, "prxy");
         assert_eq!((errors[0].line, errors[0].column), (Some(5), Some(1)));
         assert_eq!(
             errors[0].message,
-            r#"unknown key "prxy" (expected one of: proxy, admin, log, shutdown, pools, routes); did you mean "proxy"?"#
+            r#"unknown key "prxy" (expected one of: proxy, admin, log, shutdown, pools, routes, hooks); did you mean "proxy"?"#
         );
     }
 

@@ -93,7 +93,7 @@ mod tests {
     #[test]
     fn only_live_workers_have_series() {
         let board = StatusBoard::new([("web", vec![9001, 9002])]);
-        let m = Metrics::new(&["web"]);
+        let m = Metrics::new(&["web"], &[]);
         m.register(Box::new(WorkerResources::new(board.clone())))
             .unwrap();
         let text = String::from_utf8(m.encode()).unwrap();

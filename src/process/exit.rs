@@ -54,14 +54,20 @@ pub enum ExitReason {
     Signal,
     /// It did not become ready within `ready.timeout` and was killed.
     BootTimeout,
+    /// A `pre_fork`, `post_fork` or `post_spawn` hook failed for this spawn.
+    HookFailure,
+    /// It stayed unhealthy for `health.restart_after`.
+    Health,
 }
 
 impl ExitReason {
     /// Every reason, for pre-initialising metric series.
-    pub const ALL: [ExitReason; 3] = [
+    pub const ALL: [ExitReason; 5] = [
         ExitReason::ExitCode,
         ExitReason::Signal,
         ExitReason::BootTimeout,
+        ExitReason::HookFailure,
+        ExitReason::Health,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +75,8 @@ impl ExitReason {
             ExitReason::ExitCode => "exit_code",
             ExitReason::Signal => "signal",
             ExitReason::BootTimeout => "boot_timeout",
+            ExitReason::HookFailure => "hook_failure",
+            ExitReason::Health => "health",
         }
     }
 

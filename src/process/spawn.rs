@@ -3,13 +3,22 @@
 //!
 //! Everything between fork and exec is done by `std::process::Command` itself
 //! (`process_group`, `current_dir`, env): forkyard runs no code of its own in the
-//! forked copy of its multi-threaded image.
+//! forked copy of its multi-threaded image. A worker is started as `forkyard
+//! __child` (see `child.rs`) with a [`ChildSpec`], which does the post-fork work in
+//! a fresh single-threaded process and then execs the app.
+//!
+//! Every spawn happens on the control thread, one at a time: the report pipe's
+//! write end is made inheritable just for the one spawn it belongs to.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use tokio::net::unix::pipe;
+
+use super::child_spec::{ChildSpec, SPEC_ENV};
 
 /// Environment variables of forkyard's own that a child must not inherit.
 const PRIVATE_ENV_PREFIX: &str = "FORKYARD_";
@@ -24,6 +33,9 @@ pub struct SpawnSpec {
     /// Added to forkyard's environment (minus its own `FORKYARD_*` variables).
     pub env: Vec<(String, String)>,
     pub cwd: PathBuf,
+    /// Start through `forkyard __child` with this spec (workers), or exec `argv`
+    /// directly (hooks).
+    pub child: Option<ChildSpec>,
 }
 
 /// A started child. Its exit must be observed through the reaper.
@@ -32,6 +44,8 @@ pub struct Spawned {
     pub pid: i32,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
+    /// Reports from `forkyard __child`, when started through it.
+    pub report: Option<pipe::Receiver>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,27 +59,59 @@ pub enum SpawnError {
         #[source]
         source: std::io::Error,
     },
+    #[error("could not prepare the worker process: {0}")]
+    Setup(String),
 }
 
 /// Start `spec` in a new process group. Must be called inside a tokio runtime
-/// (the output pipes register with its reactor).
+/// (the pipes register with its reactor).
 pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyCommand)?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(&spec.cwd)
-        .process_group(0)
+    let mut report_pipe = None;
+    let mut cmd = match &spec.child {
+        None => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).process_group(0);
+            cmd
+        }
+        Some(child_spec) => {
+            let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+                .map_err(|e| SpawnError::Setup(format!("pipe: {e}")))?;
+            fcntl(&write, FcntlArg::F_SETFD(FdFlag::empty()))
+                .map_err(|e| SpawnError::Setup(format!("fcntl: {e}")))?;
+            let mut child_spec = child_spec.clone();
+            child_spec.report_fd = write.as_raw_fd();
+            let json = serde_json::to_string(&child_spec)
+                .map_err(|e| SpawnError::Setup(format!("spec: {e}")))?;
+            let mut cmd = Command::new("/proc/self/exe");
+            cmd.arg0("forkyard").arg("__child").env(SPEC_ENV, json);
+            if !child_spec.setsid {
+                cmd.process_group(0);
+            }
+            report_pipe = Some((read, write));
+            cmd
+        }
+    };
+    cmd.current_dir(&spec.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (key, _) in std::env::vars_os() {
-        let key_text = key.to_string_lossy();
-        if key_text.starts_with(PRIVATE_ENV_PREFIX) || PRIVATE_ENV.contains(&key_text.as_ref()) {
+        let k = key.to_string_lossy();
+        if (k.starts_with(PRIVATE_ENV_PREFIX) && k != SPEC_ENV) || PRIVATE_ENV.contains(&k.as_ref())
+        {
             cmd.env_remove(key);
         }
     }
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
+    let spawned = cmd.spawn();
+    // The child has its copy of the write end (or failed); ours must close so the
+    // reader sees EOF when the child is done.
+    let report_read = report_pipe.map(|(read, write)| {
+        drop(write);
+        read
+    });
+    let mut child = spawned.map_err(|source| SpawnError::Exec {
         program: program.clone(),
         cwd: spec.cwd.clone(),
         source,
@@ -80,9 +126,11 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         .stderr
         .take()
         .and_then(|s| pipe::Receiver::from_owned_fd(s.into()).ok());
+    let report = report_read.and_then(|fd| pipe::Receiver::from_owned_fd(fd).ok());
     Ok(Spawned {
         pid,
         stdout,
         stderr,
+        report,
     })
 }

@@ -151,6 +151,7 @@ impl StatusBoard {
                     failures: 0,
                     last_result: None,
                     last_run_unix: None,
+                    last_run_seconds_ago: None,
                     last_duration_seconds: None,
                 });
                 hooks.len() - 1
@@ -168,7 +169,14 @@ impl StatusBoard {
             ready: not_ready.is_none(),
             not_ready_reason: not_ready,
             pools: self.pools().iter().map(|p| p.report()).collect(),
-            hooks: self.hooks.lock().clone(),
+            hooks: {
+                let now = unix_seconds(SystemTime::now());
+                let mut hooks = self.hooks.lock().clone();
+                for h in &mut hooks {
+                    h.last_run_seconds_ago = h.last_run_unix.map(|t| (now - t).max(0.0));
+                }
+                hooks
+            },
         }
     }
 }
@@ -226,6 +234,7 @@ impl PoolStatus {
                 .filter(|w| w.state == WorkerState::Ready.as_str())
                 .count(),
             restarts: workers.iter().map(|w| w.restarts).sum(),
+            degraded: false,
             workers,
         }
     }

@@ -28,6 +28,8 @@ pub struct PoolReport {
     pub workers_ready: usize,
     /// Sum of the slots' restarts.
     pub restarts: u64,
+    /// The crash-loop breaker marked the pool degraded (`restart.crash_loop`).
+    pub degraded: bool,
     pub workers: Vec<WorkerReport>,
 }
 
@@ -75,5 +77,7 @@ pub struct HookReport {
     /// `ok` or a failure reason; `null` before the first run.
     pub last_result: Option<String>,
     pub last_run_unix: Option<f64>,
+    /// How long ago the last run ended, when the report was made.
+    pub last_run_seconds_ago: Option<f64>,
     pub last_duration_seconds: Option<f64>,
 }

@@ -77,12 +77,58 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+pub const HOOK_COLUMNS: [&str; 7] = [
+    "POOL",
+    "PHASE",
+    "HOOK",
+    "RUNS",
+    "FAILURES",
+    "LAST RESULT",
+    "LAST RUN",
+];
+
+/// One row per declared hook, in declaration order.
+pub fn hook_rows(report: &StatusReport) -> Vec<[String; 7]> {
+    report
+        .hooks
+        .iter()
+        .map(|h| {
+            let last_run = match (h.last_run_seconds_ago, h.last_duration_seconds) {
+                (Some(ago), Some(took)) => format!("{} ago, took {took:.2}s", duration(ago)),
+                (Some(ago), None) => format!("{} ago", duration(ago)),
+                _ => "-".to_owned(),
+            };
+            [
+                if h.pool.is_empty() {
+                    "-".into()
+                } else {
+                    h.pool.clone()
+                },
+                h.phase.clone(),
+                h.hook.clone(),
+                h.runs.to_string(),
+                h.failures.to_string(),
+                h.last_result
+                    .clone()
+                    .unwrap_or_else(|| "not run yet".into()),
+                last_run,
+            ]
+        })
+        .collect()
+}
+
 /// A one-line summary: readiness, then ready/total per pool.
 pub fn summary(report: &StatusReport) -> String {
     let pools: Vec<String> = report
         .pools
         .iter()
-        .map(|p| format!("{} {}/{} ready", p.name, p.workers_ready, p.workers_total))
+        .map(|p| {
+            let degraded = if p.degraded { " (degraded)" } else { "" };
+            format!(
+                "{} {}/{} ready{degraded}",
+                p.name, p.workers_ready, p.workers_total
+            )
+        })
         .collect();
     let ready = match &report.not_ready_reason {
         None => "ready".to_owned(),
@@ -105,28 +151,10 @@ pub fn text(report: &StatusReport) -> String {
     out.push_str(&aligned(&COLUMNS.map(str::to_owned), &rows(report)));
     if !report.hooks.is_empty() {
         out.push('\n');
-        let head = ["POOL", "PHASE", "HOOK", "RUNS", "FAILURES", "LAST RESULT"].map(str::to_owned);
-        let hooks: Vec<[String; 6]> = report
-            .hooks
-            .iter()
-            .map(|h| {
-                [
-                    if h.pool.is_empty() {
-                        "-".into()
-                    } else {
-                        h.pool.clone()
-                    },
-                    h.phase.clone(),
-                    h.hook.clone(),
-                    h.runs.to_string(),
-                    h.failures.to_string(),
-                    h.last_result
-                        .clone()
-                        .unwrap_or_else(|| "not run yet".into()),
-                ]
-            })
-            .collect();
-        out.push_str(&aligned(&head, &hooks));
+        out.push_str(&aligned(
+            &HOOK_COLUMNS.map(str::to_owned),
+            &hook_rows(report),
+        ));
     }
     out
 }
@@ -201,8 +229,13 @@ footer {{ color: #57606a; font-size: 12px; }}
         .pools
         .iter()
         .map(|p| {
+            let degraded = if p.degraded {
+                " <span class=\"not-ready\">(degraded)</span>"
+            } else {
+                ""
+            };
             format!(
-                "{} {}/{} ready",
+                "{} {}/{} ready{degraded}",
                 escape(&p.name),
                 p.workers_ready,
                 p.workers_total
@@ -237,18 +270,22 @@ footer {{ color: #57606a; font-size: 12px; }}
     if report.hooks.is_empty() {
         h.push_str("<p id=\"hooks\">No lifecycle hooks are declared.</p>\n");
     } else {
-        h.push_str("<table id=\"hooks\"><thead><tr><th>pool</th><th>phase</th><th>hook</th><th>runs</th><th>failures</th><th>last result</th></tr></thead><tbody>\n");
-        for k in &report.hooks {
-            let _ = writeln!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-                escape(if k.pool.is_empty() { "-" } else { &k.pool }),
-                escape(&k.phase),
-                escape(&k.hook),
-                k.runs,
-                k.failures,
-                escape(k.last_result.as_deref().unwrap_or("not run yet")),
-            );
+        h.push_str("<table id=\"hooks\"><thead><tr>");
+        for c in HOOK_COLUMNS {
+            let _ = write!(h, "<th>{}</th>", escape(&c.to_lowercase()));
+        }
+        h.push_str("</tr></thead><tbody>\n");
+        for r in hook_rows(report) {
+            h.push_str("<tr>");
+            for (i, cell) in r.iter().enumerate() {
+                let class = if i == 3 || i == 4 {
+                    " class=\"num\""
+                } else {
+                    ""
+                };
+                let _ = write!(h, "<td{class}>{}</td>", escape(cell));
+            }
+            h.push_str("</tr>\n");
         }
         h.push_str("</tbody></table>\n");
     }
@@ -276,6 +313,7 @@ mod tests {
                 workers_total: 2,
                 workers_ready: 1,
                 restarts: 1,
+                degraded: false,
                 workers: vec![
                     WorkerReport {
                         slot: 0,

@@ -2,12 +2,15 @@
 //! and the stop channel through which forkyard's shutdown reaches them all.
 
 mod backoff;
+mod crash_loop;
+mod health;
 mod lifecycle;
 mod readiness;
 mod state;
 mod worker;
 
 pub use backoff::Backoff;
+pub use crash_loop::CrashLoop;
 pub use readiness::probe_once;
 pub use state::{WorkerEvent, WorkerState};
 pub use worker::StopMode;
@@ -18,8 +21,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::PoolConfig;
-use crate::metrics::Metrics;
-use crate::process::Reaper;
+use crate::hooks::HookRunner;
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::status::StatusBoard;
 
@@ -28,6 +30,7 @@ use crate::status::StatusBoard;
 pub struct PoolHandle {
     pub config: Arc<PoolConfig>,
     pub upstreams: Arc<PoolUpstreams>,
+    pub crash_loop: Arc<CrashLoop>,
 }
 
 pub struct Supervisor {
@@ -37,12 +40,7 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Start every slot of every pool. Must run inside the control runtime.
-    pub fn start(
-        pools: &[PoolHandle],
-        reaper: Arc<Reaper>,
-        metrics: Arc<Metrics>,
-        board: &StatusBoard,
-    ) -> Supervisor {
+    pub fn start(pools: &[PoolHandle], hooks: HookRunner, board: &StatusBoard) -> Supervisor {
         let (stop, _) = watch::channel(StopMode::Run);
         let mut tasks = JoinSet::new();
         for pool in pools {
@@ -54,9 +52,10 @@ impl Supervisor {
                 let ctx = worker::WorkerCtx {
                     pool: pool.config.clone(),
                     slot,
-                    reaper: reaper.clone(),
                     upstreams: pool.upstreams.clone(),
-                    metrics: metrics.clone(),
+                    crash_loop: pool.crash_loop.clone(),
+                    metrics: hooks.metrics.clone(),
+                    hooks: hooks.clone(),
                     status: pool_status.slot(slot, pool.config.slot_port(slot)),
                 };
                 tasks.spawn(worker::run(ctx, stop.subscribe()));

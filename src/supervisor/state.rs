@@ -22,6 +22,8 @@ pub enum WorkerState {
     Starting,
     /// Passed its ready probe: in the load balancer.
     Ready,
+    /// Ready, but failing its health checks: out of the load balancer.
+    Unhealthy,
     /// Exited (or failed to start); waiting before the next spawn.
     Backoff,
     /// Out of the load balancer, being signalled to stop.
@@ -38,15 +40,20 @@ pub enum WorkerEvent {
     BecameReady,
     Exited,
     BootTimedOut,
+    HealthFailed,
+    HealthRecovered,
     BackoffElapsed,
     StopRequested,
+    /// A planned stop that is followed by a new spawn (health restart).
+    Respawn,
 }
 
 impl WorkerState {
     /// States exported by the `forkyard_workers` gauge.
-    pub const GAUGED: [WorkerState; 4] = [
+    pub const GAUGED: [WorkerState; 5] = [
         WorkerState::Starting,
         WorkerState::Ready,
+        WorkerState::Unhealthy,
         WorkerState::Backoff,
         WorkerState::Stopping,
     ];
@@ -55,6 +62,7 @@ impl WorkerState {
         match self {
             WorkerState::Starting => "starting",
             WorkerState::Ready => "ready",
+            WorkerState::Unhealthy => "unhealthy",
             WorkerState::Backoff => "backoff",
             WorkerState::Stopping => "stopping",
             WorkerState::Stopped => "stopped",
@@ -71,10 +79,14 @@ impl WorkerState {
             (S::Backoff, E::BackoffElapsed) => Some(S::Backoff),
             (S::Starting, E::BecameReady) => Some(S::Ready),
             (S::Starting, E::Exited) | (S::Starting, E::BootTimedOut) => Some(S::Backoff),
-            (S::Ready, E::Exited) => Some(S::Backoff),
+            (S::Ready, E::Exited) | (S::Unhealthy, E::Exited) => Some(S::Backoff),
+            (S::Ready, E::HealthFailed) => Some(S::Unhealthy),
+            (S::Unhealthy, E::HealthRecovered) => Some(S::Ready),
+            (S::Unhealthy, E::StopRequested) => Some(S::Stopping),
             (S::Starting, E::StopRequested) | (S::Ready, E::StopRequested) => Some(S::Stopping),
             (S::Backoff, E::StopRequested) => Some(S::Stopped),
             (S::Stopping, E::Exited) => Some(S::Stopped),
+            (S::Stopped, E::Respawn) => Some(S::Backoff),
             _ => None,
         }
     }
@@ -90,13 +102,13 @@ impl fmt::Display for WorkerState {
 /// and, when given, the slot's entry on the status board.
 pub struct StateCell {
     state: WorkerState,
-    gauges: [IntGauge; 4],
+    gauges: [IntGauge; 5],
     status: Option<Arc<SlotStatus>>,
 }
 
 impl StateCell {
     /// A new slot starts in `Backoff` with nothing running (it spawns at once).
-    pub fn new(gauges: [IntGauge; 4]) -> StateCell {
+    pub fn new(gauges: [IntGauge; 5]) -> StateCell {
         let cell = StateCell {
             state: WorkerState::Backoff,
             gauges,

@@ -1,5 +1,10 @@
 //! One actor per worker slot: spawn, wait for ready, serve, and on exit back off and
-//! spawn again, until told to stop.
+//! spawn again, until told to stop. The slot's hooks run at their phases:
+//!
+//! ```text
+//! pre_fork → spawn (post_fork runs in the new process) → ready → post_spawn
+//!   → in the load balancer … → pre_stop → stop signal → exit → on_exit → backoff
+//! ```
 //!
 //! The actor owns its slot's process and its place in the load balancer. It learns
 //! about its process's exit only from the reaper, and about stopping only from the
@@ -11,17 +16,22 @@ use std::time::Instant;
 
 use nix::sys::signal::Signal;
 use tokio::sync::{oneshot, watch};
-use tokio::time::{sleep, timeout};
+use tokio::time::{sleep, sleep_until, timeout};
 
 use super::backoff::Backoff;
+use super::crash_loop::CrashLoop;
+use super::health::{HealthChange, HealthTracker};
 use super::lifecycle::SlotRecord;
-use super::readiness::wait_ready;
+use super::readiness::{probe_once, wait_ready};
 use super::state::{StateCell, WorkerEvent, WorkerState};
-use crate::config::{fill_placeholders, PoolConfig};
+use crate::config::{fill_placeholders, OnFailure, Phase, PoolConfig};
+use crate::hooks::post_fork::{self, PostForkOutcome};
+use crate::hooks::{HookContext, HookRunner, WorkerExit};
 use crate::metrics::Metrics;
+use crate::process::child_spec::ChildSpec;
 use crate::process::output::{forward_lines, OutputLabel};
 use crate::process::signal::signal_group;
-use crate::process::{spawn, ExitReason, ExitStatus, Reaper, SpawnSpec};
+use crate::process::{spawn, ExitReason, ExitStatus, SpawnSpec};
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::status::SlotStatus;
 
@@ -30,9 +40,9 @@ use crate::status::SlotStatus;
 pub enum StopMode {
     /// Keep running.
     Run,
-    /// Stop: `stop.signal`, then `grace`, then SIGKILL.
+    /// Stop: `pre_stop` hooks, `stop.signal`, then `grace`, then SIGKILL.
     Graceful,
-    /// Stop now with SIGKILL (a second shutdown signal).
+    /// Stop now with SIGKILL, skipping hooks (a second shutdown signal).
     Kill,
 }
 
@@ -40,8 +50,9 @@ pub enum StopMode {
 pub struct WorkerCtx {
     pub pool: Arc<PoolConfig>,
     pub slot: usize,
-    pub reaper: Arc<Reaper>,
+    pub hooks: HookRunner,
     pub upstreams: Arc<PoolUpstreams>,
+    pub crash_loop: Arc<CrashLoop>,
     pub metrics: Arc<Metrics>,
     /// This slot's entry on the status board.
     pub status: Arc<SlotStatus>,
@@ -56,32 +67,70 @@ impl WorkerCtx {
         SocketAddr::from((Ipv4Addr::LOCALHOST, self.port()))
     }
 
-    fn spawn_spec(&self) -> SpawnSpec {
-        let (pool, slot, port) = (self.pool.name.as_str(), self.slot, self.port());
-        let fill = |s: &String| fill_placeholders(s, pool, slot, port);
-        let mut env: Vec<(String, String)> = self
-            .pool
+    fn fill(&self, s: &str) -> String {
+        fill_placeholders(s, &self.pool.name, self.slot, self.port())
+    }
+
+    fn pool_env(&self) -> Vec<(String, String)> {
+        self.pool
             .env
             .iter()
-            .map(|(k, v)| (k.clone(), fill(v)))
-            .collect();
-        env.push(("FORKYARD_POOL".into(), pool.into()));
-        env.push(("FORKYARD_WORKER".into(), slot.to_string()));
-        env.push(("FORKYARD_PORT".into(), port.to_string()));
+            .map(|(k, v)| (k.clone(), self.fill(v)))
+            .collect()
+    }
+
+    fn hook_context(&self, phase: Phase) -> HookContext {
+        HookContext {
+            pool: Arc::from(self.pool.name.as_str()),
+            worker: Some(self.slot),
+            port: Some(self.port()),
+            phase,
+            exit: None,
+            pool_env: self.pool_env(),
+            cwd: self.pool.cwd.clone(),
+        }
+    }
+
+    fn spawn_spec(&self) -> SpawnSpec {
+        let mut env = self.pool_env();
+        env.push(("FORKYARD_POOL".into(), self.pool.name.clone()));
+        env.push(("FORKYARD_WORKER".into(), self.slot.to_string()));
+        env.push(("FORKYARD_PORT".into(), self.port().to_string()));
+        let argv: Vec<String> = self.pool.command.iter().map(|a| self.fill(a)).collect();
         SpawnSpec {
-            argv: self.pool.command.iter().map(fill).collect(),
+            child: Some(ChildSpec::for_pool(&self.pool, argv.clone(), |s| {
+                self.fill(s)
+            })),
+            argv,
             env,
             cwd: self.pool.cwd.clone(),
+        }
+    }
+
+    /// Run the hooks of `phase`; `true` if the worker may go on.
+    async fn run_hooks(&self, phase: Phase, exit: Option<WorkerExit>) -> bool {
+        let hooks = self.pool.hooks.phase(phase);
+        if hooks.is_empty() {
+            return true;
+        }
+        let mut ctx = self.hook_context(phase);
+        ctx.exit = exit;
+        match self.hooks.run_phase(hooks, &ctx).await {
+            Ok(()) => true,
+            Err(failure) => {
+                tracing::warn!(pool = %self.pool.name, worker = self.slot, "{failure}");
+                false
+            }
         }
     }
 }
 
 /// How one run of the process ended.
 enum RunEnd {
-    /// The process ended by itself (or was killed for a boot timeout): restart it.
-    Restart(ExitReason),
+    /// The process ended by itself (or was killed by forkyard): restart it.
+    Restart(ExitReason, Option<ExitStatus>),
     /// The supervisor asked us to stop and the process is gone.
-    Stopped,
+    Stopped(Option<ExitStatus>),
 }
 
 /// Run the slot until the supervisor says stop.
@@ -107,37 +156,78 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
             return;
         }
         let started = Instant::now();
-        let end = match spawn(&ctx.spawn_spec()) {
-            Ok(child) => {
-                state.apply(WorkerEvent::Spawned);
-                record.spawned(child.pid);
-                for (pipe, stream) in [(child.stdout, "stdout"), (child.stderr, "stderr")] {
-                    if let Some(pipe) = pipe {
-                        let label = OutputLabel {
-                            pool: label.clone(),
-                            worker: ctx.slot,
-                            stream,
-                        };
-                        tokio::spawn(forward_lines(pipe, label));
+        let end = if !ctx.run_hooks(Phase::PreFork, None).await {
+            state.apply(WorkerEvent::SpawnFailed);
+            RunEnd::Restart(ExitReason::HookFailure, None)
+        } else {
+            match spawn(&ctx.spawn_spec()) {
+                Ok(child) => {
+                    state.apply(WorkerEvent::Spawned);
+                    record.spawned(child.pid);
+                    for (pipe, stream) in [(child.stdout, "stdout"), (child.stderr, "stderr")] {
+                        if let Some(pipe) = pipe {
+                            let label = OutputLabel {
+                                pool: label.clone(),
+                                worker: Some(ctx.slot),
+                                stream,
+                                hook: None,
+                                tail: None,
+                            };
+                            tokio::spawn(forward_lines(pipe, label));
+                        }
                     }
+                    let post_fork = child.report.map(|r| {
+                        post_fork::watch(
+                            r,
+                            label.clone(),
+                            ctx.slot,
+                            ctx.metrics.clone(),
+                            ctx.hooks.board.clone(),
+                        )
+                    });
+                    let exit = ctx.hooks.reaper.watch(child.pid);
+                    supervise_process(
+                        &ctx,
+                        child.pid,
+                        exit,
+                        post_fork,
+                        &mut state,
+                        &mut record,
+                        &mut stop,
+                    )
+                    .await
                 }
-                let exit = ctx.reaper.watch(child.pid);
-                supervise_process(&ctx, child.pid, exit, &mut state, &mut record, &mut stop).await
-            }
-            Err(e) => {
-                state.apply(WorkerEvent::SpawnFailed);
-                record.spawn_failed(&e);
-                RunEnd::Restart(ExitReason::ExitCode)
+                Err(e) => {
+                    state.apply(WorkerEvent::SpawnFailed);
+                    record.spawn_failed(&e);
+                    RunEnd::Restart(ExitReason::ExitCode, None)
+                }
             }
         };
-        let reason = match end {
-            RunEnd::Stopped => return,
-            RunEnd::Restart(reason) => reason,
+        let (reason, status) = match end {
+            RunEnd::Stopped(status) => {
+                if *stop.borrow() != StopMode::Kill {
+                    let reason = ExitReason::of_unplanned(status.unwrap_or(ExitStatus::Code(0)));
+                    ctx.run_hooks(Phase::OnExit, Some(WorkerExit { status, reason }))
+                        .await;
+                }
+                return;
+            }
+            RunEnd::Restart(reason, status) => (reason, status),
         };
+        if status.is_some() {
+            ctx.run_hooks(Phase::OnExit, Some(WorkerExit { status, reason }))
+                .await;
+        }
         if started.elapsed() >= restart.reset_after {
             backoff.reset();
         }
-        let delay = backoff.next_delay(&mut rand::rng());
+        let jittered = backoff.next_delay(&mut rand::rng());
+        let delay = if ctx.crash_loop.record_failure() {
+            restart.backoff_max
+        } else {
+            jittered
+        };
         record.restarting(reason, delay);
         tokio::select! {
             _ = sleep(delay) => { state.apply(WorkerEvent::BackoffElapsed); }
@@ -146,11 +236,28 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
     }
 }
 
-/// Watch one running process through boot, service and stop.
+/// The reason for an exit during boot: a post_fork abort, or the plain exit.
+async fn boot_exit_reason(
+    status: ExitStatus,
+    post_fork: Option<oneshot::Receiver<PostForkOutcome>>,
+) -> ExitReason {
+    let Some(rx) = post_fork else {
+        return ExitReason::of_unplanned(status);
+    };
+    // The report pipe closes when the process exits; the outcome follows quickly.
+    match timeout(std::time::Duration::from_secs(2), rx).await {
+        Ok(Ok(PostForkOutcome::Exec)) => ExitReason::of_unplanned(status),
+        Ok(Ok(PostForkOutcome::Aborted { .. })) => ExitReason::HookFailure,
+        _ => ExitReason::HookFailure,
+    }
+}
+
+/// Watch one running process through boot, post_spawn, service and stop.
 async fn supervise_process(
     ctx: &WorkerCtx,
     pid: i32,
     mut exit: oneshot::Receiver<ExitStatus>,
+    post_fork: Option<oneshot::Receiver<PostForkOutcome>>,
     state: &mut StateCell,
     record: &mut SlotRecord,
     stop: &mut watch::Receiver<StopMode>,
@@ -163,10 +270,10 @@ async fn supervise_process(
         status = &mut exit => {
             let status = status_or_lost(status);
             state.apply(WorkerEvent::Exited);
-            let reason = ExitReason::of_unplanned(status);
-            record.exited(status, Some(reason), "worker exited before it became ready");
             cleanup_group(pid);
-            return RunEnd::Restart(reason);
+            let reason = boot_exit_reason(status, post_fork).await;
+            record.exited(status, Some(reason), "worker exited before it became ready");
+            return RunEnd::Restart(reason, Some(status));
         }
         _ = stopping(stop) => false,
         r = timeout(ready.timeout, wait_ready(ctx.addr(), &ready.probe, ready.interval)) => {
@@ -177,39 +284,127 @@ async fn supervise_process(
                 let status = status_or_lost((&mut exit).await);
                 record.exited(status, Some(ExitReason::BootTimeout), "worker killed: not ready within ready.timeout");
                 cleanup_group(pid);
-                return RunEnd::Restart(ExitReason::BootTimeout);
+                return RunEnd::Restart(ExitReason::BootTimeout, Some(status));
             }
             true
         }
     };
 
+    if booted && !ctx.pool.hooks.post_spawn.is_empty() {
+        // Warm-up: the worker is up but gets no traffic until post_spawn passes.
+        let passed = tokio::select! {
+            ok = ctx.run_hooks(Phase::PostSpawn, None) => Some(ok),
+            status = &mut exit => {
+                let status = status_or_lost(status);
+                state.apply(WorkerEvent::Exited);
+                cleanup_group(pid);
+                let reason = ExitReason::of_unplanned(status);
+                record.exited(status, Some(reason), "worker exited during post_spawn");
+                return RunEnd::Restart(reason, Some(status));
+            }
+            _ = stopping(stop) => None,
+        };
+        if passed == Some(false) {
+            state.apply(WorkerEvent::BootTimedOut);
+            let policy = ctx
+                .pool
+                .hooks
+                .post_spawn
+                .iter()
+                .map(|h| h.on_failure)
+                .find(|p| *p != OnFailure::Skip);
+            tracing::warn!(
+                pool,
+                worker = ctx.slot,
+                pid,
+                policy = policy.map(|p| p.as_str()),
+                "post_spawn failed; killing the worker before it gets traffic"
+            );
+            let _ = signal_group(pid, Signal::SIGKILL);
+            let status = status_or_lost((&mut exit).await);
+            record.exited(
+                status,
+                Some(ExitReason::HookFailure),
+                "worker killed: post_spawn failed",
+            );
+            cleanup_group(pid);
+            return RunEnd::Restart(ExitReason::HookFailure, Some(status));
+        }
+    }
+
+    let booted = booted && *stop.borrow() == StopMode::Run;
     if booted {
         ctx.upstreams
             .add_counted(ctx.addr(), ctx.status.served_counter())
             .await;
         state.apply(WorkerEvent::BecameReady);
+        ctx.crash_loop.on_ready();
         record.ready();
-        tokio::select! {
-            status = &mut exit => {
-                let status = status_or_lost(status);
-                ctx.upstreams.remove(ctx.addr()).await;
-                state.apply(WorkerEvent::Exited);
-                let reason = ExitReason::of_unplanned(status);
-                record.exited(status, Some(reason), "worker exited");
-                cleanup_group(pid);
-                return RunEnd::Restart(reason);
+        let mut health = ctx.pool.health.as_ref().map(|h| (h, HealthTracker::new(h)));
+        let mut next_check = Instant::now();
+        loop {
+            if let Some((h, _)) = &health {
+                next_check += h.interval;
             }
-            _ = stopping(stop) => {
-                ctx.upstreams.remove(ctx.addr()).await;
+            tokio::select! {
+                status = &mut exit => {
+                    let status = status_or_lost(status);
+                    ctx.upstreams.remove(ctx.addr()).await;
+                    state.apply(WorkerEvent::Exited);
+                    let reason = ExitReason::of_unplanned(status);
+                    record.exited(status, Some(reason), "worker exited");
+                    cleanup_group(pid);
+                    return RunEnd::Restart(reason, Some(status));
+                }
+                _ = stopping(stop) => {
+                    ctx.upstreams.remove(ctx.addr()).await;
+                    break;
+                }
+                _ = sleep_until(next_check.into()), if health.is_some() => {
+                    let Some((check, tracker)) = health.as_mut() else { continue };
+                    let passed = timeout(check.timeout, probe_once(ctx.addr(), &check.probe))
+                        .await
+                        .unwrap_or(false);
+                    match tracker.observe(passed, Instant::now()) {
+                        HealthChange::None => {}
+                        HealthChange::BecameUnhealthy => {
+                            ctx.upstreams.remove(ctx.addr()).await;
+                            state.apply(WorkerEvent::HealthFailed);
+                            tracing::warn!(pool, worker = ctx.slot, pid, fails = check.unhealthy_after, "worker unhealthy; out of the load balancer");
+                        }
+                        HealthChange::BecameHealthy => {
+                            ctx.upstreams
+                                .add_counted(ctx.addr(), ctx.status.served_counter())
+                                .await;
+                            state.apply(WorkerEvent::HealthRecovered);
+                            tracing::info!(pool, worker = ctx.slot, pid, "worker healthy again; back in the load balancer");
+                        }
+                        HealthChange::RestartDue => {
+                            ctx.upstreams.remove(ctx.addr()).await;
+                            tracing::warn!(pool, worker = ctx.slot, pid, restart_after_ms = check.restart_after.as_millis() as u64, "worker unhealthy for health.restart_after; restarting it");
+                            state.apply(WorkerEvent::StopRequested);
+                            ctx.run_hooks(Phase::PreStop, None).await;
+                            let status = stop_process(ctx, pid, exit, stop).await;
+                            state.apply(WorkerEvent::Exited);
+                            record.exited(status, Some(ExitReason::Health), "worker stopped: unhealthy for health.restart_after");
+                            // Stopping → Stopped; the slot goes on in backoff.
+                            state.apply(WorkerEvent::Respawn);
+                            return RunEnd::Restart(ExitReason::Health, Some(status));
+                        }
+                    }
+                }
             }
         }
     }
 
     state.apply(WorkerEvent::StopRequested);
+    if booted && *stop.borrow() == StopMode::Graceful {
+        ctx.run_hooks(Phase::PreStop, None).await;
+    }
     let status = stop_process(ctx, pid, exit, stop).await;
     state.apply(WorkerEvent::Exited);
     record.exited(status, None, "worker stopped");
-    RunEnd::Stopped
+    RunEnd::Stopped(Some(status))
 }
 
 /// `stop.signal` to the group, wait `grace`, then SIGKILL; returns the exit status.

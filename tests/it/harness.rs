@@ -133,12 +133,25 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// Options for `Forkyard::start_with`.
+#[derive(Default)]
+pub struct StartOpts {
+    /// Extra environment for forkyard itself.
+    pub env: Vec<(String, String)>,
+    /// Shell commands run (by bash) just before forkyard is exec'd, e.g. to leak fds.
+    pub shell_prefix: Option<String>,
+    /// A command forkyard runs under, e.g. `["unshare", "--pid", "--fork"]`.
+    pub wrapper: Vec<String>,
+    /// The directory forkyard starts in. Default: the repository root.
+    pub cwd: Option<PathBuf>,
+}
+
 /// A running forkyard.
 pub struct Forkyard {
     child: Child,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
     /// One message per output pipe that reached EOF.
     eof: std::sync::mpsc::Receiver<()>,
@@ -146,9 +159,9 @@ pub struct Forkyard {
 
 impl Forkyard {
     /// Start `forkyard run` with `yaml`, where `{proxy}` and `{admin}` are replaced by
-    /// fresh loopback addresses.
+    /// fresh loopback addresses and `{dir}` by a temporary directory for the test.
     pub fn start(yaml: &str) -> Forkyard {
-        Forkyard::start_with_env(yaml, &[])
+        Forkyard::start_with(yaml, &StartOpts::default())
     }
 
     /// Like `start`, with extra environment variables for forkyard.
@@ -158,21 +171,58 @@ impl Forkyard {
 
     /// Like `start_with_env`, with forkyard started in directory `cwd`.
     pub fn start_in(yaml: &str, env: &[(&str, &str)], cwd: &Path) -> Forkyard {
+        let opts = StartOpts {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            cwd: Some(cwd.to_path_buf()),
+            ..StartOpts::default()
+        };
+        Forkyard::start_with(yaml, &opts)
+    }
+
+    /// Like `start`, with extra environment and/or a shell prefix run before exec.
+    pub fn start_with(yaml: &str, opts: &StartOpts) -> Forkyard {
         let base = free_ports(2);
         let proxy: SocketAddr = format!("127.0.0.1:{base}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", base + 1).parse().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let text = yaml
             .replace("{proxy}", &proxy.to_string())
-            .replace("{admin}", &admin.to_string());
+            .replace("{admin}", &admin.to_string())
+            .replace("{dir}", &dir.path().display().to_string());
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_forkyard"))
+        let mut cmd = match &opts.shell_prefix {
+            None if !opts.wrapper.is_empty() => {
+                let mut c = Command::new(&opts.wrapper[0]);
+                c.args(&opts.wrapper[1..])
+                    .arg(env!("CARGO_BIN_EXE_forkyard"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_forkyard")),
+            Some(prefix) => {
+                let mut c = Command::new("bash");
+                c.arg("-c")
+                    .arg(format!("{prefix}; exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_forkyard"));
+                c
+            }
+        };
+        // Configs that take their addresses from the environment get the same ones.
+        cmd.env("PROXY_LISTEN", proxy.to_string())
+            .env("ADMIN_LISTEN", admin.to_string())
+            .envs(opts.env.iter().map(|(k, v)| (k, v)));
+        let mut child = cmd
             .args(["run", "-c"])
             .arg(&path)
-            .current_dir(cwd)
+            .current_dir(
+                opts.cwd
+                    .as_deref()
+                    .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR"))),
+            )
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -199,10 +249,15 @@ impl Forkyard {
             child,
             proxy,
             admin,
-            _dir: dir,
+            dir,
             log,
             eof,
         }
+    }
+
+    /// The temporary directory holding the config (tests may put files there).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn log(&self) -> String {
@@ -266,6 +321,17 @@ impl Forkyard {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Send `sig` to `pid` (e.g. forkyard under a wrapper) and wait for our child's exit.
+    pub fn signal_pid_and_wait(
+        &mut self,
+        pid: i32,
+        sig: nix::sys::signal::Signal,
+        timeout: Duration,
+    ) -> ExitStatus {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+        self.signal_and_wait_exit(timeout)
     }
 
     /// Send `sig` and wait for the exit.

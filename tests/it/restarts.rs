@@ -149,3 +149,66 @@ fn orphans_of_a_dead_worker_are_adopted_and_reaped() {
         (!std::path::Path::new(&format!("/proc/{orphan}")).exists()).then_some(())
     });
 }
+
+/// The `delay_ms` of each "worker will restart" event of `pool`, in order.
+fn restart_delays(log: &str, pool: &str) -> Vec<u64> {
+    let tag = format!(" pool={pool} ");
+    log.lines()
+        .filter(|l| l.contains("worker will restart") && l.contains(&tag))
+        .filter_map(|l| {
+            let at = l.find("delay_ms=")? + "delay_ms=".len();
+            l[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[test]
+fn a_crash_loop_degrades_the_pool_backs_off_to_the_maximum_and_recovers() {
+    let bad = fixture_pool(
+        "bad",
+        1,
+        "    env: { FIXTURE_CRASH_TIMES: \"7\", FIXTURE_COUNT_FILE: \"{dir}/count\" }\n",
+    )
+    .replace(
+        "restart: { backoff_min: \"50ms\", backoff_max: \"500ms\" }",
+        "restart: { backoff_min: \"50ms\", backoff_max: \"1s\", crash_loop: { failures: 4, window: \"60s\" } }",
+    );
+    let good = fixture_pool("good", 1, "");
+    let routes = "routes:\n  - { path_prefix: \"/bad\", pool: bad }\n  - { pool: good }\n";
+    let fy = Forkyard::start(&config_with(&[bad, good], routes));
+    wait_for_or_log(&fy, BOOT, "the bad pool to be degraded", || {
+        (fy.metric(r#"forkyard_pool_degraded{pool="bad"}"#)? == 1.0).then_some(())
+    });
+    // forkyard keeps serving the other pool and says why it is not ready.
+    assert_eq!(fy.get("/").unwrap().status, 200);
+    let readyz = fy.admin_get("/readyz").unwrap();
+    assert!(
+        readyz.body.contains("degraded (crash loop): bad"),
+        "{readyz:?}"
+    );
+    // After 7 crashes the command works: the pool recovers.
+    wait_for_or_log(&fy, BOOT, "the bad pool to recover", || {
+        (fy.metric(r#"forkyard_pool_degraded{pool="bad"}"#)? == 0.0
+            && fy.get("/bad").ok()?.status == 200)
+            .then_some(())
+    });
+    // Delays grow from backoff_min (50, then up to 100, then up to 200 ms) and, once
+    // the 4th failure trips the breaker, stay at backoff_max.
+    let delays = restart_delays(&fy.log(), "bad");
+    assert_eq!(delays.len(), 7, "{delays:?}\n{}", fy.log());
+    assert_eq!(delays[0], 50, "{delays:?}");
+    assert!(
+        (50..=100).contains(&delays[1]) && (100..=200).contains(&delays[2]),
+        "{delays:?}"
+    );
+    assert!(delays[3..].iter().all(|d| *d == 1000), "{delays:?}");
+    assert!(fy.log().contains("pool degraded"), "logged");
+    assert_eq!(
+        fy.metric(r#"forkyard_worker_restarts_total{pool="bad",reason="exit_code"}"#),
+        Some(7.0)
+    );
+}

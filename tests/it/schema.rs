@@ -51,7 +51,10 @@ fn doc_configs() -> Vec<String> {
         let text = std::fs::read_to_string(&page).unwrap();
         for block in text.split("```yaml\n").skip(1) {
             let block = block.split("```").next().unwrap();
-            if block.contains("\npools:") || block.starts_with("pools:") {
+            // Complete configs only: fragments (e.g. hooks without a command) are not.
+            if (block.contains("\npools:") || block.starts_with("pools:"))
+                && block.contains("command:")
+            {
                 blocks.push(block.to_owned());
             }
         }

@@ -78,3 +78,47 @@ fn in_flight_requests_finish_before_workers_stop() {
         .expect("the in-flight request was answered");
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+#[test]
+fn readiness_turns_off_first_and_the_proxy_serves_through_shutdown_delay() {
+    let cfg = config_with(&[fixture_pool("web", 1, "")], "").replace(
+        "  timeout: \"10s\"\n",
+        "  timeout: \"10s\"\n  delay: \"4s\"\n",
+    );
+    let mut fy = Forkyard::start(&cfg);
+    fy.wait_ready();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(fy.pid()), Signal::SIGTERM).unwrap();
+    wait_for_or_log(&fy, SHORT, "/readyz to turn 503", || {
+        (fy.admin_get("/readyz").ok()?.status == 503).then_some(())
+    });
+    // Still inside shutdown.delay: a load balancer that has not noticed yet is served.
+    assert_eq!(fy.get("/").unwrap().status, 200);
+    let status = fy.signal_and_wait_exit(SHORT);
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn a_second_signal_forces_the_exit_with_128_plus_n() {
+    let mut fy = Forkyard::start(
+        &config_with(&[fixture_pool("web", 1, "")], "")
+            .replace("timeout: \"10s\"", "timeout: \"60s\""),
+    );
+    fy.wait_ready();
+    let proxy = fy.proxy;
+    let _slow = std::thread::spawn(move || http_get(proxy, "/sleep?s=30", &[]));
+    wait_for_or_log(&fy, SHORT, "the slow request to reach the worker", || {
+        fy.log().contains("sleep request started").then_some(())
+    });
+    let pid = nix::unistd::Pid::from_raw(fy.pid());
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    wait_for_or_log(&fy, SHORT, "the drain to start", || {
+        fy.log().contains("no longer accepting").then_some(())
+    });
+    let t0 = Instant::now();
+    let status = fy.signal_and_wait(Signal::SIGTERM, SHORT);
+    assert_eq!(status.code(), Some(128 + 15), "{}", fy.log());
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "did not wait for the 30 s request"
+    );
+}

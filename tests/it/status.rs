@@ -161,3 +161,54 @@ fn probe_exits_0_only_on_2xx() {
     let dead = probe(format!("http://127.0.0.1:{}/healthz", free_ports(1)));
     assert_eq!(dead.status.code(), Some(1));
 }
+
+#[test]
+fn status_lists_every_hook_with_its_last_result() {
+    let web = fixture_pool(
+        "web",
+        1,
+        "    hooks:\n      post_spawn: [{ name: warm, http: { path: \"/\", expect_status: 204 }, on_failure: skip }]\n      on_exit: [{ name: bye, run: [\"true\"] }]\n",
+    );
+    let fy = Forkyard::start(&config_with(
+        &[web],
+        "hooks:\n  on_start: [{ name: check, run: [\"true\"] }]\n",
+    ));
+    fy.wait_ready();
+    let hooks = wait_for_or_log(&fy, BOOT, "post_spawn to have run", || {
+        let s = fy.status();
+        let hooks = s["hooks"].as_array()?.clone();
+        let warm = hooks.iter().find(|h| h["hook"] == "warm")?;
+        (warm["runs"] == 1).then_some(hooks)
+    });
+    let find = |name: &str| hooks.iter().find(|h| h["hook"] == name).unwrap().clone();
+    let check = find("check");
+    assert_eq!(
+        (check["pool"].as_str(), check["phase"].as_str()),
+        (Some(""), Some("on_start"))
+    );
+    assert_eq!(check["last_result"], "ok");
+    assert!(check["last_run_unix"].as_f64().unwrap() > 1.0e9);
+    let warm = find("warm");
+    assert_eq!(
+        (warm["pool"].as_str(), warm["phase"].as_str()),
+        (Some("web"), Some("post_spawn"))
+    );
+    assert_eq!(
+        (warm["runs"].as_u64(), warm["failures"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(warm["last_result"], "http_status");
+    let bye = find("bye");
+    assert_eq!(bye["runs"], 0, "declared, not run yet");
+    assert_eq!(bye["last_result"], Value::Null);
+
+    let out = Command::new(forkyard_bin())
+        .args(["status", "--admin", &fy.admin.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("PHASE") && text.contains("http_status") && text.contains("not run yet"),
+        "{text}"
+    );
+}

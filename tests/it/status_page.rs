@@ -58,9 +58,14 @@ fn status_page_renders_in_chromium() {
     let Some(bin) = tool("chromium", "Debian package chromium") else {
         return;
     };
+    let web = fixture_pool(
+        "web",
+        3,
+        "    hooks:\n      post_spawn: [{ name: warm, http: { path: \"/\" } }]\n",
+    );
     let fy = Forkyard::start(&config_with(
-        &[fixture_pool("web", 3, ""), fixture_pool("api", 1, "")],
-        "routes:\n  - { path_prefix: \"/api\", pool: api }\n  - { pool: web }\n",
+        &[web, fixture_pool("api", 1, "")],
+        "routes:\n  - { path_prefix: \"/api\", pool: api }\n  - { pool: web }\nhooks:\n  on_start: [{ name: check, run: [\"true\"] }]\n",
     ));
     fy.wait_ready();
     wait_for_or_log(&fy, BOOT, "4 ready workers", || {
@@ -88,13 +93,23 @@ fn status_page_renders_in_chromium() {
         "{dom}"
     );
     assert!(!dom.contains("<script"), "no JavaScript at all");
-    let rows = dom.matches("<tr><td>").count();
+    let workers_table = dom
+        .split(r#"<table id="workers">"#)
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_else(|| panic!("no workers table: {dom}"));
+    let rows = workers_table.matches("<tr><td>").count();
     assert_eq!(rows, 4, "one row per worker:\n{dom}");
     assert!(
         dom.contains(r#"<span class="ready" id="readiness">ready</span>"#),
         "{dom}"
     );
     assert!(dom.contains("signal SIGKILL"), "{dom}");
+    assert!(
+        dom.contains(r#"<table id="hooks">"#),
+        "the hooks table: {dom}"
+    );
+    assert!(dom.contains("<td>post_spawn</td><td>warm</td>"), "{dom}");
 
     let shot = artifacts_dir().join("status.png");
     let _ = std::fs::remove_file(&shot);
@@ -102,7 +117,7 @@ fn status_page_renders_in_chromium() {
         &bin,
         dir.path(),
         &[
-            "--window-size=1100,420".into(),
+            "--window-size=1100,560".into(),
             format!("--screenshot={}", shot.display()),
             url,
         ],

@@ -1,0 +1,207 @@
+//! Executing one attempt of one hook action inside forkyard.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::time::{sleep, timeout, Instant};
+
+use super::runner::HookContext;
+use super::FailureReason;
+use crate::config::{fill_placeholders, Hook, HookAction, HttpTarget, WaitTarget};
+use crate::probe;
+use crate::process::output::{forward_lines, OutputLabel, Tail};
+use crate::process::signal::signal_group;
+use crate::process::{spawn, ExitStatus, Reaper, SpawnSpec};
+
+/// Time between `wait_for` attempts.
+const WAIT_INTERVAL: Duration = Duration::from_millis(200);
+/// How long to wait for a finished command's output pipes to close.
+const OUTPUT_LINGER: Duration = Duration::from_secs(1);
+
+/// A failed attempt: why, and a message for the log (with the output tail).
+pub struct AttemptError {
+    pub reason: FailureReason,
+    pub message: String,
+}
+
+fn fail(reason: FailureReason, message: impl Into<String>) -> AttemptError {
+    AttemptError {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Run one attempt of `hook`, bounded by its timeout.
+pub async fn attempt(hook: &Hook, ctx: &HookContext, reaper: &Reaper) -> Result<(), AttemptError> {
+    match &hook.action {
+        HookAction::Run(argv) => run(hook, argv, ctx, reaper).await,
+        HookAction::Http {
+            target,
+            method,
+            expect_status,
+        } => {
+            let (host, port, path) = match target {
+                HttpTarget::WorkerPath(path) => {
+                    let Some(port) = ctx.port else {
+                        return Err(fail(
+                            FailureReason::Connect,
+                            "no worker address in this phase",
+                        ));
+                    };
+                    (Ipv4Addr::LOCALHOST.to_string(), port, path.clone())
+                }
+                HttpTarget::Url(u) => (u.host.clone(), u.port, u.path.clone()),
+            };
+            let request = probe::http_status(&host, port, method, &path);
+            match timeout(hook.timeout, request).await {
+                Err(_) => Err(fail(
+                    FailureReason::Timeout,
+                    format!(
+                        "{method} http://{host}:{port}{path} took longer than {:?}",
+                        hook.timeout
+                    ),
+                )),
+                Ok(Err(e @ probe::ProbeError::Connect { .. })) => {
+                    Err(fail(FailureReason::Connect, e.to_string()))
+                }
+                Ok(Err(e)) => Err(fail(FailureReason::HttpStatus, e.to_string())),
+                Ok(Ok(status)) => {
+                    let ok = match expect_status {
+                        Some(want) => status == *want,
+                        None => (200..300).contains(&status),
+                    };
+                    if ok {
+                        Ok(())
+                    } else {
+                        let want = expect_status.map_or("2xx".to_string(), |s| s.to_string());
+                        Err(fail(
+                            FailureReason::HttpStatus,
+                            format!("{method} http://{host}:{port}{path} answered {status}, expected {want}"),
+                        ))
+                    }
+                }
+            }
+        }
+        HookAction::WaitFor(target) => wait_for(target, hook.timeout).await,
+        // Built-ins only exist in post_fork, which runs in the worker process.
+        HookAction::Builtin(_) => Ok(()),
+    }
+}
+
+async fn wait_for(target: &WaitTarget, limit: Duration) -> Result<(), AttemptError> {
+    let deadline = Instant::now() + limit;
+    let mut last_error;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let once = async {
+            match target {
+                WaitTarget::Tcp { host, port } => probe::connect(host, *port)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                WaitTarget::Http(u) => {
+                    match probe::http_status(&u.host, u.port, "GET", &u.path).await {
+                        Ok(200..=299) => Ok(()),
+                        Ok(status) => Err(format!(
+                            "http://{}:{}{} answered {status}",
+                            u.host, u.port, u.path
+                        )),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            }
+        };
+        match timeout(left.min(probe::ATTEMPT_TIMEOUT), once).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => last_error = e,
+            Err(_) => last_error = "attempt timed out".into(),
+        }
+        if Instant::now() + WAIT_INTERVAL >= deadline {
+            let what = match target {
+                WaitTarget::Tcp { host, port } => format!("tcp {host}:{port}"),
+                WaitTarget::Http(u) => format!("http://{}:{}{}", u.host, u.port, u.path),
+            };
+            return Err(fail(
+                FailureReason::Timeout,
+                format!("{what} still not available after {limit:?} (last error: {last_error})"),
+            ));
+        }
+        sleep(WAIT_INTERVAL).await;
+    }
+}
+
+async fn run(
+    hook: &Hook,
+    argv: &[String],
+    ctx: &HookContext,
+    reaper: &Reaper,
+) -> Result<(), AttemptError> {
+    let fill = |s: &String| match (ctx.worker, ctx.port) {
+        (Some(w), Some(p)) => fill_placeholders(s, &ctx.pool, w, p),
+        _ => s.clone(),
+    };
+    let mut env = ctx.env();
+    env.extend(hook.env.iter().map(|(k, v)| (k.clone(), fill(v))));
+    let spec = SpawnSpec {
+        argv: argv.iter().map(fill).collect(),
+        env,
+        cwd: ctx.cwd.clone(),
+        child: None,
+    };
+    let child = spawn(&spec).map_err(|e| fail(FailureReason::SpawnError, e.to_string()))?;
+    let tail = Tail::default();
+    let mut forwarders = Vec::new();
+    for (pipe, stream) in [(child.stdout, "stdout"), (child.stderr, "stderr")] {
+        if let Some(pipe) = pipe {
+            let label = OutputLabel {
+                pool: ctx.pool.clone(),
+                worker: ctx.worker,
+                stream,
+                hook: Some((ctx.phase.as_str(), hook.name.as_str().into())),
+                tail: Some(tail.clone()),
+            };
+            forwarders.push(tokio::spawn(forward_lines(pipe, label)));
+        }
+    }
+    let mut exit = reaper.watch(child.pid);
+    let status = match timeout(hook.timeout, &mut exit).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            let _ = signal_group(child.pid, Signal::SIGKILL);
+            let _ = exit.await;
+            None
+        }
+    };
+    // Whatever the hook left running in its group goes too.
+    let _ = signal_group(child.pid, Signal::SIGKILL);
+    for f in forwarders {
+        let _ = timeout(OUTPUT_LINGER, f).await;
+    }
+    let with_tail = |m: String| {
+        let t = tail.text();
+        if t.is_empty() {
+            m
+        } else {
+            format!("{m}; last output:\n{t}")
+        }
+    };
+    match status {
+        Some(ExitStatus::Code(0)) => Ok(()),
+        Some(ExitStatus::Code(c)) => Err(fail(
+            FailureReason::Exit,
+            with_tail(format!("exited with code {c}")),
+        )),
+        Some(s @ ExitStatus::Signal(_)) => Err(fail(
+            FailureReason::Signal,
+            with_tail(format!("killed by {s}")),
+        )),
+        None => Err(fail(
+            FailureReason::Timeout,
+            with_tail(format!(
+                "still running after its timeout of {:?}; killed with its process group",
+                hook.timeout
+            )),
+        )),
+    }
+}

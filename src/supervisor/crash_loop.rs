@@ -1,0 +1,109 @@
+//! The crash-loop breaker of one pool: too many restarts within a window mark the
+//! pool degraded (`forkyard_pool_degraded{pool} 1`, shown on `/readyz` and in the
+//! log); its workers then retry at `backoff_max` until one becomes ready again.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus::IntGauge;
+
+pub struct CrashLoop {
+    pool: String,
+    failures: usize,
+    window: Duration,
+    recent: Mutex<VecDeque<Instant>>,
+    degraded: AtomicBool,
+    gauge: IntGauge,
+}
+
+impl CrashLoop {
+    pub fn new(pool: &str, failures: usize, window: Duration, gauge: IntGauge) -> CrashLoop {
+        gauge.set(0);
+        CrashLoop {
+            pool: pool.to_string(),
+            failures,
+            window,
+            recent: Mutex::new(VecDeque::new()),
+            degraded: AtomicBool::new(false),
+            gauge,
+        }
+    }
+
+    fn count_recent(&self, now: Instant) -> usize {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.window)
+        {
+            recent.pop_front();
+        }
+        recent.len()
+    }
+
+    /// Record one unplanned restart; returns whether the pool is now degraded.
+    pub fn record_failure(&self) -> bool {
+        self.record_failure_at(Instant::now())
+    }
+
+    fn record_failure_at(&self, now: Instant) -> bool {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(now);
+        if self.count_recent(now) >= self.failures && !self.degraded.swap(true, Ordering::AcqRel) {
+            self.gauge.set(1);
+            tracing::error!(
+                pool = %self.pool,
+                failures = self.failures,
+                window_ms = self.window.as_millis() as u64,
+                "pool degraded: workers keep failing; retrying at backoff_max"
+            );
+        }
+        self.is_degraded()
+    }
+
+    /// A worker of the pool became ready: its command works again, so leave the
+    /// degraded state (a new run of failures trips it again).
+    pub fn on_ready(&self) {
+        if self.is_degraded() {
+            self.degraded.store(false, Ordering::Release);
+            self.gauge.set(0);
+            tracing::info!(pool = %self.pool, "pool recovered from its crash loop");
+        }
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_spread_wider_than_the_window_never_trip() {
+        let g = IntGauge::new("g", "h").unwrap();
+        let c = CrashLoop::new("web", 3, Duration::from_secs(10), g);
+        let t0 = Instant::now();
+        for i in 0..10 {
+            assert!(!c.record_failure_at(t0 + Duration::from_secs(6 * i)));
+        }
+    }
+
+    #[test]
+    fn trips_at_the_threshold_and_recovers_when_a_worker_is_ready() {
+        let g = IntGauge::new("g", "h").unwrap();
+        let c = CrashLoop::new("web", 3, Duration::from_secs(60), g.clone());
+        let t0 = Instant::now();
+        assert!(!c.record_failure_at(t0));
+        assert!(!c.record_failure_at(t0 + Duration::from_secs(1)));
+        assert!(c.record_failure_at(t0 + Duration::from_secs(2)));
+        assert_eq!(g.get(), 1);
+        c.on_ready();
+        assert!(!c.is_degraded());
+        assert_eq!(g.get(), 0);
+    }
+}

@@ -1,0 +1,115 @@
+//! forkyard as PID 1 of a PID namespace (as in a container): every orphan is reaped,
+//! and SIGTERM leads to exit 0 with nothing left. Needs root for `unshare`.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::*;
+
+fn children_of(ppid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Some((parent, _)) = stat(pid) {
+            if parent == ppid {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// (ppid, state) from /proc/<pid>/stat.
+fn stat(pid: i32) -> Option<(i32, String)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut it = s.rsplit_once(')')?.1.split_whitespace();
+    let state = it.next()?.to_string();
+    Some((it.next()?.parse().ok()?, state))
+}
+
+/// Every process below `root`, with its state.
+fn descendants(root: i32) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for c in children_of(p) {
+            if let Some((_, state)) = stat(c) {
+                out.push((c, state));
+            }
+            todo.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly: needs root for unshare --pid");
+        return;
+    }
+    // Each worker leaves an orphan that exits one second later.
+    let pool = fixture_pool("web", 2, "    env: { FIXTURE_ORPHAN: \"1\" }\n");
+    let mut fy = Forkyard::start_with(
+        &config_with(&[pool], ""),
+        &StartOpts {
+            wrapper: vec![
+                "unshare".into(),
+                "--pid".into(),
+                "--fork".into(),
+                "--mount-proc".into(),
+            ],
+            ..Default::default()
+        },
+    );
+    fy.wait_ready();
+    let unshare = fy.pid();
+    let pid1 = wait_for_or_log(&fy, SHORT, "forkyard inside the namespace", || {
+        children_of(unshare).first().copied()
+    });
+    let ns_pid = std::fs::read_to_string(format!("/proc/{pid1}/status")).unwrap();
+    assert!(
+        ns_pid
+            .lines()
+            .any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1")),
+        "forkyard is PID 1 there: {ns_pid}"
+    );
+    // Kill the workers so their orphans get re-parented to PID 1 (forkyard), twice.
+    for _ in 0..2 {
+        let workers: Vec<i32> = children_of(pid1)
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.contains("worker.py"))
+            })
+            .collect();
+        assert!(!workers.is_empty());
+        for w in workers {
+            let _ = kill(Pid::from_raw(w), Signal::SIGKILL);
+        }
+        wait_for_or_log(&fy, BOOT, "both workers back", || {
+            (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 2.0).then_some(())
+        });
+    }
+    // The orphans sleep 1 s and exit; a few seconds later none is left as a zombie.
+    wait_for_or_log(&fy, SHORT, "no zombie in the namespace", || {
+        let zombies: Vec<_> = descendants(pid1)
+            .into_iter()
+            .filter(|(_, s)| s == "Z")
+            .collect();
+        let orphans_alive = children_of(pid1).len() > 2;
+        (zombies.is_empty() && !orphans_alive).then_some(())
+    });
+    let before: Vec<i32> = descendants(pid1).into_iter().map(|(p, _)| p).collect();
+    assert!(before.len() >= 2, "the workers run: {before:?}");
+    let status = fy.signal_pid_and_wait(pid1, Signal::SIGTERM, SHORT);
+    assert_eq!(status.code(), Some(0), "{}", fy.log());
+    for p in before.into_iter().chain([pid1]) {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "process {p} is left"
+        );
+    }
+}

@@ -29,13 +29,14 @@ pub const RESTART: &str = "restart";
 /// A worker was taken out of load balancing after failures (outlier ejection).
 /// Fields: `pool`, `worker`, `failures`, `duration_ms`.
 pub const EJECTION: &str = "ejection";
-/// A lifecycle hook started. Fields: `pool`, `worker`, `phase`, `hook`.
+/// A lifecycle hook attempt started. Fields: `pool`, `worker`, `phase`, `hook`,
+/// `attempt`.
 pub const HOOK_START: &str = "hook_start";
-/// A lifecycle hook succeeded. Fields: `pool`, `worker`, `phase`, `hook`,
-/// `duration_ms`.
+/// A lifecycle hook attempt succeeded. Fields: `pool`, `worker`, `phase`, `hook`,
+/// `duration_s`.
 pub const HOOK_FINISH: &str = "hook_finish";
-/// A lifecycle hook failed. Fields: `pool`, `worker`, `phase`, `hook`,
-/// `duration_ms`, `reason`, `error`.
+/// A lifecycle hook attempt failed. Fields: `pool`, `worker`, `phase`, `hook`,
+/// `attempt`, `reason`, and `of`, `on_failure` for hooks forkyard runs itself.
 pub const HOOK_FAIL: &str = "hook_fail";
 /// A config reload began. Fields: `trigger`.
 pub const RELOAD_START: &str = "reload_start";
@@ -48,7 +49,7 @@ pub const DRAIN_START: &str = "drain_start";
 /// Draining ended. Fields: `result` (`drained`, `timeout`, `interrupted`),
 /// `in_flight`, `duration_ms`.
 pub const DRAIN_FINISH: &str = "drain_finish";
-/// A shutdown signal arrived. Fields: `signal`.
+/// A shutdown signal arrived; readiness is off. Fields: `signal`, `in_flight`.
 pub const SHUTDOWN: &str = "shutdown";
 /// Every worker is stopped; forkyard exits. Fields: `exit_code`, `duration_ms`.
 pub const SHUTDOWN_COMPLETE: &str = "shutdown_complete";

@@ -110,6 +110,8 @@ fn dashboard_is_portable_and_well_formed() {
         "restarts (last hour)",
         "restarts by reason",
         "hook failures by phase and hook",
+        "hook duration (p99)",
+        "degraded pools",
         "worker memory (rss)",
         "worker cpu",
         "config reloads",

@@ -30,8 +30,8 @@ fn forkyard_config(text: &str, what: &str) -> forkyard::config::Config {
         .unwrap_or_else(|e| panic!("{what} is not a valid forkyard config:\n{e}"))
 }
 
-/// The longest a forkyard with `config` may take from SIGTERM to exit: the drain,
-/// then the slowest pool's stop grace.
+/// The longest a forkyard with `config` may take from SIGTERM to exit:
+/// `shutdown.delay`, the drain, then the slowest pool's stop grace.
 fn stop_budget(config: &forkyard::config::Config) -> Duration {
     let grace = config
         .pools
@@ -39,7 +39,7 @@ fn stop_budget(config: &forkyard::config::Config) -> Duration {
         .map(|p| p.stop.grace)
         .max()
         .unwrap_or_default();
-    config.shutdown.timeout + grace
+    config.shutdown.delay + config.shutdown.timeout + grace
 }
 
 fn assert_clean(tool: &str, (ok, out): (bool, String)) {

@@ -47,8 +47,13 @@ fn json_logs_carry_worker_output_and_pingora_records() {
 /// Every lifecycle step is one JSON event with a stable `event` name and fields.
 #[test]
 fn lifecycle_events_have_stable_names_and_fields() {
-    let cfg =
-        config_with(&[fixture_pool("web", 2, "")], "") + "log:\n  level: info\n  format: json\n";
+    let web = fixture_pool(
+        "web",
+        2,
+        "    hooks:\n      post_spawn: [{ name: warm, http: { path: \"/\", expect_status: 204 }, on_failure: skip }]\n",
+    );
+    let cfg = config_with(&[web], "")
+        + "log:\n  level: info\n  format: json\nhooks:\n  on_start: [{ name: check, run: [\"true\"] }]\n";
     let mut fy = Forkyard::start(&cfg);
     fy.wait_ready();
     wait_for_or_log(&fy, BOOT, "2 ready workers", || {
@@ -102,6 +107,20 @@ fn lifecycle_events_have_stable_names_and_fields() {
     assert_eq!(stopped["exit_code"], 0);
     assert_eq!(stopped["level"], "INFO");
     assert_eq!(find("shutdown_complete", &any)["exit_code"], 0);
+    let hook = find("hook_start", &|e| e["hook"] == "check");
+    assert_eq!(
+        (hook["pool"].as_str(), hook["phase"].as_str()),
+        (Some(""), Some("on_start"))
+    );
+    assert_eq!(hook["attempt"], 1);
+    assert!(find("hook_finish", &|e| e["hook"] == "check")["duration_s"].is_f64());
+    let fail = find("hook_fail", &|e| e["hook"] == "warm");
+    assert_eq!(
+        (fail["pool"].as_str(), fail["phase"].as_str()),
+        (Some("web"), Some("post_spawn"))
+    );
+    assert_eq!(fail["reason"], "http_status");
+    assert_eq!(fail["on_failure"], "skip");
     // Messages kept their wording.
     assert_eq!(spawn["message"], "worker spawned");
     assert_eq!(exit["message"], "worker exited");

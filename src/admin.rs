@@ -1,5 +1,6 @@
 //! The admin listener: `GET /metrics`, `/healthz`, `/readyz`, `/status` (JSON) and
-//! `/` (the same status as an HTML page for people).
+//! `/` (the same status as an HTML page for people), and `POST /reload` and
+//! `POST /pools/<name>/scale?workers=N`.
 //!
 //! It runs on the control runtime, apart from the proxy's threads, so a saturated
 //! proxy does not stop Prometheus or a probe from getting an answer.
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use crate::status::{table, StatusBoard, StatusReport};
@@ -78,10 +80,24 @@ impl Readiness {
     }
 }
 
+/// A request that changes something, carried out by the server's control loop.
+pub enum AdminCommand {
+    /// Re-read config.yaml and apply it (as SIGHUP does).
+    Reload {
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Scale {
+        pool: String,
+        workers: usize,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+}
+
 pub struct AdminApp {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
     pub board: Arc<StatusBoard>,
+    pub commands: mpsc::UnboundedSender<AdminCommand>,
 }
 
 impl AdminApp {
@@ -93,14 +109,78 @@ impl AdminApp {
         }
         report
     }
+
+    /// `POST /reload`: 200 when applied, 409 when rolled back, 422 when the file is
+    /// invalid or the change needs a restart.
+    async fn reload(&self) -> Response<Vec<u8>> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(AdminCommand::Reload { reply }).is_err() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+        }
+        match answer.await {
+            Ok(Ok(done)) => text(StatusCode::OK, done),
+            Ok(Err(e)) if e.starts_with("rolled_back") => {
+                text(StatusCode::CONFLICT, format!("{e}\n"))
+            }
+            Ok(Err(e)) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
+            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+        }
+    }
+
+    /// `POST /pools/<name>/scale?workers=N`.
+    async fn scale(&self, path: &str, query: Option<&str>) -> Response<Vec<u8>> {
+        let Some(pool) = path
+            .strip_prefix("/pools/")
+            .and_then(|p| p.strip_suffix("/scale"))
+            .filter(|p| !p.is_empty() && !p.contains('/'))
+        else {
+            return text(StatusCode::NOT_FOUND, "not found\n".into());
+        };
+        let workers = query
+            .unwrap_or("")
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("workers="))
+            .and_then(|v| v.parse::<usize>().ok());
+        let Some(workers) = workers else {
+            return text(StatusCode::BAD_REQUEST, "expected ?workers=N\n".into());
+        };
+        let (reply, answer) = oneshot::channel();
+        let command = AdminCommand::Scale {
+            pool: pool.to_string(),
+            workers,
+            reply,
+        };
+        if self.commands.send(command).is_err() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+        }
+        match answer.await {
+            Ok(Ok(done)) => text(StatusCode::OK, done),
+            Ok(Err(e)) if e.starts_with("no pool") => text(StatusCode::NOT_FOUND, format!("{e}\n")),
+            Ok(Err(e)) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+        }
+    }
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if req.method == Method::POST {
+            let (path, query) = (
+                req.uri.path().to_string(),
+                req.uri.query().map(str::to_string),
+            );
+            if path == "/reload" {
+                return self.reload().await;
+            }
+            return self.scale(&path, query.as_deref()).await;
+        }
         if req.method != Method::GET && req.method != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use GET, or POST for changes\n".into(),
+            );
         }
         match req.uri.path() {
             "/metrics" => Response::builder()

@@ -38,13 +38,14 @@ pub const HOOK_FINISH: &str = "hook_finish";
 /// A lifecycle hook attempt failed. Fields: `pool`, `worker`, `phase`, `hook`,
 /// `attempt`, `reason`, and `of`, `on_failure` for hooks forkyard runs itself.
 pub const HOOK_FAIL: &str = "hook_fail";
-/// A config reload began. Fields: `trigger`.
+/// A config reload began (SIGHUP or `POST /reload`). Fields: `file`.
 pub const RELOAD_START: &str = "reload_start";
 /// A config reload ended. Fields: `result` (`ok`, `error`, `rolled_back`),
 /// `duration_ms`.
 pub const RELOAD_FINISH: &str = "reload_finish";
-/// The proxy stopped accepting and waits for in-flight requests. Fields:
-/// `in_flight`, `timeout_ms`.
+/// The proxy stopped accepting and waits for in-flight requests (or, with `pool`
+/// and `worker`, one worker leaving the load balancer drains). Fields: `in_flight`,
+/// `timeout_ms`.
 pub const DRAIN_START: &str = "drain_start";
 /// Draining ended. Fields: `result` (`drained`, `timeout`, `interrupted`),
 /// `in_flight`, `duration_ms`.

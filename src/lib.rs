@@ -92,6 +92,7 @@ pub mod plan;
 pub mod probe;
 pub mod process;
 pub mod proxy;
+pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod status;

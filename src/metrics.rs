@@ -44,9 +44,6 @@ pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// unplanned reasons of [`ExitReason`].
 pub const EXIT_REASON_STOP: &str = "stop";
 
-/// The `result` label of `forkyard_config_reloads_total`.
-pub const RELOAD_RESULTS: [&str; 3] = ["ok", "error", "rolled_back"];
-
 pub struct Metrics {
     registry: Registry,
     pub worker_starts: IntCounterVec,
@@ -54,12 +51,12 @@ pub struct Metrics {
     pub worker_restarts: IntCounterVec,
     pub worker_boot: HistogramVec,
     pub worker_start_time: GaugeVec,
-    pub config_reloads: IntCounterVec,
     pub hook_failures: IntCounterVec,
     pub hook_runs: IntCounterVec,
     pub hook_duration: HistogramVec,
     pub workers: IntGaugeVec,
     pub pool_degraded: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_connect_errors: IntCounterVec,
@@ -159,11 +156,6 @@ impl Metrics {
             &["pool", "worker"],
         )
         .expect("static metric definition");
-        let config_reloads = counter_vec(
-            "forkyard_config_reloads_total",
-            "Config reloads, by result.",
-            &["result"],
-        );
         let worker_restarts = counter_vec(
             "forkyard_worker_restarts_total",
             "Workers restarted after they stopped, by reason.",
@@ -201,6 +193,14 @@ impl Metrics {
             &["pool"],
         )
         .expect("static metric definition");
+        let config_reloads = counter_vec(
+            "forkyard_config_reloads_total",
+            "Config reloads (SIGHUP, POST /reload), by result.",
+            &["result"],
+        );
+        for result in ["ok", "error", "rolled_back"] {
+            config_reloads.with_label_values(&[result]);
+        }
         let requests = counter_vec(
             "forkyard_requests_total",
             "Requests proxied to a pool, by status class.",
@@ -236,13 +236,13 @@ impl Metrics {
             Box::new(worker_exits.clone()),
             Box::new(worker_boot.clone()),
             Box::new(worker_start_time.clone()),
-            Box::new(config_reloads.clone()),
             Box::new(worker_restarts.clone()),
             Box::new(hook_failures.clone()),
             Box::new(hook_runs.clone()),
             Box::new(hook_duration.clone()),
             Box::new(workers.clone()),
             Box::new(pool_degraded.clone()),
+            Box::new(config_reloads.clone()),
             Box::new(requests.clone()),
             Box::new(request_duration.clone()),
             Box::new(upstream_connect_errors.clone()),
@@ -256,9 +256,6 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        for result in RELOAD_RESULTS {
-            config_reloads.with_label_values(&[result]);
-        }
         for pool in pools {
             worker_starts.with_label_values(&[*pool]);
             worker_boot.with_label_values(&[*pool]);
@@ -293,13 +290,13 @@ impl Metrics {
             worker_exits,
             worker_boot,
             worker_start_time,
-            config_reloads,
             worker_restarts,
             hook_failures,
             hook_runs,
             hook_duration,
             workers,
             pool_degraded,
+            config_reloads,
             requests,
             request_duration,
             upstream_connect_errors,

@@ -26,7 +26,7 @@ use pingora::services::listening::Service as ListeningService;
 use pingora::services::Service as _;
 use tokio::sync::watch;
 
-use crate::admin::{AdminApp, Readiness};
+use crate::admin::{AdminApp, AdminCommand, Readiness};
 use crate::config::{Config, Phase};
 use crate::events;
 use crate::hooks::{HookContext, HookRunner};
@@ -35,6 +35,7 @@ use crate::notify::Notifier;
 use crate::process::Reaper;
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::proxy::{ForkyardProxy, InFlight, ProxyPool, Router};
+use crate::reload::{self, ReloadResult};
 use crate::signals::{self, ControlEvent};
 use crate::status::StatusBoard;
 use crate::supervisor::{CrashLoop, PoolHandle, Supervisor};
@@ -133,10 +134,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         }
     }
     let metrics = Arc::new(Metrics::new(&pool_names, &hook_series));
-    let board = StatusBoard::new(config.pools.iter().map(|p| {
-        let ports = (0..p.workers.get()).map(|s| p.slot_port(s)).collect();
-        (p.name.as_str(), ports)
-    }));
+    let board = StatusBoard::new(config.pools.iter().map(|p| p.name.as_str()));
     for (pool, phase, hook) in &hook_series {
         board.declare_hook(pool, phase.as_str(), hook);
     }
@@ -207,6 +205,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             source,
         })?;
     control_rt.block_on(async move {
+        let mut config = config;
         let mut signals = signals::listen().map_err(|source| RunError::Io {
             what: "install signal handlers",
             source,
@@ -216,12 +215,14 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             source,
         })?;
 
+        let (admin_tx, mut admin_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut admin_svc = ListeningService::new(
             "forkyard admin".to_string(),
             HttpServer::new_app(AdminApp {
                 metrics: metrics.clone(),
                 readiness: readiness.clone(),
                 board: board.clone(),
+                commands: admin_tx,
             }),
         );
         let admin_fds =
@@ -255,16 +256,47 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             proxy_rt.shutdown_background();
             return Err(RunError::OnStart(failure));
         }
-        let supervisor = Supervisor::start(&pools, hooks.clone(), &board);
+        let mut supervisor = Supervisor::start(&pools, hooks.clone(), &board);
         tokio::spawn(announce_ready(board.clone(), notifier.clone()));
 
+        // Run until SIGTERM/SIGINT; meanwhile serve scale requests from signals and
+        // from the admin listener.
         let first = loop {
-            match signals.recv().await {
-                Some(e @ (ControlEvent::Terminate | ControlEvent::Interrupt)) => break Some(e),
-                None => break None,
-                Some(other) => {
-                    tracing::warn!(signal = ?other, "signal not supported yet; ignored")
-                }
+            tokio::select! {
+                event = signals.recv() => match event {
+                    Some(e @ (ControlEvent::Terminate | ControlEvent::Interrupt)) => break Some(e),
+                    None => break None,
+                    Some(ControlEvent::AddWorker) => supervisor.scale_all(1),
+                    Some(ControlEvent::RemoveWorker) => supervisor.scale_all(-1),
+                    Some(ControlEvent::Reload) => {
+                        // A stop signal during a rollout cancels it; shutdown then
+                        // stops every worker, old and new.
+                        tokio::select! {
+                            _ = reload::reload(&mut config, &mut supervisor, &metrics) => {}
+                            e = next_stop_signal(&mut signals) => break e,
+                        }
+                    }
+                },
+                Some(command) = admin_rx.recv() => match command {
+                    AdminCommand::Scale { pool, workers, reply } => {
+                        let result = supervisor
+                            .scale(&pool, workers)
+                            .map(|(from, to)| format!("pool {pool}: {from} -> {to} workers\n"))
+                            .map_err(|e| e.to_string());
+                        let _ = reply.send(result);
+                    }
+                    AdminCommand::Reload { reply } => {
+                        tokio::select! {
+                            (result, summary) = reload::reload(&mut config, &mut supervisor, &metrics) => {
+                                let _ = reply.send(match result {
+                                    ReloadResult::Ok => Ok(format!("ok: {summary}\n")),
+                                    other => Err(format!("{}: {summary}", other.as_str())),
+                                });
+                            }
+                            e = next_stop_signal(&mut signals) => break e,
+                        }
+                    }
+                },
             }
         };
         // A second SIGTERM/SIGINT while stopping forces the exit: workers get SIGKILL

@@ -403,7 +403,8 @@ routes:
             web.stop,
             StopPolicy {
                 signal: Signal::SIGQUIT,
-                grace: secs(10)
+                grace: secs(10),
+                drain: secs(30),
             }
         );
 
@@ -486,6 +487,7 @@ routes:
                 stop: StopPolicy {
                     signal: Signal::SIGTERM,
                     grace: secs(30),
+                    drain: secs(30),
                 },
                 hooks: PoolHooks::default(),
             }],

@@ -170,6 +170,9 @@ pub struct StopPolicy {
     pub signal: Signal,
     /// Default 30s.
     pub grace: Duration,
+    /// Bound on draining a worker's in-flight requests before it is signalled.
+    /// Default 30s.
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]

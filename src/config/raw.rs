@@ -189,6 +189,9 @@ pub struct RawStop {
     pub signal: Option<Scalar>,
     /// Time between the signal and SIGKILL. Default `"30s"`.
     pub grace: Option<RawDuration>,
+    /// Bound on waiting for a worker's in-flight requests after it left the load
+    /// balancer and before it is signalled. Default `"30s"`.
+    pub drain: Option<RawDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]

@@ -627,7 +627,14 @@ impl Checker<'_> {
         let grace = self
             .duration(raw.grace, &path.key("grace"), 30 * SECOND)
             .unwrap_or(30 * SECOND);
-        StopPolicy { signal, grace }
+        let drain = self
+            .duration(raw.drain, &path.key("drain"), 30 * SECOND)
+            .unwrap_or(30 * SECOND);
+        StopPolicy {
+            signal,
+            grace,
+            drain,
+        }
     }
 
     /// Worker port ranges must not overlap each other (a range is the pool's whole

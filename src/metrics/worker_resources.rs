@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn only_live_workers_have_series() {
-        let board = StatusBoard::new([("web", vec![9001, 9002])]);
+        let board = StatusBoard::new(["web"]);
         let m = Metrics::new(&["web"], &[]);
         m.register(Box::new(WorkerResources::new(board.clone())))
             .unwrap();
@@ -102,7 +102,9 @@ mod tests {
             "{text}"
         );
 
-        let slot = board.pool("web").unwrap().slot(1, 9002);
+        let web = board.pool("web").unwrap();
+        web.attach(0, 9001);
+        let slot = web.attach(1, 9002);
         slot.spawned(std::process::id() as i32);
         let text = String::from_utf8(m.encode()).unwrap();
         assert!(

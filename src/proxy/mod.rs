@@ -54,6 +54,8 @@ pub struct RequestCtx {
     pool: Option<usize>,
     tried: Vec<Backend>,
     connect_failures: u8,
+    /// Counts this request against the worker it is sent to (for draining).
+    worker: Option<upstreams::WorkerGuard>,
 }
 
 #[async_trait]
@@ -67,6 +69,7 @@ impl ProxyHttp for ForkyardProxy {
             pool: None,
             tried: Vec::new(),
             connect_failures: 0,
+            worker: None,
         }
     }
 
@@ -109,6 +112,9 @@ impl ProxyHttp for ForkyardProxy {
             .copied()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "worker is not TCP"))?;
         ctx.tried.push(backend);
+        // A retry moves the request to another worker.
+        ctx.worker = None;
+        ctx.worker = pool.upstreams.enter(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         Ok(Box::new(peer))

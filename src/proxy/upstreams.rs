@@ -7,8 +7,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::lb::discovery::ServiceDiscovery;
@@ -37,6 +38,17 @@ pub struct PoolUpstreams {
     lb: LoadBalancer<RoundRobin>,
     /// Serialises selector rebuilds: Pingora forbids overlapping `update` calls.
     update: tokio::sync::Mutex<()>,
+    /// Requests in progress per worker address, so a leaving worker can be drained.
+    in_flight: RwLock<HashMap<SocketAddr, Arc<AtomicUsize>>>,
+}
+
+/// Held by a request while it is being proxied to one worker.
+pub struct WorkerGuard(Arc<AtomicUsize>);
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Attached to a worker's `Backend` (in its `ext`): counts the requests the worker
@@ -71,21 +83,62 @@ impl PoolUpstreams {
             members,
             lb,
             update: tokio::sync::Mutex::new(()),
+            in_flight: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Count a request to `addr` until the guard is dropped.
+    pub fn enter(&self, addr: SocketAddr) -> Option<WorkerGuard> {
+        let counter = self
+            .in_flight
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr)?
+            .clone();
+        counter.fetch_add(1, Ordering::AcqRel);
+        Some(WorkerGuard(counter))
+    }
+
+    /// Requests in progress at `addr`.
+    pub fn in_flight(&self, addr: SocketAddr) -> usize {
+        self.in_flight
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr)
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// Wait until `addr` (already out of the balancer) has no request in progress,
+    /// at most `limit`. Returns how many were still running when it gave up.
+    pub async fn drain(&self, addr: SocketAddr, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let n = self.in_flight(addr);
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Start sending traffic to `addr`.
     pub async fn add(&self, addr: SocketAddr) {
-        self.change(|m| {
-            m.insert(backend_for(addr));
-        })
-        .await
+        self.add_backend(addr, backend_for(addr)).await
     }
 
     /// Start sending traffic to `addr`, counting its answered requests in `served`.
     pub async fn add_counted(&self, addr: SocketAddr, served: Arc<AtomicU64>) {
         let mut backend = backend_for(addr);
         backend.ext.insert(ServedCounter(served));
+        self.add_backend(addr, backend).await
+    }
+
+    async fn add_backend(&self, addr: SocketAddr, backend: Backend) {
+        self.in_flight
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(addr)
+            .or_default();
         self.change(|m| {
             m.replace(backend);
         })

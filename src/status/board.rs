@@ -53,8 +53,9 @@ fn unix_seconds(t: SystemTime) -> f64 {
 }
 
 impl StatusBoard {
-    /// A board for `pools`: each a name and its slot ports in slot order.
-    pub fn new<'a>(pools: impl IntoIterator<Item = (&'a str, Vec<u16>)>) -> Arc<StatusBoard> {
+    /// A board for `pools`, in config order, with no workers yet: each worker actor
+    /// attaches its own entry while it runs.
+    pub fn new<'a>(pools: impl IntoIterator<Item = &'a str>) -> Arc<StatusBoard> {
         let changes = Arc::new(watch::channel(0u64).0);
         let board = Arc::new(StatusBoard {
             started: Instant::now(),
@@ -62,11 +63,8 @@ impl StatusBoard {
             hooks: Mutex::new(Vec::new()),
             changes,
         });
-        for (name, ports) in pools {
-            let pool = board.add_pool(name);
-            for (slot, port) in ports.into_iter().enumerate() {
-                pool.slot(slot, port);
-            }
+        for name in pools {
+            board.add_pool(name);
         }
         board
     }
@@ -182,12 +180,11 @@ impl StatusBoard {
 }
 
 impl PoolStatus {
-    /// The slot `slot`, created (in state `backoff`, nothing running) if new.
-    pub fn slot(&self, slot: usize, port: u16) -> Arc<SlotStatus> {
+    /// A new entry for a worker actor of `slot` on `port` (state `backoff`, nothing
+    /// running). During a rolling replacement a slot has two: the old worker and
+    /// the new one.
+    pub fn attach(&self, slot: usize, port: u16) -> Arc<SlotStatus> {
         let mut slots = self.slots.write();
-        if let Some(s) = slots.iter().find(|s| s.slot == slot) {
-            return s.clone();
-        }
         let s = Arc::new(SlotStatus {
             slot,
             port,
@@ -202,14 +199,22 @@ impl PoolStatus {
             changes: self.changes.clone(),
         });
         slots.push(s.clone());
+        // Stable: an older worker of the same slot stays first.
         slots.sort_by_key(|s| s.slot);
+        drop(slots);
+        self.changes.send_modify(|v| *v += 1);
         s
     }
 
-    /// Forget a slot that no longer exists (its pool was scaled down or removed).
-    pub fn remove(&self, slot: usize) {
-        self.slots.write().retain(|s| s.slot != slot);
+    /// Remove an actor's entry when the actor ends. `true` if another entry for the
+    /// same slot remains (a replacement is running).
+    pub fn detach(&self, entry: &Arc<SlotStatus>) -> bool {
+        let mut slots = self.slots.write();
+        slots.retain(|s| !Arc::ptr_eq(s, entry));
+        let others = slots.iter().any(|s| s.slot == entry.slot);
+        drop(slots);
         self.changes.send_modify(|v| *v += 1);
+        others
     }
 
     pub fn slots(&self) -> Vec<Arc<SlotStatus>> {
@@ -317,10 +322,11 @@ mod tests {
 
     #[test]
     fn a_slot_life_shows_in_the_report() {
-        let board = StatusBoard::new([("web", vec![9001, 9002]), ("api", vec![9100])]);
+        let board = StatusBoard::new(["web", "api"]);
         let mut changes = board.subscribe();
         let web = board.pool("web").unwrap();
-        let s0 = web.slot(0, 9001);
+        let s0 = web.attach(0, 9001);
+        let s1 = web.attach(1, 9002);
         assert!(!board.all_pools_ready());
         s0.set_state(WorkerState::Starting);
         s0.spawned(std::process::id() as i32);
@@ -347,7 +353,11 @@ mod tests {
         assert_eq!(w.restarts, 1);
         assert_eq!(w.last_exit.as_ref().unwrap().reason, "signal");
 
-        web.remove(1);
+        // A rolling replacement: a second entry for slot 1, then the old one leaves.
+        let s1_new = web.attach(1, 9003);
+        assert_eq!(board.report(None).pools[0].workers_total, 3);
+        assert!(web.detach(&s1), "the new worker of slot 1 remains");
+        assert!(!web.detach(&s1_new), "now slot 1 is gone");
         assert_eq!(board.report(None).pools[0].workers_total, 1);
 
         s0.set_state(WorkerState::Ready);
@@ -364,7 +374,7 @@ mod tests {
 
     #[test]
     fn hooks_are_listed_with_their_last_result() {
-        let board = StatusBoard::new([("web", vec![9001])]);
+        let board = StatusBoard::new(["web"]);
         assert!(board.report(None).hooks.is_empty());
         board.declare_hook("web", "post_spawn", "warm");
         assert_eq!(board.report(None).hooks[0].last_result, None);

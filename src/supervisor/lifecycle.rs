@@ -2,22 +2,29 @@
 //! structured log event (named in [`crate::events`]), the slot's metrics and its
 //! entry on the status board. The worker actor calls these at each step, so the
 //! three can never disagree.
+//!
+//! A [`SlotRecord`] lives as long as its actor. When it is dropped the actor's entry
+//! leaves the status board, and the slot's per-worker series are deleted unless
+//! another actor runs the same slot (a rolling replacement starts the new worker of
+//! a slot before the old one stops).
 
 use std::fmt::Display;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::events;
-use crate::metrics::{SlotMetrics, EXIT_REASON_STOP};
+use crate::metrics::{Metrics, SlotMetrics, EXIT_REASON_STOP};
 use crate::process::{ExitReason, ExitStatus};
-use crate::status::SlotStatus;
+use crate::status::{PoolStatus, SlotStatus};
 
 pub struct SlotRecord {
     pool: Arc<str>,
     slot: usize,
     port: u16,
     metrics: SlotMetrics,
+    all_metrics: Arc<Metrics>,
     status: Arc<SlotStatus>,
+    pool_status: Arc<PoolStatus>,
     /// The current process and when it was spawned.
     current: Option<(i32, Instant)>,
     restarts: u64,
@@ -32,15 +39,18 @@ impl SlotRecord {
         pool: Arc<str>,
         slot: usize,
         port: u16,
-        metrics: SlotMetrics,
+        metrics: Arc<Metrics>,
         status: Arc<SlotStatus>,
+        pool_status: Arc<PoolStatus>,
     ) -> SlotRecord {
         SlotRecord {
+            metrics: metrics.slot(&pool, slot),
+            all_metrics: metrics,
             pool,
             slot,
             port,
-            metrics,
             status,
+            pool_status,
             current: None,
             restarts: 0,
         }
@@ -146,5 +156,13 @@ impl SlotRecord {
             restarts = self.restarts,
             "worker will restart"
         );
+    }
+}
+
+impl Drop for SlotRecord {
+    fn drop(&mut self) {
+        if !self.pool_status.detach(&self.status) {
+            self.all_metrics.forget_slot(&self.pool, self.slot);
+        }
     }
 }

@@ -206,20 +206,26 @@ mod tests {
         let mut cell = StateCell::new(gauges.clone());
         assert_eq!(
             gauges.iter().map(|g| g.get()).collect::<Vec<_>>(),
-            [0, 0, 1, 0]
+            [0, 0, 0, 1, 0]
         );
         cell.apply(E::Spawned);
         cell.apply(E::BecameReady);
         assert_eq!(
             gauges.iter().map(|g| g.get()).collect::<Vec<_>>(),
-            [0, 1, 0, 0]
+            [0, 1, 0, 0, 0]
         );
+        cell.apply(E::HealthFailed);
+        assert_eq!(
+            gauges.iter().map(|g| g.get()).collect::<Vec<_>>(),
+            [0, 0, 1, 0, 0]
+        );
+        cell.apply(E::HealthRecovered);
         cell.apply(E::BecameReady); // impossible: ignored
         assert_eq!(cell.state, S::Ready);
         cell.apply(E::StopRequested);
         assert_eq!(
             gauges.iter().map(|g| g.get()).collect::<Vec<_>>(),
-            [0, 0, 0, 1]
+            [0, 0, 0, 0, 1]
         );
         cell.apply(E::Exited);
         assert_eq!(gauges.iter().map(|g| g.get()).sum::<i64>(), 0);

@@ -25,6 +25,7 @@ use super::lifecycle::SlotRecord;
 use super::readiness::{probe_once, wait_ready};
 use super::state::{StateCell, WorkerEvent, WorkerState};
 use crate::config::{fill_placeholders, OnFailure, Phase, PoolConfig};
+use crate::events;
 use crate::hooks::post_fork::{self, PostForkOutcome};
 use crate::hooks::{HookContext, HookRunner, WorkerExit};
 use crate::metrics::Metrics;
@@ -33,7 +34,7 @@ use crate::process::output::{forward_lines, OutputLabel};
 use crate::process::signal::signal_group;
 use crate::process::{spawn, ExitReason, ExitStatus, SpawnSpec};
 use crate::proxy::upstreams::PoolUpstreams;
-use crate::status::SlotStatus;
+use crate::status::{PoolStatus, SlotStatus};
 
 /// What the supervisor wants from its workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,17 +51,33 @@ pub enum StopMode {
 pub struct WorkerCtx {
     pub pool: Arc<PoolConfig>,
     pub slot: usize,
+    /// The slot's port; kept across restarts of this actor.
+    pub port: u16,
+    /// Told once whether the first spawn became ready (rolling reloads wait on it).
+    pub boot_report: std::sync::Mutex<Option<oneshot::Sender<bool>>>,
     pub hooks: HookRunner,
     pub upstreams: Arc<PoolUpstreams>,
     pub crash_loop: Arc<CrashLoop>,
     pub metrics: Arc<Metrics>,
-    /// This slot's entry on the status board.
+    /// This actor's entry on the status board, and the pool's (to leave it).
     pub status: Arc<SlotStatus>,
+    pub pool_status: Arc<PoolStatus>,
 }
 
 impl WorkerCtx {
     fn port(&self) -> u16 {
-        self.pool.slot_port(self.slot)
+        self.port
+    }
+
+    fn report_boot(&self, ready: bool) {
+        let tx = self
+            .boot_report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(ready);
+        }
     }
 
     fn addr(&self) -> SocketAddr {
@@ -141,12 +158,14 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
     let restart = &ctx.pool.restart;
     let mut backoff = Backoff::new(restart.backoff_min, restart.backoff_max);
     let label: Arc<str> = Arc::from(pool_name.as_str());
+    // Leaves the status board (and the slot's per-worker series) when the actor ends.
     let mut record = SlotRecord::new(
         label.clone(),
         ctx.slot,
         ctx.port(),
-        ctx.metrics.slot(&pool_name, ctx.slot),
+        ctx.metrics.clone(),
         ctx.status.clone(),
+        ctx.pool_status.clone(),
     );
 
     loop {
@@ -206,6 +225,7 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
         };
         let (reason, status) = match end {
             RunEnd::Stopped(status) => {
+                ctx.report_boot(false);
                 if *stop.borrow() != StopMode::Kill {
                     let reason = ExitReason::of_unplanned(status.unwrap_or(ExitStatus::Code(0)));
                     ctx.run_hooks(Phase::OnExit, Some(WorkerExit { status, reason }))
@@ -215,6 +235,7 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
             }
             RunEnd::Restart(reason, status) => (reason, status),
         };
+        ctx.report_boot(false);
         if status.is_some() {
             ctx.run_hooks(Phase::OnExit, Some(WorkerExit { status, reason }))
                 .await;
@@ -339,6 +360,7 @@ async fn supervise_process(
             .await;
         state.apply(WorkerEvent::BecameReady);
         ctx.crash_loop.on_ready();
+        ctx.report_boot(true);
         record.ready();
         let mut health = ctx.pool.health.as_ref().map(|h| (h, HealthTracker::new(h)));
         let mut next_check = Instant::now();
@@ -383,6 +405,7 @@ async fn supervise_process(
                             ctx.upstreams.remove(ctx.addr()).await;
                             tracing::warn!(pool, worker = ctx.slot, pid, restart_after_ms = check.restart_after.as_millis() as u64, "worker unhealthy for health.restart_after; restarting it");
                             state.apply(WorkerEvent::StopRequested);
+                            drain(ctx, pid, stop).await;
                             ctx.run_hooks(Phase::PreStop, None).await;
                             let status = stop_process(ctx, pid, exit, stop).await;
                             state.apply(WorkerEvent::Exited);
@@ -399,12 +422,45 @@ async fn supervise_process(
 
     state.apply(WorkerEvent::StopRequested);
     if booted && *stop.borrow() == StopMode::Graceful {
+        drain(ctx, pid, stop).await;
         ctx.run_hooks(Phase::PreStop, None).await;
     }
     let status = stop_process(ctx, pid, exit, stop).await;
     state.apply(WorkerEvent::Exited);
     record.exited(status, None, "worker stopped");
     RunEnd::Stopped(Some(status))
+}
+
+/// After the worker left the load balancer: wait for its in-flight requests, at
+/// most `stop.drain` (a kill request cuts it short).
+async fn drain(ctx: &WorkerCtx, pid: i32, stop: &mut watch::Receiver<StopMode>) {
+    let limit = ctx.pool.stop.drain;
+    if ctx.upstreams.in_flight(ctx.addr()) == 0 {
+        return;
+    }
+    tracing::info!(
+        event = events::DRAIN_START,
+        pool = %ctx.pool.name,
+        worker = ctx.slot,
+        pid,
+        in_flight = ctx.upstreams.in_flight(ctx.addr()),
+        timeout_ms = limit.as_millis() as u64,
+        "draining worker"
+    );
+    let started = Instant::now();
+    let duration_ms = || started.elapsed().as_millis() as u64;
+    tokio::select! {
+        left = ctx.upstreams.drain(ctx.addr(), limit) => {
+            if left > 0 {
+                tracing::warn!(event = events::DRAIN_FINISH, result = "timeout", pool = %ctx.pool.name, worker = ctx.slot, pid, in_flight = left, duration_ms = duration_ms(), drain_ms = limit.as_millis() as u64, "stop.drain passed with requests still in flight");
+            } else {
+                tracing::info!(event = events::DRAIN_FINISH, result = "drained", pool = %ctx.pool.name, worker = ctx.slot, pid, in_flight = 0u64, duration_ms = duration_ms(), "worker drained");
+            }
+        }
+        _ = killing(stop) => {
+            tracing::warn!(event = events::DRAIN_FINISH, result = "interrupted", pool = %ctx.pool.name, worker = ctx.slot, pid, in_flight = ctx.upstreams.in_flight(ctx.addr()), duration_ms = duration_ms(), "draining worker cut short");
+        }
+    }
 }
 
 /// `stop.signal` to the group, wait `grace`, then SIGKILL; returns the exit status.

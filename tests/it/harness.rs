@@ -64,6 +64,19 @@ impl Response {
     }
 }
 
+/// A POST with an empty body on a fresh connection.
+pub fn http_post(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`).
 pub fn http_get(
     addr: SocketAddr,

@@ -1,0 +1,164 @@
+//! Reloading config.yaml while serving: readiness-gated rolling replacement with
+//! zero failed requests, rollback of a generation that never becomes ready, and an
+//! invalid file that changes nothing.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::*;
+
+/// Requests in a loop until stopped; returns (sent, failures).
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    thread: JoinHandle<Vec<String>>,
+}
+
+impl Load {
+    fn start(fy: &Forkyard) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let (s, n, proxy) = (stop.clone(), sent.clone(), fy.proxy);
+        let thread = std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !s.load(Ordering::Relaxed) {
+                match http_get(proxy, "/", &[]) {
+                    Ok(r) if r.status == 200 => {}
+                    other => failures.push(format!("{other:?}")),
+                }
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            failures
+        });
+        Load { stop, sent, thread }
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.thread.join().unwrap();
+        (self.sent.load(Ordering::Relaxed), failures)
+    }
+}
+
+fn config(gen: &str, extra_env: &str, ports: u16) -> String {
+    config_with(
+        &[format!(
+            "  web:\n    command: [\"python3\", \"{}\"]\n    workers: 3\n    ports: \"{ports}-{}\"\n    env: {{ GEN: \"{gen}\"{extra_env} }}\n    ready: {{ tcp: true, timeout: \"3s\" }}\n    restart: {{ backoff_min: \"50ms\", backoff_max: \"500ms\" }}\n    stop: {{ grace: \"5s\" }}\n",
+            fixture_worker().display(),
+            ports + 9
+        )],
+        "",
+    )
+}
+
+fn gens(fy: &Forkyard) -> Vec<String> {
+    (0..12)
+        .map(|_| {
+            fy.get("/info").unwrap().json()["env"]["GEN"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+fn rewrite(fy: &Forkyard, text: &str) {
+    let text = text
+        .replace("{proxy}", &fy.proxy.to_string())
+        .replace("{admin}", &fy.admin.to_string());
+    std::fs::write(fy.dir().join("config.yaml"), text).unwrap();
+}
+
+#[test]
+fn sighup_rolls_workers_with_zero_failed_requests() {
+    let ports = free_ports(10);
+    let fy = Forkyard::start(&config("1", "", ports));
+    fy.wait_ready();
+    wait_for_or_log(&fy, BOOT, "3 ready", || {
+        (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 3.0).then_some(())
+    });
+    let load = Load::start(&fy);
+    rewrite(&fy, &config("2", "", ports));
+    kill(Pid::from_raw(fy.pid()), Signal::SIGHUP).unwrap();
+    wait_for_or_log(&fy, BOOT, "the reload to finish", || {
+        (fy.metric(r#"forkyard_config_reloads_total{result="ok"}"#)? == 1.0).then_some(())
+    });
+    let (sent, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(sent > 20, "the load ran: {sent}");
+    assert!(
+        gens(&fy).iter().all(|g| g == "2"),
+        "every worker runs the new config"
+    );
+    wait_for_or_log(&fy, BOOT, "old workers stopped", || {
+        (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 3.0
+            && fy.metric(r#"forkyard_workers{pool="web",state="stopping"}"#)? == 0.0)
+            .then_some(())
+    });
+    assert_eq!(
+        fy.metric(r#"forkyard_worker_restarts_total{pool="web",reason="signal"}"#),
+        Some(0.0)
+    );
+}
+
+#[test]
+fn a_generation_that_never_becomes_ready_rolls_back() {
+    let ports = free_ports(10);
+    let fy = Forkyard::start(&config("1", "", ports));
+    fy.wait_ready();
+    wait_for_or_log(&fy, BOOT, "3 ready", || {
+        (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 3.0).then_some(())
+    });
+    let load = Load::start(&fy);
+    rewrite(&fy, &config("2", ", FIXTURE_NEVER_READY: \"1\"", ports));
+    let r = http_post(fy.admin, "/reload").unwrap();
+    assert_eq!(r.status, 409, "{r:?}");
+    assert!(r.body.contains("rolled_back"), "{r:?}");
+    let (sent, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(
+        fy.metric(r#"forkyard_config_reloads_total{result="rolled_back"}"#),
+        Some(1.0)
+    );
+    assert!(
+        gens(&fy).iter().all(|g| g == "1"),
+        "the old generation keeps serving"
+    );
+}
+
+#[test]
+fn an_invalid_config_on_reload_changes_nothing() {
+    let ports = free_ports(10);
+    let fy = Forkyard::start(&config("1", "", ports));
+    fy.wait_ready();
+    rewrite(
+        &fy,
+        &config("2", "", ports).replace("workers: 3", "wrokers: 3"),
+    );
+    let r = http_post(fy.admin, "/reload").unwrap();
+    assert_eq!(r.status, 422, "{r:?}");
+    assert_eq!(
+        fy.metric(r#"forkyard_config_reloads_total{result="error"}"#),
+        Some(1.0)
+    );
+    assert!(
+        fy.log().contains("unknown key \"wrokers\""),
+        "the errors are logged with locations: {}",
+        fy.log()
+    );
+    assert!(gens(&fy).iter().all(|g| g == "1"));
+}

@@ -268,6 +268,9 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             }
         })
     };
+    // One reload (the file is unchanged, so it succeeds and changes nothing).
+    let r = http_post(fy.admin, "/reload").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
     // One restart by signal.
     let pid = wait_for_or_log(&fy, SHORT, "a web worker's pid", || {
         fy.status()["pools"][0]["workers"][0]["pid"].as_i64()
@@ -343,6 +346,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         "dashboard: all {} queries returned data from a real Prometheus",
         queries.len()
     ));
+    assert!(fy.metric(r#"forkyard_config_reloads_total{result="ok"}"#) >= Some(1.0));
     // The hook failures are there, by phase and hook.
     for series in [
         r#"forkyard_hook_failures_total{hook="warm",phase="post_spawn",pool="web",reason="http_status"}"#,

@@ -212,3 +212,46 @@ fn status_lists_every_hook_with_its_last_result() {
         "{text}"
     );
 }
+
+/// Scaling shows in /status, and a removed worker's per-worker series are deleted.
+#[test]
+fn scaled_down_workers_leave_status_and_metrics() {
+    let fy = Forkyard::start(&config_with(&[fixture_pool("web", 2, "")], ""));
+    fy.wait_ready();
+    let r = http_post(fy.admin, "/pools/web/scale?workers=3").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for_or_log(&fy, BOOT, "3 ready workers in /status", || {
+        (fy.status()["pools"][0]["workers_ready"] == 3).then_some(())
+    });
+    let series = |slot: usize| {
+        format!("forkyard_worker_resident_memory_bytes{{pool=\"web\",worker=\"{slot}\"}}")
+    };
+    let start_time = r#"forkyard_worker_start_time_seconds{pool="web",worker="2"}"#;
+    wait_for_or_log(&fy, SHORT, "slot 2's series", || {
+        (fy.metric(&series(2)).is_some() && fy.metric(start_time).is_some()).then_some(())
+    });
+
+    let r = http_post(fy.admin, "/pools/web/scale?workers=1").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for_or_log(&fy, BOOT, "one worker left in /status", || {
+        (fy.status()["pools"][0]["workers_total"] == 1).then_some(())
+    });
+    let text = fy.metrics();
+    for slot in [1, 2] {
+        assert!(
+            !text.contains(&series(slot)),
+            "slot {slot} still has a series:\n{text}"
+        );
+        assert!(
+            !text.contains(&format!(
+                "forkyard_worker_start_time_seconds{{pool=\"web\",worker=\"{slot}\"}}"
+            )),
+            "slot {slot} still has a start time:\n{text}"
+        );
+    }
+    assert!(text.contains(&series(0)));
+    assert!(
+        text.contains(r#"forkyard_worker_exits_total{pool="web",reason="stop"} 2"#),
+        "{text}"
+    );
+}

@@ -6,7 +6,11 @@ CARGO ?= cargo
 
 # command:package pairs, installed with apt-get when the command is missing.
 BUILD_DEPS := cmake:cmake cc:gcc python3:python3
-TEST_DEPS := $(BUILD_DEPS) promtool:prometheus
+TEST_DEPS := $(BUILD_DEPS) promtool:prometheus prometheus:prometheus chromium:chromium \
+	systemd-analyze:systemd
+# Python validators (kubernetes-validate, hadolint, yamllint, check-jsonschema) live in
+# a virtualenv under target/, so tests never depend on what is installed by hand.
+PYTOOLS := target/pytools
 
 # Python packages for the example apps and the tests (PyPI), in a virtualenv.
 VENV := target/venv
@@ -33,7 +37,7 @@ lint:
 deps-build:
 	@$(call install_missing,$(BUILD_DEPS))
 
-deps-test:
+deps-test: $(PYTOOLS)/.installed
 	@$(call install_missing,$(TEST_DEPS))
 	@python3 -c 'import ensurepip' 2>/dev/null || { $(call install_missing,missing-venv:python3-venv); }
 
@@ -43,6 +47,15 @@ $(VENV)/.installed: $(PY_REQUIREMENTS)
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check $(foreach r,$(PY_REQUIREMENTS),-r $(r))
 	touch $@
+
+$(PYTOOLS)/.installed: tests/tools/requirements.txt
+	@$(call install_missing,$(BUILD_DEPS))
+	@python3 -m venv $(PYTOOLS) 2>/dev/null || { \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq python3-venv >/dev/null && \
+	  python3 -m venv $(PYTOOLS); }
+	$(PYTOOLS)/bin/pip install --quiet --disable-pip-version-check -r tests/tools/requirements.txt
+	@touch $@
 
 clean:
 	$(CARGO) clean

@@ -1,5 +1,6 @@
-//! The admin listener: `GET /metrics`, `/healthz` and `/readyz`, and
-//! `POST /reload` and `POST /pools/<name>/scale?workers=N`.
+//! The admin listener: `GET /metrics`, `/healthz`, `/readyz`, `/status` (JSON) and
+//! `/` (the same status as an HTML page for people), and `POST /reload` and
+//! `POST /pools/<name>/scale?workers=N`.
 //!
 //! It runs on the control runtime, apart from the proxy's threads, so a saturated
 //! proxy does not stop Prometheus or a probe from getting an answer.
@@ -14,7 +15,11 @@ use pingora::protocols::http::ServerSession;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
+use crate::status::{table, StatusBoard, StatusReport};
 use crate::supervisor::PoolHandle;
+
+/// How often the HTML status page reloads itself.
+const PAGE_REFRESH_SECONDS: u32 = 2;
 
 /// Whether forkyard should receive traffic: every pool has a ready worker and no
 /// shutdown has begun.
@@ -33,6 +38,13 @@ impl Readiness {
 
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Whether `pool`'s crash-loop breaker has marked it degraded.
+    pub fn is_degraded(&self, pool: &str) -> bool {
+        self.pools
+            .iter()
+            .any(|p| p.config.name == pool && p.crash_loop.is_degraded())
     }
 
     /// `Ok` (with notes, e.g. degraded pools) when ready, else the reasons it is not.
@@ -84,10 +96,20 @@ pub enum AdminCommand {
 pub struct AdminApp {
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    pub board: Arc<StatusBoard>,
     pub commands: mpsc::UnboundedSender<AdminCommand>,
 }
 
 impl AdminApp {
+    /// The status board's snapshot, with readiness and crash-loop state added.
+    fn report(&self) -> StatusReport {
+        let mut report = self.board.report(self.readiness.check().err());
+        for pool in &mut report.pools {
+            pool.degraded = self.readiness.is_degraded(&pool.name);
+        }
+        report
+    }
+
     /// `POST /reload`: 200 when applied, 409 when rolled back, 422 when the file is
     /// invalid or the change needs a restart.
     async fn reload(&self) -> Response<Vec<u8>> {
@@ -167,6 +189,17 @@ impl ServeHttp for AdminApp {
                 .body(self.metrics.encode())
                 .unwrap_or_default(),
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
+            "/status" => {
+                let report = self.report();
+                let mut body = serde_json::to_vec_pretty(&report).unwrap_or_default();
+                body.push(b'\n');
+                respond(StatusCode::OK, "application/json", body)
+            }
+            "/" => {
+                let report = self.report();
+                let body = table::html(&report, PAGE_REFRESH_SECONDS).into_bytes();
+                respond(StatusCode::OK, "text/html; charset=utf-8", body)
+            }
             "/readyz" => match self.readiness.check() {
                 Ok(note) if note.is_empty() => text(StatusCode::OK, "ready\n".into()),
                 Ok(note) => text(StatusCode::OK, format!("ready; {note}\n")),
@@ -177,16 +210,21 @@ impl ServeHttp for AdminApp {
             },
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /metrics, /healthz or /readyz\n".into(),
+                "not found; try /, /status, /metrics, /healthz or /readyz\n".into(),
             ),
         }
     }
 }
 
 fn text(status: StatusCode, body: String) -> Response<Vec<u8>> {
+    respond(status, "text/plain; charset=utf-8", body.into_bytes())
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
-        .header("content-type", "text/plain; charset=utf-8")
-        .body(body.into_bytes())
+        .header("content-type", content_type)
+        .header("cache-control", "no-store")
+        .body(body)
         .unwrap_or_default()
 }

@@ -16,11 +16,17 @@
 //!   and readiness probes.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation, routing, the per-pool set of
 //!   ready workers, and in-flight request tracking.
-//! - [`metrics`]: one struct that owns every Prometheus metric.
-//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: one struct that owns every Prometheus metric, plus the collector
+//!   of per-worker RSS and CPU.
+//! - [`status`]: the live status board of every worker slot and its renderings
+//!   (`/status` JSON, the HTML page, the `forkyard status` table).
+//! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status` and `/`.
 //! - [`signals`]: the one owner of process signals.
+//! - [`notify`]: systemd's `READY=1` over `NOTIFY_SOCKET`.
 //! - [`server`]: wiring and the shutdown order.
+//! - [`events`]: the stable names of the lifecycle log events.
 //! - [`logging`], [`plan`]: log setup and the `check` command's output.
+//! - [`client`]: the tiny HTTP client of `forkyard status` and `forkyard probe`.
 //!
 //! # Theory of operation
 //!
@@ -37,6 +43,13 @@
 //! traffic. When the process exits, the actor removes it, records the reason,
 //! waits an exponential backoff with jitter and spawns it again on the same slot and
 //! port.
+//!
+//! Each step of a slot's life (spawn, ready, exit with its reason, restart) is
+//! recorded by one call in three places that therefore agree: one structured log
+//! event (names in [`events`]), the metrics, and the slot's entry on the
+//! [`status::StatusBoard`]. The board is what `/status`, the `/` page and the
+//! per-worker RSS/CPU metrics read; its change signal wakes the task that tells
+//! systemd `READY=1` ([`notify`]) once every pool has a ready worker.
 //!
 //! Child exits are observed through exactly one path: [`process::Reaper`] calls
 //! `waitpid(-1)` on SIGCHLD and routes each status by pid to the actor that watches
@@ -68,10 +81,13 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod client;
 pub mod config;
+pub mod events;
 pub mod hooks;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod probe;
 pub mod process;
@@ -79,5 +95,6 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod signals;
+pub mod status;
 pub mod supervisor;
 pub mod watch;

@@ -1,6 +1,8 @@
 //! Log output: tracing-subscriber, as text or JSON lines on stderr. Pingora's own
 //! `log` records are bridged into the same stream.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -12,8 +14,8 @@ pub fn init(config: &LogConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        // Colours only on a terminal, never into a container's log file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Colours only for a person at a terminal, never in files or pipelines.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_target(true);
     // `try_init` also installs the `log` → tracing bridge for Pingora's records.
     let result = match config.format {

@@ -3,12 +3,23 @@
 //! Labels are pool names, slot indexes and small enums, never pids or ports. Every
 //! known label combination is created at 0 when the struct is built, so a series
 //! exists before its first event. Request-path handles are resolved ahead of time
-//! into [`PoolRequestMetrics`], never looked up by label per request.
+//! into [`PoolRequestMetrics`], never looked up by label per request; the
+//! supervisor's per-slot handles are resolved once per slot ([`SlotMetrics`]).
+//! Per-worker series (`{pool,worker}`) are deleted when their slot goes away
+//! ([`Metrics::forget_slot`]); the per-worker RSS and CPU come from a collector that
+//! reads `/proc` at scrape time for live workers only ([`WorkerResources`]).
+//!
+//! Every metric is listed with its meaning in `docs/metrics.md`.
 
+mod worker_resources;
+
+pub use worker_resources::WorkerResources;
+
+use prometheus::core::Collector;
 use prometheus::process_collector::ProcessCollector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::config::Phase;
@@ -21,12 +32,25 @@ const REQUEST_BUCKETS: [f64; 15] = [
     0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// Worker boot times (spawn to ready), in seconds (50 ms .. 2 min).
+const BOOT_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
 /// HTTP status classes, indexed by `status / 100 - 1`.
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// The `reason` of a worker exit that forkyard asked for (a stop), besides the
+/// unplanned reasons of [`ExitReason`].
+pub const EXIT_REASON_STOP: &str = "stop";
+
 pub struct Metrics {
     registry: Registry,
+    pub worker_starts: IntCounterVec,
+    pub worker_exits: IntCounterVec,
     pub worker_restarts: IntCounterVec,
+    pub worker_boot: HistogramVec,
+    pub worker_start_time: GaugeVec,
     pub hook_failures: IntCounterVec,
     pub hook_runs: IntCounterVec,
     pub hook_duration: HistogramVec,
@@ -65,6 +89,34 @@ fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
 }
 
+/// Pre-resolved handles for one worker slot, used by its supervisor actor.
+#[derive(Clone)]
+pub struct SlotMetrics {
+    pub starts: IntCounter,
+    pub boot: Histogram,
+    pub start_time: Gauge,
+    exits: IntCounterVec,
+    restarts: IntCounterVec,
+    pool: String,
+}
+
+impl SlotMetrics {
+    /// Count an exit of this slot's process for `reason` (an [`ExitReason`] label or
+    /// [`EXIT_REASON_STOP`]).
+    pub fn exit(&self, reason: &str) {
+        self.exits
+            .with_label_values(&[self.pool.as_str(), reason])
+            .inc();
+    }
+
+    /// Count a restart of this slot for `reason`.
+    pub fn restart(&self, reason: ExitReason) {
+        self.restarts
+            .with_label_values(&[self.pool.as_str(), reason.as_str()])
+            .inc();
+    }
+}
+
 /// One declared hook: `(pool, phase, name)`, pool empty for forkyard-wide phases.
 pub type HookSeries<'a> = (&'a str, Phase, &'a str);
 
@@ -77,6 +129,33 @@ impl Metrics {
     /// Build every metric and create the series of every known label combination.
     pub fn new(pools: &[&str], hooks: &[HookSeries]) -> Metrics {
         let registry = Registry::new();
+        let worker_starts = counter_vec(
+            "forkyard_worker_starts_total",
+            "Worker processes spawned.",
+            &["pool"],
+        );
+        let worker_exits = counter_vec(
+            "forkyard_worker_exits_total",
+            "Worker processes that exited, by reason (stop: forkyard stopped it).",
+            &["pool", "reason"],
+        );
+        let worker_boot = HistogramVec::new(
+            HistogramOpts::new(
+                "forkyard_worker_boot_seconds",
+                "Time from spawning a worker to its passing the ready probe.",
+            )
+            .buckets(BOOT_BUCKETS.to_vec()),
+            &["pool"],
+        )
+        .expect("static metric definition");
+        let worker_start_time = GaugeVec::new(
+            Opts::new(
+                "forkyard_worker_start_time_seconds",
+                "Unix time when the slot's current process was spawned.",
+            ),
+            &["pool", "worker"],
+        )
+        .expect("static metric definition");
         let worker_restarts = counter_vec(
             "forkyard_worker_restarts_total",
             "Workers restarted after they stopped, by reason.",
@@ -153,7 +232,11 @@ impl Metrics {
         .expect("static metric definition");
 
         for c in [
-            Box::new(worker_restarts.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(worker_starts.clone()) as Box<dyn Collector>,
+            Box::new(worker_exits.clone()),
+            Box::new(worker_boot.clone()),
+            Box::new(worker_start_time.clone()),
+            Box::new(worker_restarts.clone()),
             Box::new(hook_failures.clone()),
             Box::new(hook_runs.clone()),
             Box::new(hook_duration.clone()),
@@ -174,8 +257,12 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         for pool in pools {
+            worker_starts.with_label_values(&[*pool]);
+            worker_boot.with_label_values(&[*pool]);
+            worker_exits.with_label_values(&[*pool, EXIT_REASON_STOP]);
             for reason in ExitReason::ALL {
                 worker_restarts.with_label_values(&[*pool, reason.as_str()]);
+                worker_exits.with_label_values(&[*pool, reason.as_str()]);
             }
             for state in WorkerState::GAUGED {
                 workers.with_label_values(&[*pool, state.as_str()]);
@@ -199,6 +286,10 @@ impl Metrics {
 
         Metrics {
             registry,
+            worker_starts,
+            worker_exits,
+            worker_boot,
+            worker_start_time,
             worker_restarts,
             hook_failures,
             hook_runs,
@@ -233,6 +324,56 @@ impl Metrics {
         self.worker_restarts
             .with_label_values(&[pool, reason.as_str()])
             .inc();
+    }
+
+    /// Handles for the supervisor actor of slot `worker` of `pool`.
+    pub fn slot(&self, pool: &str, worker: usize) -> SlotMetrics {
+        SlotMetrics {
+            starts: self.worker_starts.with_label_values(&[pool]),
+            boot: self.worker_boot.with_label_values(&[pool]),
+            start_time: self
+                .worker_start_time
+                .with_label_values(&[pool, worker.to_string().as_str()]),
+            exits: self.worker_exits.clone(),
+            restarts: self.worker_restarts.clone(),
+            pool: pool.to_owned(),
+        }
+    }
+
+    /// Delete the per-worker series of a slot that no longer exists.
+    pub fn forget_slot(&self, pool: &str, worker: usize) {
+        let _ = self
+            .worker_start_time
+            .remove_label_values(&[pool, worker.to_string().as_str()]);
+    }
+
+    /// Delete every series of a pool that a new config no longer has; `slots` are
+    /// its slot numbers.
+    pub fn forget_pool(&self, pool: &str, slots: impl IntoIterator<Item = usize>) {
+        for slot in slots {
+            self.forget_slot(pool, slot);
+        }
+        let _ = self.worker_starts.remove_label_values(&[pool]);
+        let _ = self.worker_boot.remove_label_values(&[pool]);
+        let _ = self.request_duration.remove_label_values(&[pool]);
+        let _ = self.upstream_connect_errors.remove_label_values(&[pool]);
+        let reasons = ExitReason::ALL.map(ExitReason::as_str);
+        for reason in reasons.iter().chain(&[EXIT_REASON_STOP]) {
+            let _ = self.worker_exits.remove_label_values(&[pool, reason]);
+            let _ = self.worker_restarts.remove_label_values(&[pool, reason]);
+        }
+        for state in WorkerState::GAUGED {
+            let _ = self.workers.remove_label_values(&[pool, state.as_str()]);
+        }
+        let _ = self.pool_degraded.remove_label_values(&[pool]);
+        for class in CODE_CLASSES {
+            let _ = self.requests.remove_label_values(&[pool, class]);
+        }
+    }
+
+    /// Add a collector to the registry (for example [`WorkerResources`]).
+    pub fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
+        self.registry.register(collector)
     }
 
     /// Count one attempt of a hook and how long it took.
@@ -285,6 +426,11 @@ mod tests {
             r#"forkyard_request_duration_seconds_count{pool="web"} 0"#,
             "forkyard_build_info{version=",
             "process_resident_memory_bytes",
+            r#"forkyard_worker_starts_total{pool="api"} 0"#,
+            r#"forkyard_worker_exits_total{pool="web",reason="stop"} 0"#,
+            r#"forkyard_worker_exits_total{pool="web",reason="boot_timeout"} 0"#,
+            r#"forkyard_worker_boot_seconds_count{pool="web"} 0"#,
+            r#"forkyard_config_reloads_total{result="rolled_back"} 0"#,
             r#"forkyard_hook_runs_total{hook="seed",phase="post_fork",pool="web"} 0"#,
             r#"forkyard_hook_failures_total{hook="migrate",phase="on_start",pool="",reason="timeout"} 0"#,
             r#"forkyard_hook_duration_seconds_count{hook="migrate",phase="on_start",pool=""} 0"#,
@@ -303,5 +449,35 @@ mod tests {
         assert_eq!(h.by_class[1].get(), 1);
         assert_eq!(h.by_class[4].get(), 2);
         assert_eq!(h.duration.get_sample_count(), 3);
+    }
+
+    #[test]
+    fn slot_series_are_deleted_with_the_slot() {
+        let m = Metrics::new(&["web"], &[]);
+        let s = m.slot("web", 1);
+        s.start_time.set(1.7e9);
+        s.exit("signal");
+        s.restart(ExitReason::Signal);
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(text
+            .contains(r#"forkyard_worker_start_time_seconds{pool="web",worker="1"} 1700000000"#));
+        assert!(text.contains(r#"forkyard_worker_exits_total{pool="web",reason="signal"} 1"#));
+        m.forget_slot("web", 1);
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(
+            !text.contains("forkyard_worker_start_time_seconds{"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_removed_pool_leaves_no_series() {
+        let m = Metrics::new(&["web", "api"], &[]);
+        m.slot("api", 0).start_time.set(1.0);
+        m.pool_requests("api").record(200, 0.1);
+        m.forget_pool("api", [0]);
+        let text = String::from_utf8(m.encode()).unwrap();
+        assert!(!text.contains(r#"pool="api""#), "{text}");
+        assert!(text.contains(r#"pool="web""#));
     }
 }

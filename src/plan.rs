@@ -43,7 +43,7 @@ pub fn describe(config: &Config) -> String {
     );
     let _ = writeln!(
         out,
-        "admin: listen {} (/metrics /healthz /readyz)",
+        "admin: listen {} (/ /status /metrics /healthz /readyz)",
         config.admin.listen
     );
     let _ = writeln!(

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use crate::config::{self, Config, PoolConfig};
+use crate::events;
 use crate::metrics::Metrics;
 use crate::supervisor::{Rollout, Supervisor};
 
@@ -50,15 +51,27 @@ pub async fn reload(
     supervisor: &mut Supervisor,
     metrics: &Metrics,
 ) -> (ReloadResult, String) {
-    tracing::info!(file = %current.source.display(), "reload started");
+    tracing::info!(event = events::RELOAD_START, file = %current.source.display(), "reload started");
+    let started = std::time::Instant::now();
     let (result, summary) = apply(current, supervisor).await;
+    let duration_ms = started.elapsed().as_millis() as u64;
     metrics
         .config_reloads
         .with_label_values(&[result.as_str()])
         .inc();
     match result {
-        ReloadResult::Ok => tracing::info!(result = result.as_str(), "reload finished: {summary}"),
-        _ => tracing::warn!(result = result.as_str(), "reload finished: {summary}"),
+        ReloadResult::Ok => tracing::info!(
+            event = events::RELOAD_FINISH,
+            result = result.as_str(),
+            duration_ms,
+            "reload finished: {summary}"
+        ),
+        _ => tracing::warn!(
+            event = events::RELOAD_FINISH,
+            result = result.as_str(),
+            duration_ms,
+            "reload finished: {summary}"
+        ),
     }
     (result, summary)
 }

@@ -28,13 +28,16 @@ use tokio::sync::watch;
 
 use crate::admin::{AdminApp, AdminCommand, Readiness};
 use crate::config::{Config, Phase};
+use crate::events;
 use crate::hooks::{HookContext, HookRunner};
-use crate::metrics::{HookSeries, Metrics};
+use crate::metrics::{HookSeries, Metrics, WorkerResources};
+use crate::notify::Notifier;
 use crate::process::Reaper;
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::proxy::{ForkyardProxy, InFlight, ProxyPool, Router};
 use crate::reload::{self, ReloadResult};
 use crate::signals::{self, ControlEvent};
+use crate::status::StatusBoard;
 use crate::supervisor::{CrashLoop, PoolHandle, Supervisor};
 use crate::watch::{self as file_watch, ConfigWatch};
 
@@ -95,7 +98,7 @@ async fn next_stop_signal(
     loop {
         match signals.recv().await? {
             e @ (ControlEvent::Terminate | ControlEvent::Interrupt) => return Some(e),
-            other => tracing::info!(event = ?other, "ignored while shutting down"),
+            other => tracing::info!(signal = ?other, "ignored while shutting down"),
         }
     }
 }
@@ -132,6 +135,14 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         }
     }
     let metrics = Arc::new(Metrics::new(&pool_names, &hook_series));
+    let board = StatusBoard::new(config.pools.iter().map(|p| p.name.as_str()));
+    for (pool, phase, hook) in &hook_series {
+        board.declare_hook(pool, phase.as_str(), hook);
+    }
+    if let Err(e) = metrics.register(Box::new(WorkerResources::new(board.clone()))) {
+        tracing::error!(error = %e, "per-worker resource metrics unavailable");
+    }
+    let notifier = Notifier::from_env().map(Arc::new);
     let pools: Vec<PoolHandle> = config
         .pools
         .iter()
@@ -211,6 +222,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             HttpServer::new_app(AdminApp {
                 metrics: metrics.clone(),
                 readiness: readiness.clone(),
+                board: board.clone(),
                 commands: admin_tx,
             }),
         );
@@ -224,6 +236,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         });
 
         tracing::info!(
+            event = events::START,
             version = env!("CARGO_PKG_VERSION"),
             proxy = ?config.proxy.listen,
             admin = %config.admin.listen,
@@ -233,6 +246,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         let hooks = HookRunner {
             reaper,
             metrics: metrics.clone(),
+            board: board.clone(),
         };
         // on_start runs before any worker exists; an aborting failure ends forkyard.
         if let Err(failure) = hooks
@@ -243,7 +257,8 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             proxy_rt.shutdown_background();
             return Err(RunError::OnStart(failure));
         }
-        let mut supervisor = Supervisor::start(&pools, hooks.clone());
+        let mut supervisor = Supervisor::start(&pools, hooks.clone(), &board);
+        tokio::spawn(announce_ready(board.clone(), notifier.clone()));
         let mut recycle_rx = supervisor.take_recycle_requests();
         let mut config_watch = if config.watch {
             match ConfigWatch::start(&config.source) {
@@ -317,9 +332,26 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         // and forkyard exits 128+N.
         let mut forced: Option<i32> = None;
 
+        let shutdown_started = std::time::Instant::now();
+        let signal = match first {
+            Some(ControlEvent::Terminate) => "SIGTERM",
+            Some(ControlEvent::Interrupt) => "SIGINT",
+            _ => "none",
+        };
+
         // 1. Readiness off; keep serving for shutdown.delay (SIGINT skips the delay).
-        tracing::info!(signal = ?first, in_flight = inflight.current(), "shutdown: readiness off");
+        tracing::info!(
+            event = events::SHUTDOWN,
+            signal,
+            in_flight = inflight.current(),
+            "shutdown: readiness off"
+        );
         readiness.begin_shutdown();
+        if let Some(n) = &notifier {
+            if let Err(e) = n.notify("STOPPING=1") {
+                tracing::warn!(error = %e, "could not tell systemd that forkyard is stopping");
+            }
+        }
         if first == Some(ControlEvent::Terminate) && !config.shutdown.delay.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(config.shutdown.delay) => {}
@@ -329,7 +361,9 @@ pub fn run(config: Config) -> Result<i32, RunError> {
 
         // 2. Stop accepting. The service returns once every accept loop has stopped.
         tracing::info!(
+            event = events::DRAIN_START,
             in_flight = inflight.current(),
+            timeout_ms = config.shutdown.timeout.as_millis() as u64,
             "shutdown: no longer accepting connections"
         );
         let _ = proxy_stop_tx.send(true);
@@ -341,19 +375,44 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         }
 
         // 3. Drain in-flight requests, bounded; a second signal cuts it short.
+        let drain_started = std::time::Instant::now();
+        let drain_ms = || drain_started.elapsed().as_millis() as u64;
         if forced.is_none() {
             tokio::select! {
-                _ = inflight.wait_idle() => tracing::info!("shutdown: in-flight requests drained"),
+                _ = inflight.wait_idle() => tracing::info!(
+                    event = events::DRAIN_FINISH,
+                    result = "drained",
+                    in_flight = 0u64,
+                    duration_ms = drain_ms(),
+                    "shutdown: in-flight requests drained"
+                ),
                 _ = tokio::time::sleep(config.shutdown.timeout) => tracing::warn!(
+                    event = events::DRAIN_FINISH,
+                    result = "timeout",
                     in_flight = inflight.current(),
+                    duration_ms = drain_ms(),
                     timeout_ms = config.shutdown.timeout.as_millis() as u64,
                     "shutdown: drain timed out; closing remaining connections"
                 ),
                 e = next_stop_signal(&mut signals) => {
                     forced = e.map(ControlEvent::signal_number);
-                    tracing::warn!("shutdown: second signal; not waiting for in-flight requests");
+                    tracing::warn!(
+                        event = events::DRAIN_FINISH,
+                        result = "interrupted",
+                        in_flight = inflight.current(),
+                        duration_ms = drain_ms(),
+                        "shutdown: second signal; not waiting for in-flight requests"
+                    );
                 }
             }
+        } else {
+            tracing::warn!(
+                event = events::DRAIN_FINISH,
+                result = "interrupted",
+                in_flight = inflight.current(),
+                duration_ms = 0u64,
+                "shutdown: second signal; not waiting for in-flight requests"
+            );
         }
         // 4. Close every proxy connection.
         proxy_rt.shutdown_background();
@@ -385,7 +444,51 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 .await;
         }
         let code = forced.map_or(0, |n| 128 + n);
-        tracing::info!(exit_code = code, "shutdown complete");
+        tracing::info!(
+            event = events::SHUTDOWN_COMPLETE,
+            exit_code = code,
+            duration_ms = shutdown_started.elapsed().as_millis() as u64,
+            "shutdown complete"
+        );
         Ok(code)
     })
+}
+
+/// Log once every pool has a ready worker, and tell systemd (`READY=1`).
+/// Waits on the status board's change signal; nothing is polled.
+async fn announce_ready(board: Arc<StatusBoard>, notifier: Option<Arc<Notifier>>) {
+    let mut changes = board.subscribe();
+    loop {
+        if board.all_pools_ready() {
+            break;
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+    let pools = board.pools();
+    let ready: Vec<String> = pools
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}/{}",
+                p.name,
+                p.count(crate::supervisor::WorkerState::Ready),
+                p.slots().len()
+            )
+        })
+        .collect();
+    let status = format!("ready: {}", ready.join(", "));
+    tracing::info!(
+        event = events::POOLS_READY,
+        pools = pools.len(),
+        workers_ready = %ready.join(", "),
+        "every pool has a ready worker"
+    );
+    if let Some(n) = notifier {
+        match n.notify(&format!("READY=1\nSTATUS={status}")) {
+            Ok(()) => tracing::info!("told systemd: READY=1"),
+            Err(e) => tracing::warn!(error = %e, "could not tell systemd that forkyard is ready"),
+        }
+    }
 }

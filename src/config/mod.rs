@@ -28,6 +28,7 @@ mod error;
 mod interpolate;
 mod location;
 mod raw;
+mod schema;
 mod validate;
 mod validate_hooks;
 
@@ -38,6 +39,7 @@ use serde_yaml::Value;
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use schema::json_schema;
 
 use error::Issue;
 use location::{key_text, KeyPath, LocationIndex, Seg};

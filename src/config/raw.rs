@@ -4,10 +4,12 @@
 //! bad value can be removed and deserialization retried (see `config::load_from_str`).
 //! Values that need checking (addresses, durations, port ranges, names) are kept as
 //! text here and checked in `validate`, which is where defaults are applied. The `///`
-//! comments state each default; they are meant to feed a JSON schema later.
+//! comments state each default; they become the descriptions of the JSON Schema that
+//! `schema` derives from these types (`forkyard schema`), so editors show them.
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
@@ -15,9 +17,11 @@ use super::duration::DURATION_HINT;
 use super::error::with_suggestion;
 use super::location::KeyPath;
 
-/// The whole file.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// forkyard's config.yaml: pools of worker processes behind an HTTP proxy.
+/// Every key is documented in docs/configuration.md.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(title = "forkyard config.yaml")]
 pub struct RawConfig {
     /// The HTTP reverse proxy. Default: listen on `0.0.0.0:8080` with 1 thread.
     pub proxy: Option<RawProxy>,
@@ -28,6 +32,7 @@ pub struct RawConfig {
     /// Shutdown. Default: drain for up to `30s`.
     pub shutdown: Option<RawShutdown>,
     /// Required. Worker pools by name (`[a-z0-9_-]+`), in file order; at least one.
+    #[schemars(required)]
     pub pools: Option<RawPools>,
     /// Optional with one pool (then one catch-all route to it); required with more.
     /// First match wins.
@@ -39,40 +44,48 @@ pub struct RawConfig {
 }
 
 /// `reload:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawReload {
     /// Reload when the config file changes on disk. Default false.
     pub watch: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Proxy")]
 pub struct RawProxy {
     /// One `IP:port` or a list of them. Default `"0.0.0.0:8080"`.
     pub listen: Option<RawListen>,
     /// Proxy worker threads, at least 1. Default 1.
+    #[schemars(with = "Option<super::schema::Count>")]
     pub threads: Option<usize>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Admin")]
 pub struct RawAdmin {
     /// One `IP:port`. Default `"127.0.0.1:9090"`.
+    #[schemars(with = "Option<super::schema::Address>")]
     pub listen: Option<Scalar>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Log")]
 pub struct RawLog {
     /// `error`, `warn`, `info`, `debug` or `trace`. Default `info`.
+    #[schemars(with = "Option<super::schema::LogLevel>")]
     pub level: Option<Scalar>,
     /// `text` or `json`. Default `text`.
+    #[schemars(with = "Option<super::schema::LogFormat>")]
     pub format: Option<Scalar>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Shutdown")]
 pub struct RawShutdown {
     /// How long in-flight requests may take to finish after SIGTERM. Default `"30s"`.
     pub timeout: Option<RawDuration>,
@@ -80,14 +93,19 @@ pub struct RawShutdown {
     pub delay: Option<RawDuration>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Pool")]
 pub struct RawPool {
     /// Required. argv, non-empty; may use `{port}`, `{worker}` and `{pool}`.
+    #[schemars(required)]
     pub command: Option<RawCommand>,
     /// Number of worker processes, at least 1. Default 1.
+    #[schemars(with = "Option<super::schema::Count>")]
     pub workers: Option<usize>,
     /// Required. `"A-B"` (inclusive) or a single port; at least `workers` ports.
+    #[schemars(required)]
+    #[schemars(with = "Option<super::schema::PortRange>")]
     pub ports: Option<Scalar>,
     /// Extra environment variables, in file order. Default: none.
     pub env: Option<RawEnv>,
@@ -111,11 +129,13 @@ pub struct RawPool {
     pub hooks: Option<RawPoolHooks>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Ready")]
 pub struct RawReady {
     /// Probe by TCP connect; only `true` is meaningful. Default: the probe when
     /// `ready` is not given.
+    #[schemars(with = "Option<super::schema::Flag>")]
     pub tcp: Option<bool>,
     /// Probe by `GET <path>` expecting 2xx; the path starts with `/`. No default.
     pub http: Option<String>,
@@ -126,7 +146,7 @@ pub struct RawReady {
 }
 
 /// `recycle:` limits after which a worker is replaced (replacement first).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRecycle {
     /// Requests served by one worker. Default: no limit.
@@ -140,10 +160,12 @@ pub struct RawRecycle {
 }
 
 /// `health:` active checks.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Health")]
 pub struct RawHealth {
     /// Probe by TCP connect (`true`).
+    #[schemars(with = "Option<super::schema::Flag>")]
     pub tcp: Option<bool>,
     /// Probe by `GET <path>` expecting 2xx.
     pub http: Option<String>,
@@ -152,15 +174,18 @@ pub struct RawHealth {
     /// Bound on one check. Default `"1s"`.
     pub timeout: Option<RawDuration>,
     /// Consecutive failures that take a worker out of the load balancer. Default 3.
+    #[schemars(with = "Option<super::schema::Count>")]
     pub unhealthy_after: Option<u32>,
     /// Consecutive successes that bring it back. Default 2.
+    #[schemars(with = "Option<super::schema::Count>")]
     pub healthy_after: Option<u32>,
     /// Unhealthy this long, the worker is restarted. Default `"30s"`.
     pub restart_after: Option<RawDuration>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Restart")]
 pub struct RawRestart {
     /// First restart delay, greater than 0. Default `"100ms"`.
     pub backoff_min: Option<RawDuration>,
@@ -173,19 +198,23 @@ pub struct RawRestart {
 }
 
 /// `restart.crash_loop`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "CrashLoop")]
 pub struct RawCrashLoop {
     /// Restarts within `window` that mark the pool degraded, at least 1. Default 5.
+    #[schemars(with = "Option<super::schema::Count>")]
     pub failures: Option<usize>,
     /// The sliding window. Default `"60s"`.
     pub window: Option<RawDuration>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Stop")]
 pub struct RawStop {
     /// Signal name such as `SIGTERM` or `TERM`. Default `SIGTERM`.
+    #[schemars(with = "Option<super::schema::SignalName>")]
     pub signal: Option<Scalar>,
     /// Time between the signal and SIGKILL. Default `"30s"`.
     pub grace: Option<RawDuration>,
@@ -194,20 +223,23 @@ pub struct RawStop {
     pub drain: Option<RawDuration>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Route")]
 pub struct RawRoute {
     /// Exact host, case-insensitive, without a port. Default: any host.
     pub host: Option<String>,
     /// Path prefix starting with `/`, matched on segment boundaries. Default: any path.
     pub path_prefix: Option<String>,
     /// Required. The pool that serves matching requests.
+    #[schemars(required)]
     pub pool: Option<String>,
 }
 
 /// Top-level `hooks:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "GlobalHooks")]
 pub struct RawGlobalHooks {
     /// Run once before any worker is spawned. Default: none.
     pub on_start: Option<Vec<RawHook>>,
@@ -216,8 +248,9 @@ pub struct RawGlobalHooks {
 }
 
 /// `pools.<name>.hooks:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "PoolHooks")]
 pub struct RawPoolHooks {
     /// In forkyard, before each spawn. Default: none.
     pub pre_fork: Option<Vec<RawHook>>,
@@ -232,16 +265,19 @@ pub struct RawPoolHooks {
 }
 
 /// One hook item: exactly one action key plus the common keys.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Hook")]
 pub struct RawHook {
     /// Label in logs and metrics. Default `<phase>.<index>`.
     pub name: Option<String>,
     /// Bound on one attempt. Default `"30s"`.
     pub timeout: Option<RawDuration>,
     /// `abort`, `skip` or `kill_worker`. Default depends on the phase.
+    #[schemars(with = "Option<super::schema::FailurePolicy>")]
     pub on_failure: Option<Scalar>,
     /// Extra attempts after a failure. Default 0.
+    #[schemars(with = "Option<super::schema::Integer>")]
     pub retries: Option<u32>,
     /// Pause between attempts. Default `"1s"`.
     pub retry_delay: Option<RawDuration>,
@@ -254,10 +290,12 @@ pub struct RawHook {
     /// Action: poll a TCP or HTTP target until it answers.
     pub wait_for: Option<RawWaitFor>,
     /// post_fork built-in: close inherited fds other than 0-2. Default true.
+    #[schemars(with = "Option<super::schema::Flag>")]
     pub close_fds: Option<bool>,
     /// post_fork built-in: set this env var to a fresh random 256-bit hex value.
     pub seed_env: Option<String>,
     /// post_fork built-in: start a new session.
+    #[schemars(with = "Option<super::schema::Flag>")]
     pub setsid: Option<bool>,
     /// post_fork built-in: octal umask such as `"022"`.
     pub umask: Option<Scalar>,
@@ -268,16 +306,20 @@ pub struct RawHook {
     /// post_fork built-in: run as this group (when forkyard is root).
     pub group: Option<Scalar>,
     /// post_fork built-in: scheduling niceness, -20..19.
+    #[schemars(with = "Option<super::schema::Integer>")]
     pub nice: Option<i32>,
     /// post_fork built-in: OOM killer adjustment, -1000..1000.
+    #[schemars(with = "Option<super::schema::Integer>")]
     pub oom_score_adj: Option<i32>,
     /// post_fork built-in: signal the worker gets when forkyard dies.
+    #[schemars(with = "Option<super::schema::SignalName>")]
     pub parent_death_signal: Option<Scalar>,
 }
 
 /// `http:` action.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpAction")]
 pub struct RawHttpAction {
     /// A path on the worker's address (post_spawn, pre_stop).
     pub path: Option<String>,
@@ -286,12 +328,14 @@ pub struct RawHttpAction {
     /// Request method. Default `GET`.
     pub method: Option<String>,
     /// Status that counts as success. Default: any 2xx.
+    #[schemars(with = "Option<super::schema::Integer>")]
     pub expect_status: Option<u16>,
 }
 
 /// `wait_for:` action.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "WaitFor")]
 pub struct RawWaitFor {
     /// `host:port` that must accept a TCP connection.
     pub tcp: Option<Scalar>,

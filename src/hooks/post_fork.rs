@@ -2,6 +2,7 @@
 //! its built-ins and `run:` hooks, logging and counting it like any other hook.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
@@ -9,8 +10,10 @@ use tokio::sync::oneshot;
 
 use super::FailureReason;
 use crate::config::Phase;
+use crate::events;
 use crate::metrics::Metrics;
 use crate::process::child_spec::Report;
+use crate::status::StatusBoard;
 
 /// How the post-fork stage of one spawn ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,7 @@ pub fn watch(
     pool: Arc<str>,
     worker: usize,
     metrics: Arc<Metrics>,
+    board: Arc<StatusBoard>,
 ) -> oneshot::Receiver<PostForkOutcome> {
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -39,7 +43,7 @@ pub fn watch(
                 tracing::warn!(pool = %pool, worker, "unreadable post_fork report: {line}");
                 continue;
             };
-            let outcome = record(&report, &pool, worker, &metrics);
+            let outcome = record(&report, &pool, worker, &metrics, &board);
             if let (Some(outcome), Some(tx)) = (outcome, tx.take()) {
                 let _ = tx.send(outcome);
             }
@@ -56,6 +60,7 @@ fn record(
     pool: &str,
     worker: usize,
     metrics: &Metrics,
+    board: &StatusBoard,
 ) -> Option<PostForkOutcome> {
     let phase = Phase::PostFork.as_str();
     match report {
@@ -69,15 +74,19 @@ fn record(
             last,
         } => {
             metrics.hook_ran(pool, Phase::PostFork, hook, *duration_s);
+            let took = Duration::try_from_secs_f64(*duration_s).unwrap_or_default();
             if *ok {
-                tracing::info!(pool, worker, phase, hook = %hook, attempt, duration_s, "hook finished");
+                board.hook_finished(pool, phase, hook, "ok", took);
+                tracing::info!(event = events::HOOK_FINISH, pool, worker, phase, hook = %hook, attempt, duration_s, "hook finished");
             } else {
                 let reason = reason
                     .as_deref()
                     .and_then(FailureReason::parse)
                     .unwrap_or(FailureReason::Exit);
                 metrics.hook_failed(pool, Phase::PostFork, hook, reason);
+                board.hook_finished(pool, phase, hook, reason.as_str(), took);
                 tracing::warn!(
+                    event = events::HOOK_FAIL,
                     pool,
                     worker,
                     phase,

@@ -9,8 +9,10 @@ use nix::sys::signal::Signal;
 use super::action::attempt;
 use super::FailureReason;
 use crate::config::{Hook, OnFailure, Phase};
+use crate::events;
 use crate::metrics::Metrics;
 use crate::process::{ExitReason, ExitStatus, Reaper};
+use crate::status::StatusBoard;
 
 /// How a worker ended, for `on_exit` hooks.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +103,8 @@ pub struct HookFailure {
 pub struct HookRunner {
     pub reaper: Arc<Reaper>,
     pub metrics: Arc<Metrics>,
+    /// Where `/status` reads each hook's last result.
+    pub board: Arc<StatusBoard>,
 }
 
 impl HookRunner {
@@ -118,6 +122,7 @@ impl HookRunner {
         let attempts = hook.retries.saturating_add(1);
         for n in 1..=attempts {
             tracing::info!(
+                event = events::HOOK_START,
                 pool,
                 worker = ctx.worker,
                 phase = phase.as_str(),
@@ -129,9 +134,16 @@ impl HookRunner {
             let result = attempt(hook, ctx, &self.reaper).await;
             let seconds = started.elapsed().as_secs_f64();
             self.metrics.hook_ran(pool, phase, name, seconds);
+            let took = started.elapsed();
+            let result_label = result
+                .as_ref()
+                .map_or_else(|e| e.reason.as_str(), |()| "ok");
+            self.board
+                .hook_finished(pool, phase.as_str(), name, result_label, took);
             let err = match result {
                 Ok(()) => {
                     tracing::info!(
+                        event = events::HOOK_FINISH,
                         pool,
                         worker = ctx.worker,
                         phase = phase.as_str(),
@@ -146,6 +158,7 @@ impl HookRunner {
             self.metrics.hook_failed(pool, phase, name, err.reason);
             let last = n == attempts;
             tracing::warn!(
+                event = events::HOOK_FAIL,
                 pool,
                 worker = ctx.worker,
                 phase = phase.as_str(),

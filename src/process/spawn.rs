@@ -22,6 +22,9 @@ use super::child_spec::{ChildSpec, SPEC_ENV};
 
 /// Environment variables of forkyard's own that a child must not inherit.
 const PRIVATE_ENV_PREFIX: &str = "FORKYARD_";
+/// systemd's notification socket is forkyard's: a worker that speaks the protocol
+/// must not report the service ready (see `notify`).
+const PRIVATE_ENV: [&str; 1] = ["NOTIFY_SOCKET"];
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -102,7 +105,8 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         .stderr(Stdio::piped());
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
-        if k.starts_with(PRIVATE_ENV_PREFIX) && k != SPEC_ENV {
+        if (k.starts_with(PRIVATE_ENV_PREFIX) && k != SPEC_ENV) || PRIVATE_ENV.contains(&k.as_ref())
+        {
             cmd.env_remove(key);
         }
     }

@@ -27,7 +27,7 @@ use prometheus::IntCounter;
 use crate::metrics::PoolRequestMetrics;
 pub use inflight::{InFlight, InFlightGuard};
 pub use router::Router;
-use upstreams::PoolUpstreams;
+use upstreams::{PoolUpstreams, ServedCounter};
 
 /// Connect attempts beyond the first, each on another worker.
 const CONNECT_RETRIES: u8 = 3;
@@ -174,7 +174,12 @@ impl ProxyHttp for ForkyardProxy {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if e.is_none() {
+            if let Some(worker) = ctx.tried.last() {
+                ServedCounter::count(worker);
+            }
+        }
         if let Some(pool) = ctx.pool.and_then(|i| self.pools.get(i)) {
             let status = session.response_written().map_or(0, |r| r.status.as_u16());
             pool.metrics

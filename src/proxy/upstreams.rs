@@ -58,6 +58,20 @@ impl Drop for WorkerGuard {
     }
 }
 
+/// Attached to a worker's `Backend` (in its `ext`): counts the requests the worker
+/// answered, for the status board. `ext` is ignored by `Backend`'s equality.
+#[derive(Clone)]
+pub struct ServedCounter(pub Arc<AtomicU64>);
+
+impl ServedCounter {
+    /// Count one answered request on `backend`, if it carries a counter.
+    pub fn count(backend: &Backend) {
+        if let Some(c) = backend.ext.get::<ServedCounter>() {
+            c.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Build the `Backend` for a worker address.
 pub fn backend_for(addr: SocketAddr) -> Backend {
     Backend {
@@ -128,13 +142,24 @@ impl PoolUpstreams {
 
     /// Start sending traffic to `addr`.
     pub async fn add(&self, addr: SocketAddr) {
+        self.add_backend(addr, backend_for(addr)).await
+    }
+
+    /// Start sending traffic to `addr`, counting its answered requests in `served`.
+    pub async fn add_counted(&self, addr: SocketAddr, served: Arc<AtomicU64>) {
+        let mut backend = backend_for(addr);
+        backend.ext.insert(ServedCounter(served));
+        self.add_backend(addr, backend).await
+    }
+
+    async fn add_backend(&self, addr: SocketAddr, backend: Backend) {
         self.counters
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .entry(addr)
             .or_default();
         self.change(|m| {
-            m.insert(backend_for(addr));
+            m.replace(backend);
         })
         .await
     }
@@ -191,5 +216,17 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(ups.select(&[]), Some(backend_for(b)));
         }
+    }
+
+    #[tokio::test]
+    async fn selected_backends_carry_their_served_counter() {
+        let ups = PoolUpstreams::new();
+        let a: SocketAddr = "127.0.0.1:9001".parse().unwrap();
+        let served = Arc::new(AtomicU64::new(0));
+        ups.add_counted(a, served.clone()).await;
+        for _ in 0..3 {
+            ServedCounter::count(&ups.select(&[]).unwrap());
+        }
+        assert_eq!(served.load(Ordering::Relaxed), 3);
     }
 }

@@ -5,6 +5,7 @@
 mod backoff;
 mod crash_loop;
 mod health;
+mod lifecycle;
 mod readiness;
 mod state;
 mod worker;
@@ -23,6 +24,7 @@ use tokio::task::JoinSet;
 use crate::config::{Bind, PoolConfig};
 use crate::hooks::HookRunner;
 use crate::proxy::upstreams::PoolUpstreams;
+use crate::status::StatusBoard;
 
 /// A running pool: its config and the proxy's view of its ready workers.
 #[derive(Clone)]
@@ -100,6 +102,8 @@ impl PoolSlots {
 
 pub struct Supervisor {
     hooks: HookRunner,
+    /// Each actor has its entry here while it runs (see `lifecycle`).
+    board: Arc<StatusBoard>,
     pools: Vec<PoolSlots>,
     /// Every actor task, live or retiring, so shutdown waits for all of them.
     tasks: JoinSet<()>,
@@ -112,12 +116,13 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Start every slot of every pool. Must run inside the control runtime.
-    pub fn start(pools: &[PoolHandle], hooks: HookRunner) -> Supervisor {
+    pub fn start(pools: &[PoolHandle], hooks: HookRunner, board: &Arc<StatusBoard>) -> Supervisor {
         let (recycle_tx, recycle_rx) = mpsc::unbounded_channel();
         let mut sup = Supervisor {
             recycle_tx,
             recycle_rx: Some(recycle_rx),
             hooks,
+            board: board.clone(),
             pools: pools
                 .iter()
                 .map(|p| PoolSlots {
@@ -154,8 +159,11 @@ impl Supervisor {
         let handle = &self.pools[i].handle;
         let (stop, rx) = watch::channel(StopMode::Run);
         let listener = slot_listener(&config, port);
+        let pool_status = self.board.add_pool(&handle.config.name);
         let ctx = worker::WorkerCtx {
             listener,
+            status: pool_status.attach(slot, port),
+            pool_status,
             pool: config,
             slot,
             port,

@@ -10,7 +10,11 @@
 
 use std::fmt;
 
+use std::sync::Arc;
+
 use prometheus::IntGauge;
+
+use crate::status::SlotStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WorkerState {
@@ -94,10 +98,12 @@ impl fmt::Display for WorkerState {
     }
 }
 
-/// A slot's current state, mirrored into the `forkyard_workers{pool,state}` gauges.
+/// A slot's current state, mirrored into the `forkyard_workers{pool,state}` gauges
+/// and, when given, the slot's entry on the status board.
 pub struct StateCell {
     state: WorkerState,
     gauges: [IntGauge; 5],
+    status: Option<Arc<SlotStatus>>,
 }
 
 impl StateCell {
@@ -106,11 +112,19 @@ impl StateCell {
         let cell = StateCell {
             state: WorkerState::Backoff,
             gauges,
+            status: None,
         };
         if let Some(g) = cell.gauge(WorkerState::Backoff) {
             g.inc();
         }
         cell
+    }
+
+    /// Also mirror the state into `status`.
+    pub fn reporting_to(mut self, status: Arc<SlotStatus>) -> StateCell {
+        status.set_state(self.state);
+        self.status = Some(status);
+        self
     }
 
     fn gauge(&self, s: WorkerState) -> Option<&IntGauge> {
@@ -130,6 +144,9 @@ impl StateCell {
                     }
                     if let Some(g) = self.gauge(next) {
                         g.inc();
+                    }
+                    if let Some(s) = &self.status {
+                        s.set_state(next);
                     }
                     self.state = next;
                 }

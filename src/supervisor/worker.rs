@@ -21,9 +21,11 @@ use tokio::time::{sleep, sleep_until, timeout};
 use super::backoff::Backoff;
 use super::crash_loop::CrashLoop;
 use super::health::{HealthChange, HealthTracker};
+use super::lifecycle::SlotRecord;
 use super::readiness::{probe_once, wait_ready};
 use super::state::{StateCell, WorkerEvent, WorkerState};
 use crate::config::{fill_placeholders, OnFailure, Phase, PoolConfig};
+use crate::events;
 use crate::hooks::post_fork::{self, PostForkOutcome};
 use crate::hooks::{HookContext, HookRunner, WorkerExit};
 use crate::metrics::Metrics;
@@ -32,6 +34,7 @@ use crate::process::output::{forward_lines, OutputLabel};
 use crate::process::signal::signal_group;
 use crate::process::{spawn, ExitReason, ExitStatus, SpawnSpec};
 use crate::proxy::upstreams::PoolUpstreams;
+use crate::status::{PoolStatus, SlotStatus};
 
 /// What the supervisor wants from its workers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +63,9 @@ pub struct WorkerCtx {
     pub upstreams: Arc<PoolUpstreams>,
     pub crash_loop: Arc<CrashLoop>,
     pub metrics: Arc<Metrics>,
+    /// This actor's entry on the status board, and the pool's (to leave it).
+    pub status: Arc<SlotStatus>,
+    pub pool_status: Arc<PoolStatus>,
 }
 
 impl WorkerCtx {
@@ -203,10 +209,19 @@ enum RunEnd {
 pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
     let pool_name = ctx.pool.name.clone();
     let gauges = WorkerState::GAUGED.map(|s| ctx.metrics.workers_in(&pool_name, s));
-    let mut state = StateCell::new(gauges);
+    let mut state = StateCell::new(gauges).reporting_to(ctx.status.clone());
     let restart = &ctx.pool.restart;
     let mut backoff = Backoff::new(restart.backoff_min, restart.backoff_max);
     let label: Arc<str> = Arc::from(pool_name.as_str());
+    // Leaves the status board (and the slot's per-worker series) when the actor ends.
+    let mut record = SlotRecord::new(
+        label.clone(),
+        ctx.slot,
+        ctx.port(),
+        ctx.metrics.clone(),
+        ctx.status.clone(),
+        ctx.pool_status.clone(),
+    );
 
     loop {
         let mode = *stop.borrow();
@@ -222,7 +237,7 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
             match spawn(&ctx.spawn_spec()) {
                 Ok(child) => {
                     state.apply(WorkerEvent::Spawned);
-                    tracing::info!(pool = %label, worker = ctx.slot, pid = child.pid, port = ctx.port(), "worker spawned");
+                    record.spawned(child.pid);
                     for (pipe, stream) in [(child.stdout, "stdout"), (child.stderr, "stderr")] {
                         if let Some(pipe) = pipe {
                             let label = OutputLabel {
@@ -235,15 +250,30 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
                             tokio::spawn(forward_lines(pipe, label));
                         }
                     }
-                    let post_fork = child
-                        .report
-                        .map(|r| post_fork::watch(r, label.clone(), ctx.slot, ctx.metrics.clone()));
+                    let post_fork = child.report.map(|r| {
+                        post_fork::watch(
+                            r,
+                            label.clone(),
+                            ctx.slot,
+                            ctx.metrics.clone(),
+                            ctx.hooks.board.clone(),
+                        )
+                    });
                     let exit = ctx.hooks.reaper.watch(child.pid);
-                    supervise_process(&ctx, child.pid, exit, post_fork, &mut state, &mut stop).await
+                    supervise_process(
+                        &ctx,
+                        child.pid,
+                        exit,
+                        post_fork,
+                        &mut state,
+                        &mut record,
+                        &mut stop,
+                    )
+                    .await
                 }
                 Err(e) => {
                     state.apply(WorkerEvent::SpawnFailed);
-                    tracing::error!(pool = %label, worker = ctx.slot, error = %e, "worker could not be started");
+                    record.spawn_failed(&e);
                     RunEnd::Restart(ExitReason::ExitCode, None)
                 }
             }
@@ -274,8 +304,7 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
         } else {
             jittered
         };
-        ctx.metrics.restart(&pool_name, reason);
-        tracing::info!(pool = %label, worker = ctx.slot, reason = reason.as_str(), delay_ms = delay.as_millis() as u64, "worker will restart");
+        record.restarting(reason, delay);
         tokio::select! {
             _ = sleep(delay) => { state.apply(WorkerEvent::BackoffElapsed); }
             _ = stopping(&mut stop) => {}
@@ -306,6 +335,7 @@ async fn supervise_process(
     mut exit: oneshot::Receiver<ExitStatus>,
     post_fork: Option<oneshot::Receiver<PostForkOutcome>>,
     state: &mut StateCell,
+    record: &mut SlotRecord,
     stop: &mut watch::Receiver<StopMode>,
 ) -> RunEnd {
     let pool = ctx.pool.name.as_str();
@@ -319,7 +349,7 @@ async fn supervise_process(
             state.apply(WorkerEvent::Exited);
             cleanup_group(pid);
             let reason = boot_exit_reason(status, post_fork).await;
-            tracing::warn!(pool, worker = ctx.slot, pid, %status, reason = reason.as_str(), "worker exited before it became ready");
+            record.exited(status, Some(reason), "worker exited before it became ready");
             return RunEnd::Restart(reason, Some(status));
         }
         _ = stopping(stop) => false,
@@ -329,6 +359,7 @@ async fn supervise_process(
                 tracing::warn!(pool, worker = ctx.slot, pid, timeout_ms = ready.timeout.as_millis() as u64, "worker not ready within ready.timeout; killing it");
                 let _ = signal_group(pid, Signal::SIGKILL);
                 let status = status_or_lost((&mut exit).await);
+                record.exited(status, Some(ExitReason::BootTimeout), "worker killed: not ready within ready.timeout");
                 cleanup_group(pid);
                 return RunEnd::Restart(ExitReason::BootTimeout, Some(status));
             }
@@ -344,8 +375,9 @@ async fn supervise_process(
                 let status = status_or_lost(status);
                 state.apply(WorkerEvent::Exited);
                 cleanup_group(pid);
-                tracing::warn!(pool, worker = ctx.slot, pid, %status, "worker exited during post_spawn");
-                return RunEnd::Restart(ExitReason::of_unplanned(status), Some(status));
+                let reason = ExitReason::of_unplanned(status);
+                record.exited(status, Some(reason), "worker exited during post_spawn");
+                return RunEnd::Restart(reason, Some(status));
             }
             _ = stopping(stop) => None,
         };
@@ -367,6 +399,11 @@ async fn supervise_process(
             );
             let _ = signal_group(pid, Signal::SIGKILL);
             let status = status_or_lost((&mut exit).await);
+            record.exited(
+                status,
+                Some(ExitReason::HookFailure),
+                "worker killed: post_spawn failed",
+            );
             cleanup_group(pid);
             return RunEnd::Restart(ExitReason::HookFailure, Some(status));
         }
@@ -374,11 +411,13 @@ async fn supervise_process(
 
     let booted = booted && *stop.borrow() == StopMode::Run;
     if booted {
-        ctx.upstreams.add(ctx.addr()).await;
+        ctx.upstreams
+            .add_counted(ctx.addr(), ctx.status.served_counter())
+            .await;
         state.apply(WorkerEvent::BecameReady);
         ctx.crash_loop.on_ready();
         ctx.report_boot(true);
-        tracing::info!(pool, worker = ctx.slot, pid, "worker ready");
+        record.ready();
         let mut health = ctx.pool.health.as_ref().map(|h| (h, HealthTracker::new(h)));
         let mut next_check = Instant::now();
         let recycling = ctx.pool.recycle.is_set();
@@ -397,9 +436,10 @@ async fn supervise_process(
                     let status = status_or_lost(status);
                     ctx.upstreams.remove(ctx.addr()).await;
                     state.apply(WorkerEvent::Exited);
-                    tracing::warn!(pool, worker = ctx.slot, pid, %status, "worker exited");
+                    let reason = ExitReason::of_unplanned(status);
+                    record.exited(status, Some(reason), "worker exited");
                     cleanup_group(pid);
-                    return RunEnd::Restart(ExitReason::of_unplanned(status), Some(status));
+                    return RunEnd::Restart(reason, Some(status));
                 }
                 _ = stopping(stop) => {
                     ctx.upstreams.remove(ctx.addr()).await;
@@ -433,7 +473,9 @@ async fn supervise_process(
                             tracing::warn!(pool, worker = ctx.slot, pid, fails = check.unhealthy_after, "worker unhealthy; out of the load balancer");
                         }
                         HealthChange::BecameHealthy => {
-                            ctx.upstreams.add(ctx.addr()).await;
+                            ctx.upstreams
+                                .add_counted(ctx.addr(), ctx.status.served_counter())
+                                .await;
                             state.apply(WorkerEvent::HealthRecovered);
                             tracing::info!(pool, worker = ctx.slot, pid, "worker healthy again; back in the load balancer");
                         }
@@ -445,6 +487,7 @@ async fn supervise_process(
                             ctx.run_hooks(Phase::PreStop, None).await;
                             let status = stop_process(ctx, pid, exit, stop).await;
                             state.apply(WorkerEvent::Exited);
+                            record.exited(status, Some(ExitReason::Health), "worker stopped: unhealthy for health.restart_after");
                             // Stopping → Stopped; the slot goes on in backoff.
                             state.apply(WorkerEvent::Respawn);
                             return RunEnd::Restart(ExitReason::Health, Some(status));
@@ -462,7 +505,7 @@ async fn supervise_process(
     }
     let status = stop_process(ctx, pid, exit, stop).await;
     state.apply(WorkerEvent::Exited);
-    tracing::info!(pool, worker = ctx.slot, pid, %status, "worker stopped");
+    record.exited(status, None, "worker stopped");
     RunEnd::Stopped(Some(status))
 }
 
@@ -473,14 +516,28 @@ async fn drain(ctx: &WorkerCtx, pid: i32, stop: &mut watch::Receiver<StopMode>) 
     if ctx.upstreams.in_flight(ctx.addr()) == 0 {
         return;
     }
-    tracing::info!(pool = %ctx.pool.name, worker = ctx.slot, pid, in_flight = ctx.upstreams.in_flight(ctx.addr()), "draining worker");
+    tracing::info!(
+        event = events::DRAIN_START,
+        pool = %ctx.pool.name,
+        worker = ctx.slot,
+        pid,
+        in_flight = ctx.upstreams.in_flight(ctx.addr()),
+        timeout_ms = limit.as_millis() as u64,
+        "draining worker"
+    );
+    let started = Instant::now();
+    let duration_ms = || started.elapsed().as_millis() as u64;
     tokio::select! {
         left = ctx.upstreams.drain(ctx.addr(), limit) => {
             if left > 0 {
-                tracing::warn!(pool = %ctx.pool.name, worker = ctx.slot, pid, in_flight = left, drain_ms = limit.as_millis() as u64, "stop.drain passed with requests still in flight");
+                tracing::warn!(event = events::DRAIN_FINISH, result = "timeout", pool = %ctx.pool.name, worker = ctx.slot, pid, in_flight = left, duration_ms = duration_ms(), drain_ms = limit.as_millis() as u64, "stop.drain passed with requests still in flight");
+            } else {
+                tracing::info!(event = events::DRAIN_FINISH, result = "drained", pool = %ctx.pool.name, worker = ctx.slot, pid, in_flight = 0u64, duration_ms = duration_ms(), "worker drained");
             }
         }
-        _ = killing(stop) => {}
+        _ = killing(stop) => {
+            tracing::warn!(event = events::DRAIN_FINISH, result = "interrupted", pool = %ctx.pool.name, worker = ctx.slot, pid, in_flight = ctx.upstreams.in_flight(ctx.addr()), duration_ms = duration_ms(), "draining worker cut short");
+        }
     }
 }
 

@@ -155,6 +155,8 @@ pub struct StartOpts {
     pub shell_prefix: Option<String>,
     /// A command forkyard runs under, e.g. `["unshare", "--pid", "--fork"]`.
     pub wrapper: Vec<String>,
+    /// The directory forkyard starts in. Default: the repository root.
+    pub cwd: Option<PathBuf>,
 }
 
 /// A running forkyard.
@@ -173,6 +175,24 @@ impl Forkyard {
     /// fresh loopback addresses and `{dir}` by a temporary directory for the test.
     pub fn start(yaml: &str) -> Forkyard {
         Forkyard::start_with(yaml, &StartOpts::default())
+    }
+
+    /// Like `start`, with extra environment variables for forkyard.
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Forkyard {
+        Forkyard::start_in(yaml, env, Path::new(env!("CARGO_MANIFEST_DIR")))
+    }
+
+    /// Like `start_with_env`, with forkyard started in directory `cwd`.
+    pub fn start_in(yaml: &str, env: &[(&str, &str)], cwd: &Path) -> Forkyard {
+        let opts = StartOpts {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            cwd: Some(cwd.to_path_buf()),
+            ..StartOpts::default()
+        };
+        Forkyard::start_with(yaml, &opts)
     }
 
     /// Like `start`, with extra environment and/or a shell prefix run before exec.
@@ -210,7 +230,11 @@ impl Forkyard {
         let mut child = cmd
             .args(["run", "-c"])
             .arg(&path)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(
+                opts.cwd
+                    .as_deref()
+                    .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR"))),
+            )
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -275,6 +299,11 @@ impl Forkyard {
 
     pub fn metrics(&self) -> String {
         self.admin_get("/metrics").expect("scrape /metrics").body
+    }
+
+    /// The `/status` document.
+    pub fn status(&self) -> serde_json::Value {
+        self.admin_get("/status").expect("GET /status").json()
     }
 
     /// The value of one series, e.g. `forkyard_workers{pool="web",state="ready"}`;
@@ -430,4 +459,72 @@ pub fn config_with(pools: &[String], routes: &str) -> String {
         pools.join("\n"),
         routes
     )
+}
+
+/// The forkyard binary under test.
+pub fn forkyard_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_forkyard")
+}
+
+/// The repository root.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where tests leave files for people to look at (screenshots).
+pub fn artifacts_dir() -> PathBuf {
+    let dir = repo().join("target/artifacts");
+    std::fs::create_dir_all(&dir).expect("create target/artifacts");
+    dir
+}
+
+/// A command on `PATH`.
+pub fn which(cmd: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(cmd))
+        .find(|p| p.is_file())
+}
+
+/// A tool the test needs, found on `PATH` or in the test virtualenv
+/// (`target/pytools/bin`, made by `make test`). `None` means: skip this test, which
+/// is only allowed outside CI; with `CI` set a missing tool fails the test.
+pub fn tool(cmd: &str, installed_by: &str) -> Option<PathBuf> {
+    let venv = repo().join("target/pytools/bin").join(cmd);
+    if venv.is_file() {
+        return Some(venv);
+    }
+    if let Some(p) = which(cmd) {
+        return Some(p);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{cmd} is required in CI; `make test` installs it ({installed_by})"
+    );
+    announce(&format!(
+        "\n*** SKIPPED: {cmd} is not installed; run `make test`, which installs it ({installed_by}) ***\n"
+    ));
+    None
+}
+
+/// Run `cmd` and return (success, stdout + stderr).
+pub fn run_tool(cmd: &mut Command) -> (bool, String) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Say something in the test output even when the harness captures it (`eprintln!`
+/// is captured; a direct write to stderr is not): artifact paths, awaited features.
+pub fn announce(message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{message}");
 }

@@ -1,0 +1,3 @@
+module example.com/forkyard-go-example
+
+go 1.19

@@ -1,0 +1,56 @@
+//! The names of forkyard's lifecycle log events: the `event` field of a log line.
+//!
+//! Each lifecycle step is logged as exactly one event with a stable `event` name and
+//! stable field names, so log pipelines can match on `event` instead of on message
+//! text (which stays human and may be reworded). `docs/logging.md` lists every event
+//! with its fields; keep the two in step. Events that belong to features of later
+//! issues (hooks, reloads, ejection) are named here already, so every emitter uses
+//! the same spelling.
+
+/// forkyard bound its listeners and is starting the pools. Fields: `version`,
+/// `proxy`, `admin`, `pools`.
+pub const START: &str = "start";
+/// A worker process was spawned. Fields: `pool`, `worker`, `pid`, `port`.
+pub const SPAWN: &str = "spawn";
+/// A worker process could not be spawned. Fields: `pool`, `worker`, `error`.
+pub const SPAWN_FAILED: &str = "spawn_failed";
+/// A worker passed its ready probe and takes traffic. Fields: `pool`, `worker`,
+/// `pid`, `boot_ms`.
+pub const READY: &str = "ready";
+/// Every pool has a ready worker for the first time (systemd gets `READY=1`).
+/// Fields: `pools`, `workers_ready`.
+pub const POOLS_READY: &str = "pools_ready";
+/// A worker process is gone. Fields: `pool`, `worker`, `pid`, `reason`, `status`,
+/// `exit_code` or `signal`, `uptime_ms`.
+pub const EXIT: &str = "exit";
+/// A slot will be started again after a delay. Fields: `pool`, `worker`, `reason`,
+/// `delay_ms`, `restarts`.
+pub const RESTART: &str = "restart";
+/// A worker was taken out of load balancing after failures (outlier ejection).
+/// Fields: `pool`, `worker`, `failures`, `duration_ms`.
+pub const EJECTION: &str = "ejection";
+/// A lifecycle hook attempt started. Fields: `pool`, `worker`, `phase`, `hook`,
+/// `attempt`.
+pub const HOOK_START: &str = "hook_start";
+/// A lifecycle hook attempt succeeded. Fields: `pool`, `worker`, `phase`, `hook`,
+/// `duration_s`.
+pub const HOOK_FINISH: &str = "hook_finish";
+/// A lifecycle hook attempt failed. Fields: `pool`, `worker`, `phase`, `hook`,
+/// `attempt`, `reason`, and `of`, `on_failure` for hooks forkyard runs itself.
+pub const HOOK_FAIL: &str = "hook_fail";
+/// A config reload began (SIGHUP or `POST /reload`). Fields: `file`.
+pub const RELOAD_START: &str = "reload_start";
+/// A config reload ended. Fields: `result` (`ok`, `error`, `rolled_back`),
+/// `duration_ms`.
+pub const RELOAD_FINISH: &str = "reload_finish";
+/// The proxy stopped accepting and waits for in-flight requests (or, with `pool`
+/// and `worker`, one worker leaving the load balancer drains). Fields: `in_flight`,
+/// `timeout_ms`.
+pub const DRAIN_START: &str = "drain_start";
+/// Draining ended. Fields: `result` (`drained`, `timeout`, `interrupted`),
+/// `in_flight`, `duration_ms`.
+pub const DRAIN_FINISH: &str = "drain_finish";
+/// A shutdown signal arrived; readiness is off. Fields: `signal`, `in_flight`.
+pub const SHUTDOWN: &str = "shutdown";
+/// Every worker is stopped; forkyard exits. Fields: `exit_code`, `duration_ms`.
+pub const SHUTDOWN_COMPLETE: &str = "shutdown_complete";

@@ -1,0 +1,393 @@
+//! The status board: one [`SlotStatus`] per worker slot, grouped by pool, plus the
+//! last result of every lifecycle hook.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::watch;
+
+use super::report::{ExitReport, HookReport, PoolReport, StatusReport, WorkerReport};
+use crate::process::usage;
+use crate::supervisor::WorkerState;
+
+pub struct StatusBoard {
+    started: Instant,
+    /// In config order. Pools come and go only with a config reload.
+    pools: RwLock<Vec<Arc<PoolStatus>>>,
+    hooks: Mutex<Vec<HookReport>>,
+    /// Bumped on every state change, so waiters need not poll.
+    changes: Arc<watch::Sender<u64>>,
+}
+
+pub struct PoolStatus {
+    pub name: Arc<str>,
+    slots: RwLock<Vec<Arc<SlotStatus>>>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+/// One worker slot as the board knows it.
+pub struct SlotStatus {
+    pub slot: usize,
+    pub port: u16,
+    inner: Mutex<SlotInner>,
+    /// Requests the current process answered; reset at each spawn.
+    served: Arc<AtomicU64>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+#[derive(Debug, Clone)]
+struct SlotInner {
+    state: WorkerState,
+    pid: Option<i32>,
+    spawned_at: Option<Instant>,
+    restarts: u64,
+    last_exit: Option<(&'static str, String, SystemTime)>,
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
+
+impl StatusBoard {
+    /// A board for `pools`, in config order, with no workers yet: each worker actor
+    /// attaches its own entry while it runs.
+    pub fn new<'a>(pools: impl IntoIterator<Item = &'a str>) -> Arc<StatusBoard> {
+        let changes = Arc::new(watch::channel(0u64).0);
+        let board = Arc::new(StatusBoard {
+            started: Instant::now(),
+            pools: RwLock::new(Vec::new()),
+            hooks: Mutex::new(Vec::new()),
+            changes,
+        });
+        for name in pools {
+            board.add_pool(name);
+        }
+        board
+    }
+
+    pub fn pools(&self) -> Vec<Arc<PoolStatus>> {
+        self.pools.read().clone()
+    }
+
+    pub fn pool(&self, name: &str) -> Option<Arc<PoolStatus>> {
+        self.pools.read().iter().find(|p| &*p.name == name).cloned()
+    }
+
+    /// The pool `name`, added (with no slots) at the end if new.
+    pub fn add_pool(&self, name: &str) -> Arc<PoolStatus> {
+        let mut pools = self.pools.write();
+        if let Some(p) = pools.iter().find(|p| &*p.name == name) {
+            return p.clone();
+        }
+        let pool = Arc::new(PoolStatus {
+            name: Arc::from(name),
+            slots: RwLock::new(Vec::new()),
+            changes: self.changes.clone(),
+        });
+        pools.push(pool.clone());
+        self.changes.send_modify(|v| *v += 1);
+        pool
+    }
+
+    /// Forget a pool that a new config no longer has, and its hooks.
+    pub fn remove_pool(&self, name: &str) {
+        self.pools.write().retain(|p| &*p.name != name);
+        self.hooks.lock().retain(|h| h.pool != name);
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// A receiver that sees a new value after every change on the board.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether every pool has at least one ready worker.
+    pub fn all_pools_ready(&self) -> bool {
+        self.pools
+            .read()
+            .iter()
+            .all(|p| p.count(WorkerState::Ready) > 0)
+    }
+
+    /// Make a lifecycle hook known before it first runs (`last_result: null`).
+    pub fn declare_hook(&self, pool: &str, phase: &str, hook: &str) {
+        self.hook_entry(pool, phase, hook, |_| {});
+    }
+
+    /// Record that a hook run ended with `result` (`ok`, or a failure reason).
+    pub fn hook_finished(&self, pool: &str, phase: &str, hook: &str, result: &str, took: Duration) {
+        let now = unix_seconds(SystemTime::now());
+        self.hook_entry(pool, phase, hook, |h| {
+            h.runs += 1;
+            if result != "ok" {
+                h.failures += 1;
+            }
+            h.last_result = Some(result.to_owned());
+            h.last_run_unix = Some(now);
+            h.last_duration_seconds = Some(took.as_secs_f64());
+        });
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    fn hook_entry(&self, pool: &str, phase: &str, hook: &str, f: impl FnOnce(&mut HookReport)) {
+        let mut hooks = self.hooks.lock();
+        let idx = match hooks
+            .iter()
+            .position(|h| h.pool == pool && h.phase == phase && h.hook == hook)
+        {
+            Some(i) => i,
+            None => {
+                hooks.push(HookReport {
+                    pool: pool.to_owned(),
+                    phase: phase.to_owned(),
+                    hook: hook.to_owned(),
+                    runs: 0,
+                    failures: 0,
+                    last_result: None,
+                    last_run_unix: None,
+                    last_run_seconds_ago: None,
+                    last_duration_seconds: None,
+                });
+                hooks.len() - 1
+            }
+        };
+        f(&mut hooks[idx]);
+    }
+
+    /// A snapshot of everything, with each live worker's RSS and CPU read now.
+    pub fn report(&self, not_ready: Option<String>) -> StatusReport {
+        StatusReport {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            pid: std::process::id(),
+            uptime_seconds: self.started.elapsed().as_secs_f64(),
+            ready: not_ready.is_none(),
+            not_ready_reason: not_ready,
+            pools: self.pools().iter().map(|p| p.report()).collect(),
+            hooks: {
+                let now = unix_seconds(SystemTime::now());
+                let mut hooks = self.hooks.lock().clone();
+                for h in &mut hooks {
+                    h.last_run_seconds_ago = h.last_run_unix.map(|t| (now - t).max(0.0));
+                }
+                hooks
+            },
+        }
+    }
+}
+
+impl PoolStatus {
+    /// A new entry for a worker actor of `slot` on `port` (state `backoff`, nothing
+    /// running). During a rolling replacement a slot has two: the old worker and
+    /// the new one.
+    pub fn attach(&self, slot: usize, port: u16) -> Arc<SlotStatus> {
+        let mut slots = self.slots.write();
+        let s = Arc::new(SlotStatus {
+            slot,
+            port,
+            inner: Mutex::new(SlotInner {
+                state: WorkerState::Backoff,
+                pid: None,
+                spawned_at: None,
+                restarts: 0,
+                last_exit: None,
+            }),
+            served: Arc::new(AtomicU64::new(0)),
+            changes: self.changes.clone(),
+        });
+        slots.push(s.clone());
+        // Stable: an older worker of the same slot stays first.
+        slots.sort_by_key(|s| s.slot);
+        drop(slots);
+        self.changes.send_modify(|v| *v += 1);
+        s
+    }
+
+    /// Remove an actor's entry when the actor ends. `true` if another entry for the
+    /// same slot remains (a replacement is running).
+    pub fn detach(&self, entry: &Arc<SlotStatus>) -> bool {
+        let mut slots = self.slots.write();
+        slots.retain(|s| !Arc::ptr_eq(s, entry));
+        let others = slots.iter().any(|s| s.slot == entry.slot);
+        drop(slots);
+        self.changes.send_modify(|v| *v += 1);
+        others
+    }
+
+    pub fn slots(&self) -> Vec<Arc<SlotStatus>> {
+        self.slots.read().clone()
+    }
+
+    pub fn count(&self, state: WorkerState) -> usize {
+        self.slots
+            .read()
+            .iter()
+            .filter(|s| s.state() == state)
+            .count()
+    }
+
+    fn report(&self) -> PoolReport {
+        let workers: Vec<WorkerReport> = self.slots().iter().map(|s| s.report()).collect();
+        PoolReport {
+            name: self.name.to_string(),
+            workers_total: workers.len(),
+            workers_ready: workers
+                .iter()
+                .filter(|w| w.state == WorkerState::Ready.as_str())
+                .count(),
+            restarts: workers.iter().map(|w| w.restarts).sum(),
+            degraded: false,
+            workers,
+        }
+    }
+}
+
+impl SlotStatus {
+    pub fn state(&self) -> WorkerState {
+        self.inner.lock().state
+    }
+
+    pub fn pid(&self) -> Option<i32> {
+        self.inner.lock().pid
+    }
+
+    /// The counter the proxy bumps for each request this slot's process answers.
+    pub fn served_counter(&self) -> Arc<AtomicU64> {
+        self.served.clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SlotInner)) {
+        f(&mut self.inner.lock());
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    pub fn set_state(&self, state: WorkerState) {
+        self.update(|i| i.state = state);
+    }
+
+    /// A new process `pid` runs in this slot.
+    pub fn spawned(&self, pid: i32) {
+        self.served.store(0, Ordering::Relaxed);
+        self.update(|i| {
+            i.pid = Some(pid);
+            i.spawned_at = Some(Instant::now());
+        });
+    }
+
+    /// The slot's process is gone: `reason` is the metrics' reason label, `status`
+    /// the exit as text ("exit code 3", "signal SIGKILL").
+    pub fn exited(&self, reason: &'static str, status: String) {
+        self.update(|i| {
+            i.pid = None;
+            i.spawned_at = None;
+            i.last_exit = Some((reason, status, SystemTime::now()));
+        });
+    }
+
+    /// The slot will be started again.
+    pub fn restarting(&self) {
+        self.update(|i| i.restarts += 1);
+    }
+
+    fn report(&self) -> WorkerReport {
+        let i = self.inner.lock().clone();
+        let usage = i.pid.and_then(usage::read);
+        let now = SystemTime::now();
+        WorkerReport {
+            slot: self.slot,
+            port: self.port,
+            pid: i.pid,
+            state: i.state.as_str().to_owned(),
+            uptime_seconds: i.spawned_at.map(|t| t.elapsed().as_secs_f64()),
+            restarts: i.restarts,
+            last_exit: i.last_exit.map(|(reason, status, at)| ExitReport {
+                reason: reason.to_owned(),
+                status,
+                at_unix: unix_seconds(at),
+                seconds_ago: now.duration_since(at).unwrap_or_default().as_secs_f64(),
+            }),
+            requests_served: self.served.load(Ordering::Relaxed),
+            rss_bytes: usage.map(|u| u.rss_bytes),
+            cpu_seconds: usage.map(|u| u.cpu_seconds),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_life_shows_in_the_report() {
+        let board = StatusBoard::new(["web", "api"]);
+        let mut changes = board.subscribe();
+        let web = board.pool("web").unwrap();
+        let s0 = web.attach(0, 9001);
+        let s1 = web.attach(1, 9002);
+        assert!(!board.all_pools_ready());
+        s0.set_state(WorkerState::Starting);
+        s0.spawned(std::process::id() as i32);
+        s0.set_state(WorkerState::Ready);
+        assert!(changes.has_changed().unwrap());
+        changes.borrow_and_update();
+        s0.served_counter().fetch_add(3, Ordering::Relaxed);
+
+        let r = board.report(None);
+        assert!(r.ready);
+        let w = &r.pools[0].workers[0];
+        assert_eq!((w.slot, w.port, w.state.as_str()), (0, 9001, "ready"));
+        assert_eq!(w.requests_served, 3);
+        assert!(w.rss_bytes.unwrap() > 0, "our own pid has an RSS");
+        assert_eq!(r.pools[0].workers_ready, 1);
+        assert_eq!(r.pools[0].workers_total, 2);
+
+        s0.exited("signal", "signal SIGKILL".into());
+        s0.restarting();
+        s0.set_state(WorkerState::Backoff);
+        let w = &board.report(None).pools[0].workers[0];
+        assert_eq!(w.pid, None);
+        assert_eq!(w.rss_bytes, None);
+        assert_eq!(w.restarts, 1);
+        assert_eq!(w.last_exit.as_ref().unwrap().reason, "signal");
+
+        // A rolling replacement: a second entry for slot 1, then the old one leaves.
+        let s1_new = web.attach(1, 9003);
+        assert_eq!(board.report(None).pools[0].workers_total, 3);
+        assert!(web.detach(&s1), "the new worker of slot 1 remains");
+        assert!(!web.detach(&s1_new), "now slot 1 is gone");
+        assert_eq!(board.report(None).pools[0].workers_total, 1);
+
+        s0.set_state(WorkerState::Ready);
+        assert!(!board.all_pools_ready(), "api has no ready worker");
+        board.remove_pool("api");
+        assert_eq!(board.report(None).pools.len(), 1);
+        assert!(
+            board.all_pools_ready(),
+            "only web is left, and it has a ready worker"
+        );
+        board.add_pool("api");
+        assert_eq!(board.report(None).pools[1].name, "api");
+    }
+
+    #[test]
+    fn hooks_are_listed_with_their_last_result() {
+        let board = StatusBoard::new(["web"]);
+        assert!(board.report(None).hooks.is_empty());
+        board.declare_hook("web", "post_spawn", "warm");
+        assert_eq!(board.report(None).hooks[0].last_result, None);
+        board.hook_finished(
+            "web",
+            "post_spawn",
+            "warm",
+            "timeout",
+            Duration::from_secs(5),
+        );
+        board.hook_finished("web", "post_spawn", "warm", "ok", Duration::from_millis(5));
+        let h = &board.report(None).hooks[0];
+        assert_eq!((h.runs, h.failures), (2, 1));
+        assert_eq!(h.last_result.as_deref(), Some("ok"));
+    }
+}

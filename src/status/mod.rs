@@ -1,0 +1,20 @@
+//! The live status of every worker slot, and its three renderings: the `/status`
+//! JSON, the `/` HTML page and the terminal table of `forkyard status`.
+//!
+//! - [`board`]: the [`StatusBoard`]. The supervisor's worker actors are its only
+//!   writers, one slot each, on lifecycle events; never per request. The one
+//!   per-request number, requests served, is an atomic counter that the proxy bumps
+//!   through a handle attached to the worker's load-balancer entry.
+//! - [`report`]: a serializable snapshot ([`StatusReport`]), the `/status` contract.
+//! - [`table`]: the same rows as text (terminal) and HTML (the admin page).
+//!
+//! Readers are the admin endpoints, the per-worker resource metrics
+//! (`metrics::worker_resources`) and the systemd readiness notice (`notify`), which
+//! waits on the board's change signal instead of polling.
+
+pub mod board;
+pub mod report;
+pub mod table;
+
+pub use board::{PoolStatus, SlotStatus, StatusBoard};
+pub use report::{HookReport, PoolReport, StatusReport, WorkerReport};

@@ -1,0 +1,83 @@
+//! The `/status` document: a snapshot of forkyard, its pools, their workers and the
+//! lifecycle hooks. Field names are a public contract (documented in
+//! `docs/admin.md`); `forkyard status` reads the same types back.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// forkyard's version.
+    pub version: String,
+    /// forkyard's own pid.
+    pub pid: u32,
+    pub uptime_seconds: f64,
+    /// What `/readyz` answers: every pool has a ready worker and no shutdown began.
+    pub ready: bool,
+    /// Why not ready, when not.
+    pub not_ready_reason: Option<String>,
+    pub pools: Vec<PoolReport>,
+    /// Every declared lifecycle hook with its last result; empty when the config
+    /// declares no hooks.
+    pub hooks: Vec<HookReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolReport {
+    pub name: String,
+    pub workers_total: usize,
+    pub workers_ready: usize,
+    /// Sum of the slots' restarts.
+    pub restarts: u64,
+    /// The crash-loop breaker marked the pool degraded (`restart.crash_loop`).
+    pub degraded: bool,
+    pub workers: Vec<WorkerReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// The slot index, `0..workers`; stable across restarts.
+    pub slot: usize,
+    /// The slot's port, stable across restarts.
+    pub port: u16,
+    /// The running process, if any.
+    pub pid: Option<i32>,
+    /// `starting`, `ready`, `backoff`, `stopping` or `stopped`.
+    pub state: String,
+    /// Since the current process was spawned.
+    pub uptime_seconds: Option<f64>,
+    /// Times this slot was restarted.
+    pub restarts: u64,
+    pub last_exit: Option<ExitReport>,
+    /// Requests the current process answered through the proxy.
+    pub requests_served: u64,
+    /// Resident memory of the current process, read from /proc.
+    pub rss_bytes: Option<u64>,
+    /// CPU time of the current process, read from /proc.
+    pub cpu_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitReport {
+    /// The `reason` label of the metrics: `exit_code`, `signal`, `boot_timeout`, `stop`.
+    pub reason: String,
+    /// As text: `exit code 3`, `signal SIGKILL`.
+    pub status: String,
+    pub at_unix: f64,
+    pub seconds_ago: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookReport {
+    /// Empty for forkyard-wide phases (`on_start`, `on_shutdown`).
+    pub pool: String,
+    pub phase: String,
+    pub hook: String,
+    pub runs: u64,
+    pub failures: u64,
+    /// `ok` or a failure reason; `null` before the first run.
+    pub last_result: Option<String>,
+    pub last_run_unix: Option<f64>,
+    /// How long ago the last run ended, when the report was made.
+    pub last_run_seconds_ago: Option<f64>,
+    pub last_duration_seconds: Option<f64>,
+}

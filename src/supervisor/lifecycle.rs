@@ -1,0 +1,168 @@
+//! What happens to a worker slot, recorded in three places by one call: one
+//! structured log event (named in [`crate::events`]), the slot's metrics and its
+//! entry on the status board. The worker actor calls these at each step, so the
+//! three can never disagree.
+//!
+//! A [`SlotRecord`] lives as long as its actor. When it is dropped the actor's entry
+//! leaves the status board, and the slot's per-worker series are deleted unless
+//! another actor runs the same slot (a rolling replacement starts the new worker of
+//! a slot before the old one stops).
+
+use std::fmt::Display;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::events;
+use crate::metrics::{Metrics, SlotMetrics, EXIT_REASON_STOP};
+use crate::process::{ExitReason, ExitStatus};
+use crate::status::{PoolStatus, SlotStatus};
+
+pub struct SlotRecord {
+    pool: Arc<str>,
+    slot: usize,
+    port: u16,
+    metrics: SlotMetrics,
+    all_metrics: Arc<Metrics>,
+    status: Arc<SlotStatus>,
+    pool_status: Arc<PoolStatus>,
+    /// The current process and when it was spawned.
+    current: Option<(i32, Instant)>,
+    restarts: u64,
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+impl SlotRecord {
+    pub fn new(
+        pool: Arc<str>,
+        slot: usize,
+        port: u16,
+        metrics: Arc<Metrics>,
+        status: Arc<SlotStatus>,
+        pool_status: Arc<PoolStatus>,
+    ) -> SlotRecord {
+        SlotRecord {
+            metrics: metrics.slot(&pool, slot),
+            all_metrics: metrics,
+            pool,
+            slot,
+            port,
+            status,
+            pool_status,
+            current: None,
+            restarts: 0,
+        }
+    }
+
+    pub fn spawned(&mut self, pid: i32) {
+        self.current = Some((pid, Instant::now()));
+        self.metrics.starts.inc();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.metrics.start_time.set(now.as_secs_f64());
+        self.status.spawned(pid);
+        tracing::info!(
+            event = events::SPAWN,
+            pool = %self.pool,
+            worker = self.slot,
+            pid,
+            port = self.port,
+            "worker spawned"
+        );
+    }
+
+    pub fn spawn_failed(&mut self, error: &dyn Display) {
+        tracing::error!(
+            event = events::SPAWN_FAILED,
+            pool = %self.pool,
+            worker = self.slot,
+            error = %error,
+            "worker could not be started"
+        );
+    }
+
+    pub fn ready(&mut self) {
+        let Some((pid, spawned)) = self.current else {
+            return;
+        };
+        let boot = spawned.elapsed();
+        self.metrics.boot.observe(boot.as_secs_f64());
+        tracing::info!(
+            event = events::READY,
+            pool = %self.pool,
+            worker = self.slot,
+            pid,
+            boot_ms = millis(boot),
+            "worker ready"
+        );
+    }
+
+    /// The process ended. `reason` is `None` for a stop forkyard asked for.
+    pub fn exited(&mut self, status: ExitStatus, reason: Option<ExitReason>, message: &str) {
+        let (pid, uptime) = match self.current.take() {
+            Some((pid, t)) => (Some(pid), Some(millis(t.elapsed()))),
+            None => (None, None),
+        };
+        let reason_label = reason.map_or(EXIT_REASON_STOP, ExitReason::as_str);
+        self.metrics.exit(reason_label);
+        self.status.exited(reason_label, status.to_string());
+        let (exit_code, signal) = match status {
+            ExitStatus::Code(c) => (Some(c), None),
+            ExitStatus::Signal(_) => (
+                None,
+                status
+                    .to_string()
+                    .strip_prefix("signal ")
+                    .map(str::to_owned),
+            ),
+        };
+        macro_rules! exit_event {
+            ($level:ident) => {
+                tracing::$level!(
+                    event = events::EXIT,
+                    pool = %self.pool,
+                    worker = self.slot,
+                    pid,
+                    reason = reason_label,
+                    %status,
+                    exit_code,
+                    signal,
+                    uptime_ms = uptime,
+                    "{message}"
+                )
+            };
+        }
+        if reason.is_some() {
+            exit_event!(warn);
+        } else {
+            exit_event!(info);
+        }
+    }
+
+    /// The slot will be started again after `delay`.
+    pub fn restarting(&mut self, reason: ExitReason, delay: Duration) {
+        self.restarts += 1;
+        self.metrics.restart(reason);
+        self.status.restarting();
+        tracing::info!(
+            event = events::RESTART,
+            pool = %self.pool,
+            worker = self.slot,
+            reason = reason.as_str(),
+            delay_ms = millis(delay),
+            restarts = self.restarts,
+            "worker will restart"
+        );
+    }
+}
+
+impl Drop for SlotRecord {
+    fn drop(&mut self) {
+        if !self.pool_status.detach(&self.status) {
+            self.all_metrics.forget_slot(&self.pool, self.slot);
+        }
+    }
+}

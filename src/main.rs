@@ -30,7 +30,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the pools, the proxy and the admin listener.
-    Run(ConfigArg),
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Reload when the config file changes (same as `reload: { watch: true }`).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Validate the config and print the resolved plan, then exit.
     Check(ConfigArg),
     /// Print the workers table of a running forkyard (from its admin /status).
@@ -107,8 +113,8 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        Command::Run(arg) => {
-            let config = match forkyard::config::load(&arg.config) {
+        Command::Run { config: arg, watch } => {
+            let mut config = match forkyard::config::load(&arg.config) {
                 Ok(c) => c,
                 Err(errors) => {
                     eprintln!("{errors}");
@@ -120,6 +126,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
+            config.watch |= watch;
             forkyard::logging::init(&config.log);
             match forkyard::server::run(config) {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),

@@ -31,14 +31,15 @@ use crate::config::{Config, Phase};
 use crate::events;
 use crate::hooks::{HookContext, HookRunner};
 use crate::metrics::{HookSeries, Metrics, WorkerResources};
-use crate::notify::Notifier;
 use crate::process::Reaper;
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::proxy::{ForkyardProxy, InFlight, ProxyPool, Router};
 use crate::reload::{self, ReloadResult};
+use crate::sd_notify::Notifier;
 use crate::signals::{self, ControlEvent};
 use crate::status::StatusBoard;
 use crate::supervisor::{CrashLoop, PoolHandle, Supervisor};
+use crate::watch::{self as file_watch, ConfigWatch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -258,6 +259,21 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         }
         let mut supervisor = Supervisor::start(&pools, hooks.clone(), &board);
         tokio::spawn(announce_ready(board.clone(), notifier.clone()));
+        let mut recycle_rx = supervisor.take_recycle_requests();
+        let mut config_watch = if config.watch {
+            match ConfigWatch::start(&config.source) {
+                Ok(w) => {
+                    tracing::info!(file = %config.source.display(), "watching the config file for changes");
+                    Some(w)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch the config file; reload with SIGHUP instead");
+                    None
+                }
+            }
+        } else {
+            None
+        };
 
         // Run until SIGTERM/SIGINT; meanwhile serve scale requests from signals and
         // from the admin listener.
@@ -277,6 +293,19 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                         }
                     }
                 },
+                _ = file_watch::changed(&mut config_watch) => {
+                    tracing::info!("config file changed");
+                    tokio::select! {
+                        _ = reload::reload(&mut config, &mut supervisor, &metrics) => {}
+                        e = next_stop_signal(&mut signals) => break e,
+                    }
+                }
+                Some(request) = recycle_rx.recv() => {
+                    tokio::select! {
+                        _ = supervisor.recycle(request) => {}
+                        e = next_stop_signal(&mut signals) => break e,
+                    }
+                }
                 Some(command) = admin_rx.recv() => match command {
                     AdminCommand::Scale { pool, workers, reply } => {
                         let result = supervisor

@@ -27,6 +27,8 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// `on_start` and `on_shutdown` hooks.
     pub hooks: GlobalHooks,
+    /// Reload the file when it changes on disk (`reload.watch`, or `run --watch`).
+    pub watch: bool,
 }
 
 impl Config {
@@ -133,6 +135,23 @@ pub struct ReadyCheck {
     pub interval: Duration,
 }
 
+/// Limits after which a worker is replaced: the replacement starts first and must be
+/// ready before the old worker is drained.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recycle {
+    pub max_requests: Option<u64>,
+    pub max_requests_jitter: u64,
+    pub max_lifetime: Option<Duration>,
+    /// Bytes.
+    pub max_rss: Option<u64>,
+}
+
+impl Recycle {
+    pub fn is_set(&self) -> bool {
+        self.max_requests.is_some() || self.max_lifetime.is_some() || self.max_rss.is_some()
+    }
+}
+
 /// Active health checks of a ready worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheck {
@@ -192,6 +211,8 @@ pub struct PoolConfig {
     pub ready: ReadyCheck,
     /// Active health checks of ready workers; none by default.
     pub health: Option<HealthCheck>,
+    /// When to replace a worker; never by default.
+    pub recycle: Recycle,
     pub restart: RestartPolicy,
     pub stop: StopPolicy,
     /// The per-worker lifecycle hooks.

@@ -39,6 +39,18 @@ pub struct RawConfig {
     pub routes: Option<Vec<RawRoute>>,
     /// forkyard-wide hooks: `on_start` and `on_shutdown`. Default: none.
     pub hooks: Option<RawGlobalHooks>,
+    /// Config reloads. Default `{ watch: false }`.
+    pub reload: Option<RawReload>,
+}
+
+/// `reload:`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Reload")]
+pub struct RawReload {
+    /// Reload when the config file changes on disk. Default false.
+    #[schemars(with = "Option<super::schema::Flag>")]
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -105,6 +117,8 @@ pub struct RawPool {
     pub ready: Option<RawReady>,
     /// Active health checks of ready workers. Default: none.
     pub health: Option<RawHealth>,
+    /// Replace workers after some requests, age or memory. Default: never.
+    pub recycle: Option<RawRecycle>,
     /// Restart backoff. Default `{ backoff_min: "100ms", backoff_max: "30s", reset_after: "60s" }`.
     pub restart: Option<RawRestart>,
     /// How workers are stopped. Default `{ signal: SIGTERM, grace: "30s" }`.
@@ -128,6 +142,23 @@ pub struct RawReady {
     pub timeout: Option<RawDuration>,
     /// Time between probes. Default `"100ms"`.
     pub interval: Option<RawDuration>,
+}
+
+/// `recycle:` limits after which a worker is replaced (replacement first).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Recycle")]
+pub struct RawRecycle {
+    /// Requests served by one worker. Default: no limit.
+    #[schemars(with = "Option<super::schema::Integer>")]
+    pub max_requests: Option<u64>,
+    /// A random 0..=jitter added per worker to `max_requests`. Default 0.
+    #[schemars(with = "Option<super::schema::Integer>")]
+    pub max_requests_jitter: Option<u64>,
+    /// Age of a worker. Default: no limit.
+    pub max_lifetime: Option<RawDuration>,
+    /// Resident memory of a worker, e.g. `"512MiB"`. Default: no limit.
+    pub max_rss: Option<Scalar>,
 }
 
 /// `health:` active checks.

@@ -77,6 +77,7 @@ pub(super) fn validate(
         pools: pools.into_iter().map(|p| p.config).collect(),
         routes,
         hooks,
+        watch: raw.reload.and_then(|r| r.watch).unwrap_or(false),
     };
     (config, c.issues)
 }
@@ -367,6 +368,7 @@ impl Checker<'_> {
         };
         let ready = self.ready(raw.ready, &path.key("ready"));
         let health = self.health(raw.health, &path.key("health"));
+        let recycle = self.recycle(raw.recycle, &path.key("recycle"));
         let restart = self.restart(raw.restart.unwrap_or_default(), &path.key("restart"));
         let stop = self.stop(raw.stop.unwrap_or_default(), &path.key("stop"));
         let hooks = self.pool_hooks(raw.hooks, &path.key("hooks"));
@@ -379,6 +381,7 @@ impl Checker<'_> {
             cwd,
             ready,
             health,
+            recycle,
             restart,
             stop,
             hooks,
@@ -535,6 +538,34 @@ impl Checker<'_> {
                 }
                 ReadyProbe::Http { path: http }
             }
+        }
+    }
+
+    fn recycle(&mut self, raw: Option<RawRecycle>, path: &KeyPath) -> Recycle {
+        let Some(raw) = raw else {
+            return Recycle::default();
+        };
+        if raw.max_requests == Some(0) {
+            self.error(&path.key("max_requests"), "max_requests must be at least 1");
+        }
+        let max_rss = raw.max_rss.and_then(|scalar| {
+            let p = path.key("max_rss");
+            let text = self.text(&scalar, &p);
+            match parse_size(&text) {
+                Ok(n) => Some(n),
+                Err(m) => {
+                    self.error(&p, m);
+                    None
+                }
+            }
+        });
+        Recycle {
+            max_requests: raw.max_requests.filter(|n| *n > 0),
+            max_requests_jitter: raw.max_requests_jitter.unwrap_or(0),
+            max_lifetime: raw
+                .max_lifetime
+                .and_then(|d| self.positive_duration(Some(d), &path.key("max_lifetime"), SECOND)),
+            max_rss,
         }
     }
 
@@ -810,6 +841,29 @@ fn show_range(range: PortRange) -> String {
     }
 }
 
+/// `"512MiB"`, `"1GiB"`, `"200MB"`, `"1048576"` (bytes).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let hint = r#"(expected e.g. "512MiB", "1GiB" or "300MB")"#;
+    let digits = text.bytes().take_while(|b| b.is_ascii_digit()).count();
+    let (num, unit) = text.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {text:?} {hint}"))?;
+    let mult: u64 = match unit {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "MB" => 1000 * 1000,
+        "GB" => 1000 * 1000 * 1000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(format!("invalid size {text:?} {hint}")),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("invalid size {text:?} {hint}"))
+}
+
 pub(super) fn is_env_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
@@ -871,14 +925,14 @@ mod tests {
         let e = one("pools:\n  web:\n    command: [app]\n    ports: \"9001\"\n    wrokers: 2\n");
         assert_eq!(
             e,
-            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, health, restart, stop, hooks); did you mean "workers"?"#
+            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, health, recycle, restart, stop, hooks); did you mean "workers"?"#
         );
         let errors = errors(&format!("{POOL}prxy: {{}}\n"));
         assert_eq!(errors[0].path, "prxy");
         assert_eq!((errors[0].line, errors[0].column), (Some(5), Some(1)));
         assert_eq!(
             errors[0].message,
-            r#"unknown key "prxy" (expected one of: proxy, admin, log, shutdown, pools, routes, hooks); did you mean "proxy"?"#
+            r#"unknown key "prxy" (expected one of: proxy, admin, log, shutdown, pools, routes, hooks, reload); did you mean "proxy"?"#
         );
     }
 

@@ -58,16 +58,25 @@ pub enum ExitReason {
     HookFailure,
     /// It stayed unhealthy for `health.restart_after`.
     Health,
+    /// Replaced after `recycle.max_requests`.
+    RecycleRequests,
+    /// Replaced after `recycle.max_lifetime`.
+    RecycleLifetime,
+    /// Replaced after exceeding `recycle.max_rss`.
+    RecycleMemory,
 }
 
 impl ExitReason {
     /// Every reason, for pre-initialising metric series.
-    pub const ALL: [ExitReason; 5] = [
+    pub const ALL: [ExitReason; 8] = [
         ExitReason::ExitCode,
         ExitReason::Signal,
         ExitReason::BootTimeout,
         ExitReason::HookFailure,
         ExitReason::Health,
+        ExitReason::RecycleRequests,
+        ExitReason::RecycleLifetime,
+        ExitReason::RecycleMemory,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +86,9 @@ impl ExitReason {
             ExitReason::BootTimeout => "boot_timeout",
             ExitReason::HookFailure => "hook_failure",
             ExitReason::Health => "health",
+            ExitReason::RecycleRequests => "recycle_requests",
+            ExitReason::RecycleLifetime => "recycle_lifetime",
+            ExitReason::RecycleMemory => "recycle_memory",
         }
     }
 

@@ -38,16 +38,23 @@ pub struct PoolUpstreams {
     lb: LoadBalancer<RoundRobin>,
     /// Serialises selector rebuilds: Pingora forbids overlapping `update` calls.
     update: tokio::sync::Mutex<()>,
-    /// Requests in progress per worker address, so a leaving worker can be drained.
-    in_flight: RwLock<HashMap<SocketAddr, Arc<AtomicUsize>>>,
+    /// Per worker address: requests in progress (so a leaving worker can be
+    /// drained) and requests sent (for recycling).
+    counters: RwLock<HashMap<SocketAddr, Arc<WorkerCounters>>>,
+}
+
+#[derive(Default)]
+struct WorkerCounters {
+    in_flight: AtomicUsize,
+    sent: AtomicU64,
 }
 
 /// Held by a request while it is being proxied to one worker.
-pub struct WorkerGuard(Arc<AtomicUsize>);
+pub struct WorkerGuard(Arc<WorkerCounters>);
 
 impl Drop for WorkerGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -83,29 +90,41 @@ impl PoolUpstreams {
             members,
             lb,
             update: tokio::sync::Mutex::new(()),
-            in_flight: RwLock::new(HashMap::new()),
+            counters: RwLock::new(HashMap::new()),
         })
     }
 
     /// Count a request to `addr` until the guard is dropped.
     pub fn enter(&self, addr: SocketAddr) -> Option<WorkerGuard> {
-        let counter = self
-            .in_flight
+        let counters = self
+            .counters
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&addr)?
             .clone();
-        counter.fetch_add(1, Ordering::AcqRel);
-        Some(WorkerGuard(counter))
+        counters.in_flight.fetch_add(1, Ordering::AcqRel);
+        counters.sent.fetch_add(1, Ordering::Relaxed);
+        Some(WorkerGuard(counters))
+    }
+
+    fn counters(&self, addr: SocketAddr) -> Option<Arc<WorkerCounters>> {
+        self.counters
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr)
+            .cloned()
     }
 
     /// Requests in progress at `addr`.
     pub fn in_flight(&self, addr: SocketAddr) -> usize {
-        self.in_flight
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&addr)
-            .map_or(0, |c| c.load(Ordering::Acquire))
+        self.counters(addr)
+            .map_or(0, |c| c.in_flight.load(Ordering::Acquire))
+    }
+
+    /// Requests ever sent to `addr` (whatever process listened there).
+    pub fn sent(&self, addr: SocketAddr) -> u64 {
+        self.counters(addr)
+            .map_or(0, |c| c.sent.load(Ordering::Relaxed))
     }
 
     /// Wait until `addr` (already out of the balancer) has no request in progress,
@@ -134,7 +153,7 @@ impl PoolUpstreams {
     }
 
     async fn add_backend(&self, addr: SocketAddr, backend: Backend) {
-        self.in_flight
+        self.counters
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .entry(addr)

@@ -14,11 +14,11 @@ pub use backoff::Backoff;
 pub use crash_loop::CrashLoop;
 pub use readiness::probe_once;
 pub use state::{WorkerEvent, WorkerState};
-pub use worker::StopMode;
+pub use worker::{RecycleRequest, StopMode};
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::config::PoolConfig;
@@ -93,12 +93,18 @@ pub struct Supervisor {
     tasks: JoinSet<()>,
     /// Every stop channel ever handed out; shutdown and kill reach them all.
     all_stops: Arc<Mutex<Vec<watch::Sender<StopMode>>>>,
+    /// Workers ask here to be replaced (recycling); the server loop reads it.
+    recycle_tx: mpsc::UnboundedSender<RecycleRequest>,
+    recycle_rx: Option<mpsc::UnboundedReceiver<RecycleRequest>>,
 }
 
 impl Supervisor {
     /// Start every slot of every pool. Must run inside the control runtime.
     pub fn start(pools: &[PoolHandle], hooks: HookRunner, board: &Arc<StatusBoard>) -> Supervisor {
+        let (recycle_tx, recycle_rx) = mpsc::unbounded_channel();
         let mut sup = Supervisor {
+            recycle_tx,
+            recycle_rx: Some(recycle_rx),
             hooks,
             board: board.clone(),
             pools: pools
@@ -144,6 +150,7 @@ impl Supervisor {
             slot,
             port,
             boot_report: Mutex::new(boot_report),
+            recycle: self.recycle_tx.clone(),
             upstreams: handle.upstreams.clone(),
             crash_loop: handle.crash_loop.clone(),
             metrics: self.hooks.metrics.clone(),
@@ -280,6 +287,30 @@ impl Supervisor {
         } else {
             self.retire(i, fresh);
             false
+        }
+    }
+
+    /// The stream of recycle requests (taken once by the server loop).
+    pub fn take_recycle_requests(&mut self) -> mpsc::UnboundedReceiver<RecycleRequest> {
+        self.recycle_rx
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1)
+    }
+
+    /// Replace one worker that asked for it: its replacement starts first and must
+    /// be ready before it is drained and stopped.
+    pub async fn recycle(&mut self, req: RecycleRequest) {
+        let Ok(i) = self.index(&req.pool) else { return };
+        // The slot may have been replaced or removed since it asked.
+        if self.pools[i].slots.get(req.slot).map(|s| s.port) != Some(req.port) {
+            return;
+        }
+        let config = self.pools[i].handle.config.clone();
+        if self.replace_slot(i, req.slot, config).await {
+            self.hooks.metrics.restart(&req.pool, req.reason);
+            tracing::info!(pool = %req.pool, worker = req.slot, reason = req.reason.as_str(), "worker recycled");
+        } else {
+            tracing::warn!(pool = %req.pool, worker = req.slot, "the replacement did not become ready; the worker keeps serving");
         }
     }
 

@@ -12,10 +12,10 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep, sleep_until, timeout};
 
 use super::backoff::Backoff;
@@ -55,6 +55,8 @@ pub struct WorkerCtx {
     pub port: u16,
     /// Told once whether the first spawn became ready (rolling reloads wait on it).
     pub boot_report: std::sync::Mutex<Option<oneshot::Sender<bool>>>,
+    /// Where to ask for this worker to be replaced (recycling).
+    pub recycle: mpsc::UnboundedSender<RecycleRequest>,
     pub hooks: HookRunner,
     pub upstreams: Arc<PoolUpstreams>,
     pub crash_loop: Arc<CrashLoop>,
@@ -140,6 +142,56 @@ impl WorkerCtx {
             }
         }
     }
+}
+
+/// A worker asks to be replaced: the supervisor starts its replacement first.
+#[derive(Debug, Clone)]
+pub struct RecycleRequest {
+    pub pool: String,
+    pub slot: usize,
+    pub port: u16,
+    pub reason: ExitReason,
+}
+
+/// How often recycling limits are checked.
+const RECYCLE_CHECK: Duration = Duration::from_millis(250);
+/// How long to wait before asking again if a replacement did not happen.
+const RECYCLE_RETRY: Duration = Duration::from_secs(30);
+
+/// Resident memory of `pid`, from /proc.
+fn rss_bytes(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Which recycling limit, if any, this worker has reached.
+fn recycle_due(
+    ctx: &WorkerCtx,
+    pid: i32,
+    started: Instant,
+    sent: u64,
+    threshold: Option<u64>,
+) -> Option<ExitReason> {
+    let r = &ctx.pool.recycle;
+    if threshold.is_some_and(|t| sent >= t) {
+        return Some(ExitReason::RecycleRequests);
+    }
+    if r.max_lifetime.is_some_and(|l| started.elapsed() >= l) {
+        return Some(ExitReason::RecycleLifetime);
+    }
+    if let (Some(max), Some(rss)) = (r.max_rss, r.max_rss.and(rss_bytes(pid))) {
+        if rss >= max {
+            return Some(ExitReason::RecycleMemory);
+        }
+    }
+    None
 }
 
 /// How one run of the process ended.
@@ -285,6 +337,7 @@ async fn supervise_process(
 ) -> RunEnd {
     let pool = ctx.pool.name.as_str();
     let ready = &ctx.pool.ready;
+    let started = Instant::now();
 
     // Boot: until ready, exit, stop, or the boot timeout.
     let booted = tokio::select! {
@@ -364,6 +417,13 @@ async fn supervise_process(
         record.ready();
         let mut health = ctx.pool.health.as_ref().map(|h| (h, HealthTracker::new(h)));
         let mut next_check = Instant::now();
+        let recycling = ctx.pool.recycle.is_set();
+        let sent_at_ready = ctx.upstreams.sent(ctx.addr());
+        let threshold = ctx.pool.recycle.max_requests.map(|n| {
+            n + rand::Rng::random_range(&mut rand::rng(), 0..=ctx.pool.recycle.max_requests_jitter)
+        });
+        let mut next_recycle_check = Instant::now() + RECYCLE_CHECK;
+        let mut recycle_asked: Option<Instant> = None;
         loop {
             if let Some((h, _)) = &health {
                 next_check += h.interval;
@@ -381,6 +441,21 @@ async fn supervise_process(
                 _ = stopping(stop) => {
                     ctx.upstreams.remove(ctx.addr()).await;
                     break;
+                }
+                _ = sleep_until(next_recycle_check.into()), if recycling => {
+                    next_recycle_check += RECYCLE_CHECK;
+                    let sent = ctx.upstreams.sent(ctx.addr()).saturating_sub(sent_at_ready);
+                    let again = recycle_asked.is_none_or(|t| t.elapsed() >= RECYCLE_RETRY);
+                    if let (true, Some(reason)) = (again, recycle_due(ctx, pid, started, sent, threshold)) {
+                        tracing::info!(pool, worker = ctx.slot, pid, reason = reason.as_str(), requests = sent, "worker due for recycling; asking for a replacement");
+                        recycle_asked = Some(Instant::now());
+                        let _ = ctx.recycle.send(RecycleRequest {
+                            pool: ctx.pool.name.clone(),
+                            slot: ctx.slot,
+                            port: ctx.port,
+                            reason,
+                        });
+                    }
                 }
                 _ = sleep_until(next_check.into()), if health.is_some() => {
                     let Some((check, tracker)) = health.as_mut() else { continue };

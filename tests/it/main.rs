@@ -16,6 +16,7 @@ mod notify;
 mod pid1;
 mod proxying;
 mod readiness;
+mod recycle;
 mod reload;
 mod restarts;
 mod scaling;

@@ -162,3 +162,39 @@ fn an_invalid_config_on_reload_changes_nothing() {
     );
     assert!(gens(&fy).iter().all(|g| g == "1"));
 }
+
+#[test]
+fn a_watched_config_reloads_on_save_and_a_crash_loop_is_fixed_by_it() {
+    let ports = free_ports(10);
+    // Generation 1 crashes at start: the pool goes degraded.
+    let broken = config("1", ", FIXTURE_EXIT_AT_START: \"3\"", ports).replace(
+        "restart: { backoff_min: \"50ms\", backoff_max: \"500ms\" }",
+        "restart: { backoff_min: \"50ms\", backoff_max: \"500ms\", crash_loop: { failures: 3, window: \"60s\" } }",
+    ) + "reload:\n  watch: true\n";
+    let fy = Forkyard::start(&broken);
+    wait_for_or_log(&fy, BOOT, "the pool to be degraded", || {
+        (fy.metric(r#"forkyard_pool_degraded{pool="web"}"#)? == 1.0).then_some(())
+    });
+    // Saving a fixed file is enough.
+    rewrite(&fy, &(config("2", "", ports) + "reload:\n  watch: true\n"));
+    wait_for_or_log(&fy, BOOT, "the fixed generation to serve", || {
+        (fy.metric(r#"forkyard_config_reloads_total{result="ok"}"#)? >= 1.0
+            && fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 3.0)
+            .then_some(())
+    });
+    assert!(gens(&fy).iter().all(|g| g == "2"));
+    assert_eq!(
+        fy.metric(r#"forkyard_pool_degraded{pool="web"}"#),
+        Some(0.0)
+    );
+    // A broken save is reported and changes nothing.
+    rewrite(
+        &fy,
+        &(config("3", "", ports).replace("workers: 3", "workers: [3]")
+            + "reload:\n  watch: true\n"),
+    );
+    wait_for_or_log(&fy, BOOT, "the broken save to be reported", || {
+        (fy.metric(r#"forkyard_config_reloads_total{result="error"}"#)? >= 1.0).then_some(())
+    });
+    assert!(gens(&fy).iter().all(|g| g == "2"));
+}

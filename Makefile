@@ -14,7 +14,7 @@ PYTOOLS := target/pytools
 
 # Python packages for the example apps and the tests (PyPI), in a virtualenv.
 VENV := target/venv
-PY_REQUIREMENTS := examples/pyramid-sqlalchemy/requirements.txt
+PY_REQUIREMENTS := examples/pyramid-sqlalchemy/requirements.txt tests/requirements.txt
 
 .PHONY: run build test lint deps-build deps-test venv clean
 

@@ -478,6 +478,7 @@ routes:
                 },
                 health: None,
                 recycle: Recycle::default(),
+                bind: Bind::Port,
                 restart: RestartPolicy {
                     backoff_min: Duration::from_millis(100),
                     backoff_max: secs(30),
@@ -557,7 +558,7 @@ routes:
             shown,
             [
                 "config.yaml:2:12: proxy.threads: threads must be at least 1",
-                r#"config.yaml:6:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, health, recycle, restart, stop, hooks); did you mean "workers"?"#,
+                r#"config.yaml:6:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks); did you mean "workers"?"#,
                 r#"config.yaml:8:29: pools.web.restart.backoff_max: invalid duration "5 sec" (expected e.g. "5s", "250ms", "1m"; bare numbers are not durations)"#,
                 r#"config.yaml:11:12: pools.api.ports: port range 9002 overlaps pool "web" (ports 9001-9002)"#,
                 r#"config.yaml:13:11: routes[0].pool: unknown pool "wbe" (pools: web, api); did you mean "web"?"#,

@@ -95,6 +95,17 @@ pub struct ShutdownConfig {
     pub delay: Duration,
 }
 
+/// How a worker gets its listening socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bind {
+    /// The worker binds 127.0.0.1:<slot port> itself.
+    #[default]
+    Port,
+    /// forkyard binds the slot's socket, keeps it across restarts, and passes it as
+    /// fd 3 with `LISTEN_FDS`/`LISTEN_PID`/`LISTEN_FDNAMES`.
+    Inherit,
+}
+
 /// An inclusive port range, `start..=end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortRange {
@@ -208,6 +219,8 @@ pub struct PoolConfig {
     pub env: Vec<(String, String)>,
     /// Default: the directory forkyard was started in (`.`).
     pub cwd: PathBuf,
+    /// Default `Port`.
+    pub bind: Bind,
     pub ready: ReadyCheck,
     /// Active health checks of ready workers; none by default.
     pub health: Option<HealthCheck>,

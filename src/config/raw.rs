@@ -113,6 +113,10 @@ pub struct RawPool {
     pub env: Option<RawEnv>,
     /// Working directory of the workers. Default `"."`.
     pub cwd: Option<String>,
+    /// How a worker gets its socket: `port` (it binds its slot's port itself) or
+    /// `inherit` (forkyard passes it as fd 3, systemd style). Default `port`.
+    #[schemars(with = "Option<super::schema::BindMode>")]
+    pub bind: Option<Scalar>,
     /// Readiness probe. Default `{ tcp: true, timeout: "30s", interval: "100ms" }`.
     pub ready: Option<RawReady>,
     /// Active health checks of ready workers. Default: none.

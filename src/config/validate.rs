@@ -366,7 +366,44 @@ impl Checker<'_> {
             }
             Some(cwd) => PathBuf::from(cwd),
         };
+        let bind_path = path.key("bind");
+        let bind = match raw
+            .bind
+            .as_ref()
+            .map(|b| self.text(b, &bind_path))
+            .as_deref()
+        {
+            None | Some("port") => Bind::Port,
+            Some("inherit") => Bind::Inherit,
+            Some("unix") => {
+                self.error(
+                    &bind_path,
+                    "bind: unix is not supported yet (use port or inherit)",
+                );
+                Bind::Port
+            }
+            Some(other) => {
+                let message = format!("invalid bind {other:?} (expected port or inherit)");
+                self.error(
+                    &bind_path,
+                    with_suggestion(message, other, &["port", "inherit"]),
+                );
+                Bind::Port
+            }
+        };
+        let ready_given = raw.ready.is_some();
         let ready = self.ready(raw.ready, &path.key("ready"));
+        if bind == Bind::Inherit && ready.probe == ReadyProbe::Tcp {
+            let at = if ready_given {
+                path.key("ready")
+            } else {
+                bind_path.clone()
+            };
+            self.error(
+                &at,
+                r#"bind: inherit needs an HTTP ready probe, e.g. ready: { http: "/" } (forkyard's own socket accepts TCP connections before the worker does)"#,
+            );
+        }
         let health = self.health(raw.health, &path.key("health"));
         let recycle = self.recycle(raw.recycle, &path.key("recycle"));
         let restart = self.restart(raw.restart.unwrap_or_default(), &path.key("restart"));
@@ -379,6 +416,7 @@ impl Checker<'_> {
             ports: ports.unwrap_or(PortRange { start: 1, end: 1 }),
             env,
             cwd,
+            bind,
             ready,
             health,
             recycle,
@@ -925,7 +963,7 @@ mod tests {
         let e = one("pools:\n  web:\n    command: [app]\n    ports: \"9001\"\n    wrokers: 2\n");
         assert_eq!(
             e,
-            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, health, recycle, restart, stop, hooks); did you mean "workers"?"#
+            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks); did you mean "workers"?"#
         );
         let errors = errors(&format!("{POOL}prxy: {{}}\n"));
         assert_eq!(errors[0].path, "prxy");

@@ -148,6 +148,7 @@ async fn run(
         env,
         cwd: ctx.cwd.clone(),
         child: None,
+        inherit: None,
     };
     let child = spawn(&spec).map_err(|e| fail(FailureReason::SpawnError, e.to_string()))?;
     let tail = Tail::default();

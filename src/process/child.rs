@@ -32,7 +32,53 @@ pub const EXIT_SETUP: i32 = 127;
 
 struct Reporter(Option<File>);
 
+/// Where the passed socket must be, by the systemd protocol.
+const LISTEN_FD: i32 = 3;
+
+/// Put the inherited listening socket at fd 3 (moving the report pipe away from 3
+/// first if it sits there) and make sure the app inherits it.
+#[allow(unsafe_code)]
+fn pass_listener(fd: i32, reporter: &mut Reporter) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    if reporter.fd() == Some(LISTEN_FD) {
+        if let Some(f) = reporter.0.take() {
+            // F_DUPFD_CLOEXEC to a number above 3, then the old one closes with `f`.
+            // SAFETY: fcntl with F_DUPFD_CLOEXEC only duplicates a valid fd we own.
+            let moved = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+            if moved < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            drop(f);
+            // SAFETY: `moved` was just created by fcntl and nothing else owns it.
+            reporter.0 = Some(unsafe { File::from_raw_fd(moved) });
+        }
+    }
+    if fd != LISTEN_FD {
+        // SAFETY: dup2 onto fd 3, which is free (the report pipe was moved) or an
+        // inherited descriptor that close_fds would drop anyway; `fd` is the socket
+        // forkyard passed us.
+        if unsafe { libc::dup2(fd, LISTEN_FD) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the original number is not used again.
+        unsafe {
+            libc::close(fd);
+        }
+    } else {
+        // SAFETY: clearing FD_CLOEXEC on fd 3, the socket passed to us.
+        if unsafe { libc::fcntl(LISTEN_FD, libc::F_SETFD, 0) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 impl Reporter {
+    fn fd(&self) -> Option<i32> {
+        use std::os::fd::AsRawFd;
+        self.0.as_ref().map(|f| f.as_raw_fd())
+    }
+
     fn send(&mut self, report: &Report) {
         if let (Some(f), Ok(mut line)) = (self.0.as_mut(), serde_json::to_string(report)) {
             line.push('\n');
@@ -111,8 +157,21 @@ pub fn main() -> ! {
         let result = apply_builtin(&b.action, &mut env, parent);
         finish(&mut reporter, b, started, result);
     }
+    if let Some(fd) = spec.listen_fd {
+        if let Err(e) = pass_listener(fd, &mut reporter) {
+            eprintln!("forkyard: cannot pass the listening socket: {e}");
+            std::process::exit(EXIT_SETUP);
+        }
+        env.retain(|(k, _)| k != "LISTEN_FDS" && k != "LISTEN_PID" && k != "LISTEN_FDNAMES");
+        env.push(("LISTEN_FDS".into(), "1".into()));
+        env.push(("LISTEN_PID".into(), std::process::id().to_string().into()));
+        env.push(("LISTEN_FDNAMES".into(), spec.listen_name.clone().into()));
+    }
     if spec.close_fds {
-        let keep: HashSet<i32> = [spec.report_fd].into_iter().collect();
+        let mut keep: HashSet<i32> = [reporter.fd()].into_iter().flatten().collect();
+        if spec.listen_fd.is_some() {
+            keep.insert(LISTEN_FD);
+        }
         close_inherited_fds(&keep);
     }
     for hook in &spec.hooks {

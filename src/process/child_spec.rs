@@ -26,6 +26,10 @@ pub struct ChildSpec {
     pub builtins: Vec<ChildBuiltin>,
     /// `run:` hooks, in file order, run after the built-ins.
     pub hooks: Vec<ChildHook>,
+    /// A listening socket to pass to the app as fd 3 (`bind: inherit`), and its
+    /// name for `LISTEN_FDNAMES`. Set by `spawn`.
+    pub listen_fd: Option<i32>,
+    pub listen_name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,6 +184,8 @@ impl ChildSpec {
             setsid,
             builtins,
             hooks,
+            listen_fd: None,
+            listen_name: pool.name.clone(),
         }
     }
 }

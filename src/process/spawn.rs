@@ -36,6 +36,8 @@ pub struct SpawnSpec {
     /// Start through `forkyard __child` with this spec (workers), or exec `argv`
     /// directly (hooks).
     pub child: Option<ChildSpec>,
+    /// A listening socket the worker inherits as fd 3 (`bind: inherit`).
+    pub inherit: Option<std::sync::Arc<std::net::TcpListener>>,
 }
 
 /// A started child. Its exit must be observed through the reaper.
@@ -81,6 +83,11 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
                 .map_err(|e| SpawnError::Setup(format!("fcntl: {e}")))?;
             let mut child_spec = child_spec.clone();
             child_spec.report_fd = write.as_raw_fd();
+            if let Some(listener) = &spec.inherit {
+                fcntl(listener.as_ref(), FcntlArg::F_SETFD(FdFlag::empty()))
+                    .map_err(|e| SpawnError::Setup(format!("fcntl: {e}")))?;
+                child_spec.listen_fd = Some(listener.as_raw_fd());
+            }
             let json = serde_json::to_string(&child_spec)
                 .map_err(|e| SpawnError::Setup(format!("spec: {e}")))?;
             let mut cmd = Command::new("/proc/self/exe");
@@ -105,6 +112,10 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     }
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
     let spawned = cmd.spawn();
+    // Only this child inherits the slot's socket; forkyard's other children must not.
+    if let Some(listener) = &spec.inherit {
+        let _ = fcntl(listener.as_ref(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
     // The child has its copy of the write end (or failed); ours must close so the
     // reader sees EOF when the child is done.
     let report_read = report_pipe.map(|(read, write)| {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use crate::config::PoolConfig;
+use crate::config::{Bind, PoolConfig};
 use crate::hooks::HookRunner;
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::status::StatusBoard;
@@ -38,6 +38,22 @@ pub struct PoolHandle {
 struct Slot {
     stop: watch::Sender<StopMode>,
     port: u16,
+}
+
+/// `bind: inherit`: forkyard's own listening socket for a slot's port. Held by the
+/// actor for its whole life, so connections wait in the backlog while the worker
+/// restarts.
+fn slot_listener(config: &PoolConfig, port: u16) -> Option<Arc<std::net::TcpListener>> {
+    if config.bind != Bind::Inherit {
+        return None;
+    }
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(l) => Some(Arc::new(l)),
+        Err(e) => {
+            tracing::error!(pool = %config.name, port, error = %e, "cannot bind the slot's socket for bind: inherit");
+            None
+        }
+    }
 }
 
 /// Why a scale request was refused.
@@ -142,8 +158,10 @@ impl Supervisor {
             .retain(|s| !s.is_closed());
         let handle = &self.pools[i].handle;
         let (stop, rx) = watch::channel(StopMode::Run);
+        let listener = slot_listener(&config, port);
         let pool_status = self.board.add_pool(&handle.config.name);
         let ctx = worker::WorkerCtx {
+            listener,
             status: pool_status.attach(slot, port),
             pool_status,
             pool: config,

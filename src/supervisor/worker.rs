@@ -57,6 +57,8 @@ pub struct WorkerCtx {
     pub boot_report: std::sync::Mutex<Option<oneshot::Sender<bool>>>,
     /// Where to ask for this worker to be replaced (recycling).
     pub recycle: mpsc::UnboundedSender<RecycleRequest>,
+    /// `bind: inherit`: the slot's socket, held by forkyard across restarts.
+    pub listener: Option<Arc<std::net::TcpListener>>,
     pub hooks: HookRunner,
     pub upstreams: Arc<PoolUpstreams>,
     pub crash_loop: Arc<CrashLoop>,
@@ -123,6 +125,7 @@ impl WorkerCtx {
             argv,
             env,
             cwd: self.pool.cwd.clone(),
+            inherit: self.listener.clone(),
         }
     }
 

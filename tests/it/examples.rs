@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::harness::*;
 
 /// The virtualenv `make test` builds (`make venv`), or `None` (skip) outside CI.
-fn venv() -> Option<std::path::PathBuf> {
+pub fn venv() -> Option<std::path::PathBuf> {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/venv");
     if venv.join(".installed").exists() {
         return Some(venv);

@@ -22,5 +22,6 @@ mod restarts;
 mod scaling;
 mod schema;
 mod shutdown;
+mod socket_passing;
 mod status;
 mod status_page;

@@ -22,7 +22,7 @@
 //!   (`/status` JSON, the HTML page, the `forkyard status` table).
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status` and `/`.
 //! - [`signals`]: the one owner of process signals.
-//! - [`notify`]: systemd's `READY=1` over `NOTIFY_SOCKET`.
+//! - [`sd_notify`]: systemd's `READY=1` over `NOTIFY_SOCKET`.
 //! - [`server`]: wiring and the shutdown order.
 //! - [`events`]: the stable names of the lifecycle log events.
 //! - [`logging`], [`plan`]: log setup and the `check` command's output.
@@ -49,7 +49,7 @@
 //! event (names in [`events`]), the metrics, and the slot's entry on the
 //! [`status::StatusBoard`]. The board is what `/status`, the `/` page and the
 //! per-worker RSS/CPU metrics read; its change signal wakes the task that tells
-//! systemd `READY=1` ([`notify`]) once every pool has a ready worker.
+//! systemd `READY=1` ([`sd_notify`]) once every pool has a ready worker.
 //!
 //! Child exits are observed through exactly one path: [`process::Reaper`] calls
 //! `waitpid(-1)` on SIGCHLD and routes each status by pid to the actor that watches
@@ -87,12 +87,12 @@ pub mod events;
 pub mod hooks;
 pub mod logging;
 pub mod metrics;
-pub mod notify;
 pub mod plan;
 pub mod probe;
 pub mod process;
 pub mod proxy;
 pub mod reload;
+pub mod sd_notify;
 pub mod server;
 pub mod signals;
 pub mod status;

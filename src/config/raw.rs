@@ -46,8 +46,10 @@ pub struct RawConfig {
 /// `reload:`.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Reload")]
 pub struct RawReload {
     /// Reload when the config file changes on disk. Default false.
+    #[schemars(with = "Option<super::schema::Flag>")]
     pub watch: Option<bool>,
 }
 
@@ -113,6 +115,7 @@ pub struct RawPool {
     pub cwd: Option<String>,
     /// How a worker gets its socket: `port` (it binds its slot's port itself) or
     /// `inherit` (forkyard passes it as fd 3, systemd style). Default `port`.
+    #[schemars(with = "Option<super::schema::BindMode>")]
     pub bind: Option<Scalar>,
     /// Readiness probe. Default `{ tcp: true, timeout: "30s", interval: "100ms" }`.
     pub ready: Option<RawReady>,
@@ -148,10 +151,13 @@ pub struct RawReady {
 /// `recycle:` limits after which a worker is replaced (replacement first).
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Recycle")]
 pub struct RawRecycle {
     /// Requests served by one worker. Default: no limit.
+    #[schemars(with = "Option<super::schema::Integer>")]
     pub max_requests: Option<u64>,
     /// A random 0..=jitter added per worker to `max_requests`. Default 0.
+    #[schemars(with = "Option<super::schema::Integer>")]
     pub max_requests_jitter: Option<u64>,
     /// Age of a worker. Default: no limit.
     pub max_lifetime: Option<RawDuration>,

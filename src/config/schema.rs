@@ -70,6 +70,8 @@ formats! {
     Integer => or_interpolated(json!({ "type": "integer" }));
     /// A hook's `on_failure`.
     FailurePolicy => or_interpolated(json!({ "enum": ["abort", "skip", "kill_worker"] }));
+    /// A pool's `bind`.
+    BindMode => or_interpolated(json!({ "enum": ["port", "inherit"] }));
     /// `IP:port`.
     Address => address();
     LogLevel => or_interpolated(json!({ "enum": ["error", "warn", "info", "debug", "trace"] }));

@@ -23,7 +23,7 @@ use super::child_spec::{ChildSpec, SPEC_ENV};
 /// Environment variables of forkyard's own that a child must not inherit.
 const PRIVATE_ENV_PREFIX: &str = "FORKYARD_";
 /// systemd's notification socket is forkyard's: a worker that speaks the protocol
-/// must not report the service ready (see `notify`).
+/// must not report the service ready (see `sd_notify`).
 const PRIVATE_ENV: [&str; 1] = ["NOTIFY_SOCKET"];
 
 /// What to start.

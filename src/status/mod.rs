@@ -9,7 +9,7 @@
 //! - [`table`]: the same rows as text (terminal) and HTML (the admin page).
 //!
 //! Readers are the admin endpoints, the per-worker resource metrics
-//! (`metrics::worker_resources`) and the systemd readiness notice (`notify`), which
+//! (`metrics::worker_resources`) and the systemd readiness notice (`sd_notify`), which
 //! waits on the board's change signal instead of polling.
 
 pub mod board;

@@ -135,10 +135,20 @@ impl SlotRecord {
                 )
             };
         }
-        if reason.is_some() {
-            exit_event!(warn);
-        } else {
+        // Stops forkyard planned (shutdown, scaling, replacement, recycling) are news,
+        // not trouble.
+        let planned = matches!(
+            reason,
+            None | Some(
+                ExitReason::RecycleRequests
+                    | ExitReason::RecycleLifetime
+                    | ExitReason::RecycleMemory
+            )
+        );
+        if planned {
             exit_event!(info);
+        } else {
+            exit_event!(warn);
         }
     }
 

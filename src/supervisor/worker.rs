@@ -410,6 +410,8 @@ async fn supervise_process(
     }
 
     let booted = booted && *stop.borrow() == StopMode::Run;
+    // Set when this worker asked to be recycled: its coming stop is that recycle.
+    let mut recycled: Option<ExitReason> = None;
     if booted {
         ctx.upstreams
             .add_counted(ctx.addr(), ctx.status.served_counter())
@@ -452,6 +454,7 @@ async fn supervise_process(
                     if let (true, Some(reason)) = (again, recycle_due(ctx, pid, started, sent, threshold)) {
                         tracing::info!(pool, worker = ctx.slot, pid, reason = reason.as_str(), requests = sent, "worker due for recycling; asking for a replacement");
                         recycle_asked = Some(Instant::now());
+                        recycled = Some(reason);
                         let _ = ctx.recycle.send(RecycleRequest {
                             pool: ctx.pool.name.clone(),
                             slot: ctx.slot,
@@ -505,7 +508,10 @@ async fn supervise_process(
     }
     let status = stop_process(ctx, pid, exit, stop).await;
     state.apply(WorkerEvent::Exited);
-    record.exited(status, None, "worker stopped");
+    match recycled {
+        Some(reason) => record.exited(status, Some(reason), "worker stopped: recycled"),
+        None => record.exited(status, None, "worker stopped"),
+    }
     RunEnd::Stopped(Some(status))
 }
 

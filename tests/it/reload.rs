@@ -155,11 +155,10 @@ fn an_invalid_config_on_reload_changes_nothing() {
         fy.metric(r#"forkyard_config_reloads_total{result="error"}"#),
         Some(1.0)
     );
-    assert!(
-        fy.log().contains("unknown key \"wrokers\""),
-        "the errors are logged with locations: {}",
-        fy.log()
-    );
+    // The log reaches the test through a pipe reader thread: wait for the line.
+    wait_for_or_log(&fy, SHORT, "the errors to be logged with locations", || {
+        fy.log().contains("unknown key \"wrokers\"").then_some(())
+    });
     assert!(gens(&fy).iter().all(|g| g == "1"));
 }
 

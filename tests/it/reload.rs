@@ -47,7 +47,7 @@ impl Load {
 fn config(gen: &str, extra_env: &str, ports: u16) -> String {
     config_with(
         &[format!(
-            "  web:\n    command: [\"python3\", \"{}\"]\n    workers: 3\n    ports: \"{ports}-{}\"\n    env: {{ GEN: \"{gen}\"{extra_env} }}\n    ready: {{ tcp: true, timeout: \"3s\" }}\n    restart: {{ backoff_min: \"50ms\", backoff_max: \"500ms\" }}\n    stop: {{ grace: \"5s\" }}\n",
+            "  web:\n    command: [\"python3\", \"{}\"]\n    workers: 3\n    ports: \"{ports}-{}\"\n    env: {{ GEN: \"{gen}\"{extra_env} }}\n    ready: {{ tcp: true, timeout: \"15s\" }}\n    restart: {{ backoff_min: \"50ms\", backoff_max: \"500ms\" }}\n    stop: {{ grace: \"5s\" }}\n",
             fixture_worker().display(),
             ports + 9
         )],

@@ -7,8 +7,9 @@ CARGO ?= cargo
 # command:package pairs, installed with apt-get when the command is missing.
 BUILD_DEPS := cmake:cmake cc:gcc python3:python3
 TEST_DEPS := $(BUILD_DEPS) promtool:prometheus
+BENCH_DEPS := $(BUILD_DEPS) wrk:wrk nginx:nginx haproxy:haproxy
 
-.PHONY: run build test lint deps-build deps-test clean
+.PHONY: run build test lint bench deps-build deps-test deps-bench clean
 
 run: deps-build
 	$(CARGO) build --release --locked
@@ -22,6 +23,12 @@ test: deps-test
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --all-targets
 
+# Side-by-side benchmark against nginx and HAProxy; writes bench/RESULTS.md.
+# ROUNDS, SECONDS, CONNS and SCENARIOS ("static python") tune it.
+bench: deps-bench
+	$(CARGO) build --release --locked
+	python3 bench/bench.py
+
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
@@ -31,6 +38,9 @@ deps-build:
 
 deps-test:
 	@$(call install_missing,$(TEST_DEPS))
+
+deps-bench:
+	@$(call install_missing,$(BENCH_DEPS))
 
 clean:
 	$(CARGO) clean

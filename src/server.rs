@@ -19,7 +19,7 @@ use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
 use pingora::services::listening::Service as ListeningService;
@@ -30,8 +30,10 @@ use crate::admin::{AdminApp, Readiness};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::process::Reaper;
+use crate::proxy::access_log::AccessLog;
+use crate::proxy::front::{FrontApp, HeadLimits};
 use crate::proxy::upstreams::PoolUpstreams;
-use crate::proxy::{ForkyardProxy, InFlight, ProxyPool, Router};
+use crate::proxy::{ClientLimits, ForkyardProxy, InFlight, ProxyPool, Router};
 use crate::signals::{self, ControlEvent};
 use crate::supervisor::{PoolHandle, Supervisor};
 
@@ -102,7 +104,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         .iter()
         .map(|p| PoolHandle {
             config: Arc::new(p.clone()),
-            upstreams: PoolUpstreams::new(),
+            upstreams: PoolUpstreams::new(p, &metrics),
         })
         .collect();
     let readiness = Readiness::new(
@@ -123,10 +125,28 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             what: "start the proxy runtime",
             source,
         })?;
+    // Pingora's upstream connection pool is one LRU for all peers: size it for
+    // every worker's idle keep-alive connections.
+    let keepalive_total: usize = config
+        .pools
+        .iter()
+        .map(|p| p.workers.get() * p.upstream.keepalive)
+        .sum();
     let server_conf = Arc::new(ServerConf {
         threads: config.proxy.threads.get(),
+        upstream_keepalive_pool_size: keepalive_total.max(1),
         ..Default::default()
     });
+    let access_log = if config.log.access {
+        let json = config.log.format == crate::config::LogFormat::Json;
+        Some(AccessLog::start(json).map_err(|source| RunError::Io {
+            what: "start the access log writer",
+            source,
+        })?)
+    } else {
+        None
+    };
+    let proxy_conf = &config.proxy;
     let proxy = ForkyardProxy {
         pools: pools
             .iter()
@@ -134,6 +154,12 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 name: Arc::from(p.config.name.as_str()),
                 upstreams: p.upstreams.clone(),
                 metrics: metrics.pool_requests(&p.config.name),
+                retries: p.config.upstream.retries,
+                retry_on: p.config.upstream.retry_on,
+                hash: match &p.config.upstream.lb {
+                    crate::config::LbPolicy::Hash(k) => Some(k.clone()),
+                    _ => None,
+                },
             })
             .collect(),
         router: Router::new(&config.routes, |name| {
@@ -141,8 +167,22 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         }),
         inflight: inflight.clone(),
         unrouted: metrics.unrouted_requests.clone(),
+        limits: ClientLimits {
+            io_timeout: proxy_conf.client_timeout,
+            idle_secs: proxy_conf.idle_timeout.as_secs().max(1),
+            max_header_size: proxy_conf.max_header_size,
+            max_body: proxy_conf.max_body,
+        },
+        access_log,
     };
-    let mut proxy_svc = http_proxy_service_with_name(&server_conf, proxy, "forkyard proxy");
+    let front = FrontApp {
+        inner: Arc::new(http_proxy(&server_conf, proxy)),
+        limits: HeadLimits {
+            timeout: proxy_conf.client_header_timeout,
+            max_size: proxy_conf.max_header_size,
+        },
+    };
+    let mut proxy_svc = ListeningService::new("forkyard proxy".to_string(), front);
     let proxy_fds = attach_listeners(&mut proxy_svc, proxy_listeners);
     let (proxy_stop_tx, proxy_stop_rx) = watch::channel(false);
     let proxy_accepting = proxy_rt.spawn(async move {

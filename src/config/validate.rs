@@ -19,6 +19,7 @@ use super::error::{with_suggestion, Issue};
 use super::location::{KeyPath, LocationIndex};
 use super::model::*;
 use super::raw::*;
+use super::upstream::UpstreamParts;
 
 const DEFAULT_PROXY_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
@@ -71,7 +72,7 @@ pub(super) fn validate(
     (config, c.issues)
 }
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     index: &'a LocationIndex,
     poisoned: &'a [KeyPath],
     issues: Vec<Issue>,
@@ -92,18 +93,18 @@ struct CheckedPool {
 
 impl Checker<'_> {
     /// Already reported by deserialization: `path` or one of its ancestors was removed.
-    fn poisoned(&self, path: &KeyPath) -> bool {
+    pub(super) fn poisoned(&self, path: &KeyPath) -> bool {
         self.poisoned.iter().any(|p| path.starts_with(p))
     }
 
     /// Something at, above or below `path` was removed.
-    fn touched(&self, path: &KeyPath) -> bool {
+    pub(super) fn touched(&self, path: &KeyPath) -> bool {
         self.poisoned
             .iter()
             .any(|p| path.starts_with(p) || p.starts_with(path))
     }
 
-    fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
+    pub(super) fn error(&mut self, path: &KeyPath, message: impl Into<String>) {
         if !self.poisoned(path) {
             self.issues.push(Issue::at(path.clone(), message));
         }
@@ -121,7 +122,7 @@ impl Checker<'_> {
     }
 
     /// A scalar's text, as written in the file when YAML typed it (`3.10`, not `3.1`).
-    fn text(&self, scalar: &Scalar, path: &KeyPath) -> String {
+    pub(super) fn text(&self, scalar: &Scalar, path: &KeyPath) -> String {
         match self.index.plain_text(path) {
             Some(source) if scalar.typed => source.to_owned(),
             _ => scalar.text.clone(),
@@ -129,7 +130,7 @@ impl Checker<'_> {
     }
 
     /// `None` when invalid (reported) or removed; the default when absent.
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         raw: Option<RawDuration>,
         path: &KeyPath,
@@ -148,7 +149,7 @@ impl Checker<'_> {
         }
     }
 
-    fn positive_duration(
+    pub(super) fn positive_duration(
         &mut self,
         raw: Option<RawDuration>,
         path: &KeyPath,
@@ -215,6 +216,29 @@ impl Checker<'_> {
         let config = ProxyConfig {
             listen: listeners.iter().map(|l| l.addr).collect(),
             threads,
+            client_header_timeout: self.timeout_or(
+                raw.client_header_timeout,
+                &path.key("client_header_timeout"),
+                10 * SECOND,
+            ),
+            client_timeout: self.timeout_or(
+                raw.client_timeout,
+                &path.key("client_timeout"),
+                60 * SECOND,
+            ),
+            idle_timeout: self.timeout_or(raw.idle_timeout, &path.key("idle_timeout"), 60 * SECOND),
+            max_header_size: self.size_between(
+                raw.max_header_size,
+                &path.key("max_header_size"),
+                32 << 10,
+                (1 << 10, 512 << 10),
+            ) as usize,
+            max_body: self.size_between(
+                raw.max_body,
+                &path.key("max_body"),
+                100 << 20,
+                (0, u64::MAX),
+            ),
         };
         (config, listeners)
     }
@@ -303,7 +327,11 @@ impl Checker<'_> {
                 LogFormat::Text
             }
         };
-        LogConfig { level, format }
+        LogConfig {
+            level,
+            format,
+            access: raw.access.unwrap_or(false),
+        }
     }
 
     fn pools(&mut self, raw: Option<RawPools>, path: &KeyPath) -> Vec<CheckedPool> {
@@ -358,6 +386,19 @@ impl Checker<'_> {
         let ready = self.ready(raw.ready, &path.key("ready"));
         let restart = self.restart(raw.restart.unwrap_or_default(), &path.key("restart"));
         let stop = self.stop(raw.stop.unwrap_or_default(), &path.key("stop"));
+        let upstream = self.upstream(
+            UpstreamParts {
+                lb: raw.lb,
+                weights: raw.weights,
+                retries: raw.retries,
+                retry_on: raw.retry_on,
+                eject: raw.eject,
+                timeouts: raw.timeouts,
+                keepalive: raw.keepalive,
+            },
+            &path,
+            workers,
+        );
         let config = PoolConfig {
             name,
             command,
@@ -368,6 +409,7 @@ impl Checker<'_> {
             ready,
             restart,
             stop,
+            upstream,
         };
         CheckedPool {
             config,
@@ -792,7 +834,7 @@ mod tests {
         let e = one("pools:\n  web:\n    command: [app]\n    ports: \"9001\"\n    wrokers: 2\n");
         assert_eq!(
             e,
-            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, restart, stop); did you mean "workers"?"#
+            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, ready, restart, stop, lb, weights, retries, retry_on, eject, timeouts, keepalive); did you mean "workers"?"#
         );
         let errors = errors(&format!("{POOL}prxy: {{}}\n"));
         assert_eq!(errors[0].path, "prxy");

@@ -7,6 +7,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: Pingora allocates and frees many small
+/// buffers per request, and this cut the proxy's CPU per request (see
+/// bench/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// sysexits EX_CONFIG: the configuration is invalid.
 const EXIT_CONFIG: u8 = 78;
 

@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::process::Reaper;
 use crate::proxy::access_log::AccessLog;
 use crate::proxy::front::{FrontApp, HeadLimits};
+use crate::proxy::runtime::ProxyRuntime;
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::proxy::{ClientLimits, ForkyardProxy, InFlight, ProxyPool, Router};
 use crate::signals::{self, ControlEvent};
@@ -116,15 +117,10 @@ pub fn run(config: Config) -> Result<i32, RunError> {
     let inflight = InFlight::new();
 
     // The proxy, on its own runtime.
-    let proxy_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.proxy.threads.get())
-        .thread_name("forkyard-proxy")
-        .enable_all()
-        .build()
-        .map_err(|source| RunError::Io {
-            what: "start the proxy runtime",
-            source,
-        })?;
+    let proxy_rt = ProxyRuntime::new(config.proxy.threads).map_err(|source| RunError::Io {
+        what: "start the proxy runtime",
+        source,
+    })?;
     // Pingora's upstream connection pool is one LRU for all peers: size it for
     // every worker's idle keep-alive connections.
     let keepalive_total: usize = config
@@ -260,7 +256,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             _ = signals.recv() => { hurry = true; tracing::warn!("shutdown: second signal; not waiting for in-flight requests"); }
         }
         // 3. Close every proxy connection.
-        proxy_rt.shutdown_background();
+        proxy_rt.shutdown();
 
         // 4. Stop the workers; a(nother) signal escalates to SIGKILL.
         let kill = supervisor.killer();

@@ -56,6 +56,9 @@ pub struct HeadLimits {
 #[derive(Debug, Default)]
 pub struct ConnState {
     phase: AtomicU8,
+    /// `X-Forwarded-For` for requests that arrive without one: the client's IP,
+    /// formatted once per connection rather than once per request.
+    pub forwarded_for: std::sync::OnceLock<http::HeaderValue>,
 }
 
 impl ConnState {
@@ -76,8 +79,8 @@ tokio::task_local! {
 
 /// Run `f` with the current connection's state, when there is one (there is none
 /// for subrequests or outside a guarded connection).
-pub fn with_conn(f: impl FnOnce(&ConnState)) {
-    let _ = CONN.try_with(|c| f(c));
+pub fn with_conn<R>(f: impl FnOnce(&ConnState) -> R) -> Option<R> {
+    CONN.try_with(|c| f(c)).ok()
 }
 
 pub struct GuardedStream {

@@ -39,25 +39,30 @@ fn has_content_length(head: &[u8]) -> bool {
 }
 
 /// `X-Forwarded-For` (appended), `-Proto` and `-Host` for the upstream request.
+/// `plain_xff` gives the value for a request that has no `X-Forwarded-For` (the
+/// connection caches it).
 pub fn set_forwarded(
     upstream: &mut RequestHeader,
     client_ip: Option<IpAddr>,
     host: Option<HeaderValue>,
+    plain_xff: impl FnOnce(IpAddr) -> HeaderValue,
 ) -> pingora::Result<()> {
     if let Some(ip) = client_ip {
-        use std::fmt::Write;
         let prev = upstream
             .headers
             .get("x-forwarded-for")
             .map(HeaderValue::as_bytes)
             .filter(|p| !p.iter().all(u8::is_ascii_whitespace));
-        let mut xff = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
-        if let Some(p) = prev {
-            xff.push_str(&String::from_utf8_lossy(p));
-            xff.push_str(", ");
+        match prev {
+            None => upstream.insert_header("x-forwarded-for", plain_xff(ip))?,
+            Some(p) => {
+                let mut xff = String::with_capacity(p.len() + 41);
+                xff.push_str(&String::from_utf8_lossy(p));
+                xff.push_str(", ");
+                xff.push_str(&ip.to_string());
+                upstream.insert_header("x-forwarded-for", xff)?;
+            }
         }
-        let _ = write!(xff, "{ip}");
-        upstream.insert_header("x-forwarded-for", xff)?;
     }
     upstream.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
     match host {
@@ -71,6 +76,11 @@ pub fn set_forwarded(
 
 thread_local! {
     static ID: Cell<(u64, u64)> = Cell::new((rand::random::<u64>(), 0));
+}
+
+/// The `X-Forwarded-For` value of a request from `ip` that carried none.
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// A fresh request id: 16 hex digits of a per-thread random prefix plus a counter

@@ -24,6 +24,7 @@ pub mod front;
 pub mod headers;
 pub mod inflight;
 pub mod router;
+pub mod runtime;
 pub mod selection;
 pub mod upstreams;
 
@@ -158,7 +159,7 @@ impl ProxyHttp for ForkyardProxy {
         session: &mut Session,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
-        front::with_conn(|c| c.head_done());
+        let _ = front::with_conn(|c| c.head_done());
         let limits = self.limits;
         session.set_read_timeout(Some(limits.io_timeout));
         session.set_write_timeout(Some(limits.io_timeout));
@@ -298,7 +299,14 @@ impl ProxyHttp for ForkyardProxy {
             .headers
             .get(http::header::HOST)
             .cloned();
-        headers::set_forwarded(upstream, client_ip(session), host)?;
+        headers::set_forwarded(upstream, client_ip(session), host, |ip| {
+            front::with_conn(|c| {
+                c.forwarded_for
+                    .get_or_init(|| headers::ip_value(ip))
+                    .clone()
+            })
+            .unwrap_or_else(|| headers::ip_value(ip))
+        })?;
         if !upstream.headers.contains_key(headers::X_REQUEST_ID) {
             let id = ctx
                 .request_id
@@ -403,7 +411,7 @@ impl ProxyHttp for ForkyardProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        front::with_conn(|c| c.request_done());
+        let _ = front::with_conn(|c| c.request_done());
         ctx.current = None;
         let Some(pool) = self.pool(ctx) else {
             return;

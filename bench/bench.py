@@ -340,6 +340,7 @@ def report(results, load_before, load_after):
         f"- Load: `wrk -t1 -c{CONNS} -d{SECONDS}s`, {ROUNDS} interleaved rounds (every target once per round); medians shown.",
         "- CPU µs/request: utime+stime of all the proxy's processes from /proc (10 ms ticks) ÷ requests served. RSS: after the run, all processes.",
         "- Backends are shared by every target: two nginx `return 200` instances (static) or two copies of bench/app.py (python).",
+        "- Profile, optimisation steps and their effects: [PROFILE.md](PROFILE.md).",
         "",
     ]
     for scenario, res in results.items():

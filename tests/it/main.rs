@@ -14,3 +14,4 @@ mod restarts;
 mod retries;
 mod shutdown;
 mod streaming;
+mod unix_upstream;

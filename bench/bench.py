@@ -364,7 +364,7 @@ def report(results, load_before, load_after):
             for who, one, two in (("forkyard", "forkyard 1 thread", "forkyard 2 threads"),
                                   ("nginx", "nginx 1 worker", "nginx 2 workers"),
                                   ("haproxy", "haproxy 1 thread", "haproxy 2 threads")):
-                lines.append(f"| {who} 2 threads / 1 thread (scaling) | {res[two]['rps'] / res[one]['rps']:.2f} | "
+                lines.append(f"| {who}: 2 threads or workers / 1 (scaling) | {res[two]['rps'] / res[one]['rps']:.2f} | "
                              f"{res[two]['p99'] / res[one]['p99']:.2f} | {res[two]['cpu_us'] / res[one]['cpu_us']:.2f} | |")
         lines.append("")
     path = os.environ.get("RESULTS", os.path.join(ROOT, "bench/RESULTS.md"))

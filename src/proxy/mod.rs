@@ -263,6 +263,7 @@ impl ProxyHttp for ForkyardProxy {
         ctx.last_worker = Some(slot);
         let s = pool.upstreams.slot(slot);
         s.in_flight.inc();
+        s.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ctx.current = Some(Lease {
             slot,
             gauge: s.in_flight.clone(),

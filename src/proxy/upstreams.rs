@@ -7,8 +7,9 @@
 //! unready before it is stopped or as soon as it has exited.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora::prelude::HttpPeer;
 use prometheus::{IntCounter, IntGauge};
@@ -28,6 +29,9 @@ pub struct Slot {
     ready: AtomicBool,
     /// Requests being proxied to this slot right now (also the exported gauge).
     pub in_flight: IntGauge,
+    /// Requests ever sent to this slot, whatever process listened there (for
+    /// recycling after `max_requests`).
+    pub sent: AtomicU64,
     eject: EjectState,
     ejections: IntCounter,
 }
@@ -113,6 +117,7 @@ impl PoolUpstreams {
                     weight: weights[i],
                     ready: AtomicBool::new(false),
                     in_flight: metrics.worker_in_flight(name, &worker),
+                    sent: AtomicU64::new(0),
                     eject: EjectState::default(),
                     ejections: metrics.worker_ejections(name, &worker),
                 }
@@ -161,6 +166,35 @@ impl PoolUpstreams {
             }
         }
         true
+    }
+
+    fn slot_at(&self, addr: SocketAddr) -> Option<&Slot> {
+        let addr = WorkerAddr::Tcp(addr);
+        self.slots.iter().find(|s| s.addr == addr)
+    }
+
+    /// Requests in progress at `addr`.
+    pub fn in_flight(&self, addr: SocketAddr) -> usize {
+        self.slot_at(addr)
+            .map_or(0, |s| s.in_flight.get().max(0) as usize)
+    }
+
+    /// Requests ever sent to `addr`.
+    pub fn sent(&self, addr: SocketAddr) -> u64 {
+        self.slot_at(addr).map_or(0, |s| s.sent.load(Relaxed))
+    }
+
+    /// Wait until `addr` (already marked unready) has no request in progress, at
+    /// most `limit`. Returns how many were still running when it gave up.
+    pub async fn drain(&self, addr: SocketAddr, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let n = self.in_flight(addr);
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// How many workers currently take traffic.
@@ -220,7 +254,6 @@ impl PoolUpstreams {
 mod tests {
     use super::*;
     use crate::config::RetryOn;
-    use std::time::Duration;
 
     pub fn policy(lb: LbPolicy) -> UpstreamPolicy {
         UpstreamPolicy {
@@ -257,6 +290,23 @@ mod tests {
         assert_eq!(ups.ready_count(), 1);
         assert!((0..5).all(|_| ups.select(&[], None) == Some(1)));
         assert!(!ups.set_ready(&"127.0.0.1:1".parse().unwrap(), true));
+    }
+
+    #[tokio::test]
+    async fn counts_and_drains_per_address() {
+        let m = Metrics::new(&["web"]);
+        let a: SocketAddr = "127.0.0.1:9301".parse().unwrap();
+        let ups =
+            PoolUpstreams::with_addrs("web", vec![a.into()], &policy(LbPolicy::RoundRobin), &m);
+        ups.add(a).await;
+        let s = ups.slot(0);
+        s.in_flight.inc();
+        s.sent.fetch_add(1, Relaxed);
+        assert_eq!((ups.in_flight(a), ups.sent(a)), (1, 1));
+        assert_eq!(ups.drain(a, Duration::from_millis(30)).await, 1, "gives up");
+        s.in_flight.dec();
+        assert_eq!(ups.drain(a, Duration::from_secs(5)).await, 0);
+        assert_eq!(ups.in_flight("127.0.0.1:1".parse().unwrap()), 0);
     }
 
     #[tokio::test]

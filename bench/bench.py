@@ -327,17 +327,19 @@ def fmt(v, spec):
     return "–" if v is None else format(v, spec)
 
 
-def report(results, load_before, load_after):
+def report(results, load_before, load_after, meta=None):
     v = versions()
+    meta = meta or {"date": datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+                    "rounds": ROUNDS, "seconds": SECONDS, "conns": CONNS}
     lines = [
         "# forkyard benchmark results",
         "",
-        f"Written by `make bench` (bench/bench.py) on {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.",
+        f"Written by `make bench` (bench/bench.py) on {meta['date']}.",
         "",
         f"- Machine: {v['machine']}; load average before/after: "
         f"{load_before[0]:.2f}/{load_after[0]:.2f} (other work may share the machine).",
         f"- Versions: {v['forkyard']}; {v['nginx']}; {v['haproxy']}; {v['wrk']}.",
-        f"- Load: `wrk -t1 -c{CONNS} -d{SECONDS}s`, {ROUNDS} interleaved rounds (every target once per round); medians shown.",
+        f"- Load: `wrk -t1 -c{meta['conns']} -d{meta['seconds']}s`, {meta['rounds']} interleaved rounds (every target once per round); medians shown.",
         "- CPU µs/request: utime+stime of all the proxy's processes from /proc (10 ms ticks) ÷ requests served. RSS: after the run, all processes.",
         "- Backends are shared by every target: two nginx `return 200` instances (static) or two copies of bench/app.py (python).",
         "- Profile, optimisation steps and their effects: [PROFILE.md](PROFILE.md).",
@@ -367,14 +369,37 @@ def report(results, load_before, load_after):
                 lines.append(f"| {who}: 2 threads or workers / 1 (scaling) | {res[two]['rps'] / res[one]['rps']:.2f} | "
                              f"{res[two]['p99'] / res[one]['p99']:.2f} | {res[two]['cpu_us'] / res[one]['cpu_us']:.2f} | |")
         lines.append("")
+        f, n = res.get("forkyard 1 thread"), res.get("nginx 1 worker")
+        if f and n:
+            def verdict(ok):
+                return "met" if ok else "**missed**"
+            lines += [
+                "Targets (1 proxy thread, against nginx):",
+                "",
+                f"- CPU/request ≤ nginx: {verdict(f['cpu_us'] <= n['cpu_us'])} "
+                f"({f['cpu_us']:.1f} vs {n['cpu_us']:.1f} µs, ratio {f['cpu_us'] / n['cpu_us']:.2f})",
+                f"- req/s ≥ nginx: {verdict(f['rps'] >= n['rps'])} (ratio {f['rps'] / n['rps']:.2f})",
+                f"- p99 ≤ nginx: {verdict(f['p99'] <= n['p99'])} ({f['p99']:.2f} vs {n['p99']:.2f} ms)",
+                f"- RSS ≤ 32 MiB: {verdict(max(f['rss'], res.get('forkyard 2 threads', f)['rss']) <= 32)} "
+                f"({f['rss']:.1f} MiB at 1 thread, {res.get('forkyard 2 threads', f)['rss']:.1f} MiB at 2)",
+                "",
+            ]
     path = os.environ.get("RESULTS", os.path.join(ROOT, "bench/RESULTS.md"))
     with open(path, "w") as f:
         f.write("\n".join(lines))
     with open(path.replace(".md", ".json"), "w") as f:
-        json.dump({"versions": v, "results": results}, f, indent=1)
+        json.dump({"versions": v, "results": results, "load_before": load_before, "load_after": load_after,
+                   "meta": meta}, f, indent=1)
     print("\n".join(lines))
     print(f"wrote {path}")
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) > 1 and sys.argv[1] == "--report-only":
+        # Rewrite RESULTS.md from the JSON of the last run (no measuring).
+        with open(sys.argv[2]) as f:
+            saved = json.load(f)
+        report(saved["results"], tuple(saved.get("load_before", (0, 0, 0))), tuple(saved.get("load_after", (0, 0, 0))),
+               saved.get("meta"))
+    else:
+        main()

@@ -16,7 +16,9 @@ PYTOOLS := target/pytools
 VENV := target/venv
 PY_REQUIREMENTS := examples/pyramid-sqlalchemy/requirements.txt tests/requirements.txt
 
-.PHONY: run build test lint deps-build deps-test venv clean
+BENCH_DEPS := $(BUILD_DEPS) wrk:wrk nginx:nginx haproxy:haproxy
+
+.PHONY: run build test lint bench deps-build deps-test deps-bench venv clean
 
 run: deps-build
 	$(CARGO) build --release --locked
@@ -29,6 +31,12 @@ test: deps-test venv
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) test --locked --all-targets
+
+# Side-by-side benchmark against nginx and HAProxy; writes bench/RESULTS.md.
+# ROUNDS, SECONDS, CONNS and SCENARIOS ("static python") tune it.
+bench: deps-bench
+	$(CARGO) build --release --locked
+	python3 bench/bench.py
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -56,6 +64,9 @@ $(PYTOOLS)/.installed: tests/tools/requirements.txt
 	  python3 -m venv $(PYTOOLS); }
 	$(PYTOOLS)/bin/pip install --quiet --disable-pip-version-check -r tests/tools/requirements.txt
 	@touch $@
+
+deps-bench:
+	@$(call install_missing,$(BENCH_DEPS))
 
 clean:
 	$(CARGO) clean

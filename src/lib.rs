@@ -14,8 +14,10 @@
 //!   retries, failure policies, and the forkyard side of `post_fork` reports.
 //! - [`supervisor`]: one actor per worker slot, its state machine, restart backoff
 //!   and readiness probes.
-//! - [`proxy`]: the Pingora `ProxyHttp` implementation, routing, the per-pool set of
-//!   ready workers, and in-flight request tracking.
+//! - [`proxy`]: the Pingora `ProxyHttp` implementation, routing, the per-pool worker
+//!   slots and balancing algorithms, retries, outlier ejection, the client
+//!   connection guard (request-head deadline and size), the access log, in-flight
+//!   request tracking, and the proxy's runtime.
 //! - [`metrics`]: one struct that owns every Prometheus metric, plus the collector
 //!   of per-worker RSS and CPU.
 //! - [`status`]: the live status board of every worker slot and its renderings
@@ -38,9 +40,11 @@
 //!
 //! Each worker slot is an actor task ([`supervisor`]). It spawns its process with
 //! `FORKYARD_POOL`, `FORKYARD_WORKER` and `FORKYARD_PORT` set, probes it until
-//! ready, then adds `127.0.0.1:<port>` to its pool's [`proxy::upstreams`] set. Only
-//! ready workers are in that set, so a starting or restarting worker never gets
-//! traffic. When the process exits, the actor removes it, records the reason,
+//! ready, then marks its slot (`127.0.0.1:<port>`) ready in its pool's
+//! [`proxy::upstreams`]. Only ready slots are selected, so a starting or restarting
+//! worker never gets traffic. Each request picks a slot with the pool's algorithm
+//! ([`proxy::selection`]), skipping ejected ones; a failed connection is retried on
+//! another slot. When the process exits, the actor removes it, records the reason,
 //! waits an exponential backoff with jitter and spawns it again on the same slot and
 //! port.
 //!

@@ -9,6 +9,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: Pingora allocates and frees many small
+/// buffers per request, and this cut the proxy's CPU per request (see
+/// bench/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// sysexits EX_CONFIG: the configuration is invalid.
 const EXIT_CONFIG: u8 = 78;
 /// `forkyard status`: forkyard answered but is not ready (as `systemctl status`).

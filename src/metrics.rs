@@ -62,6 +62,9 @@ pub struct Metrics {
     pub upstream_connect_errors: IntCounterVec,
     pub unrouted_requests: IntCounter,
     pub build_info: IntGaugeVec,
+    pub retries: IntCounterVec,
+    pub worker_ejections: IntCounterVec,
+    pub worker_in_flight: IntGaugeVec,
 }
 
 /// Pre-resolved per-pool handles for the request path.
@@ -70,6 +73,7 @@ pub struct PoolRequestMetrics {
     pub by_class: [IntCounter; 5],
     pub duration: Histogram,
     pub connect_errors: IntCounter,
+    pub retries: IntCounter,
 }
 
 impl PoolRequestMetrics {
@@ -225,6 +229,24 @@ impl Metrics {
             "Requests that matched no route and were answered 404.",
         )
         .expect("static metric definition");
+        let retries = counter_vec(
+            "forkyard_retries_total",
+            "Requests sent again to another worker after a failed attempt.",
+            &["pool"],
+        );
+        let worker_ejections = counter_vec(
+            "forkyard_worker_ejections_total",
+            "Times a worker was taken out of selection after consecutive failures.",
+            &["pool", "worker"],
+        );
+        let worker_in_flight = IntGaugeVec::new(
+            Opts::new(
+                "forkyard_worker_in_flight_requests",
+                "Requests being proxied to each worker slot.",
+            ),
+            &["pool", "worker"],
+        )
+        .expect("static metric definition");
         let build_info = IntGaugeVec::new(
             Opts::new("forkyard_build_info", "Always 1; the version is a label."),
             &["version"],
@@ -248,6 +270,9 @@ impl Metrics {
             Box::new(upstream_connect_errors.clone()),
             Box::new(unrouted_requests.clone()),
             Box::new(build_info.clone()),
+            Box::new(retries.clone()),
+            Box::new(worker_ejections.clone()),
+            Box::new(worker_in_flight.clone()),
             Box::new(ProcessCollector::for_self()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -273,6 +298,7 @@ impl Metrics {
             request_duration.with_label_values(&[*pool]);
             pool_degraded.with_label_values(&[*pool]);
             upstream_connect_errors.with_label_values(&[*pool]);
+            retries.with_label_values(&[*pool]);
         }
 
         for (pool, phase, hook) in hooks {
@@ -302,7 +328,20 @@ impl Metrics {
             upstream_connect_errors,
             unrouted_requests,
             build_info,
+            retries,
+            worker_ejections,
+            worker_in_flight,
         }
+    }
+
+    /// The in-flight gauge of one worker slot (created at 0).
+    pub fn worker_in_flight(&self, pool: &str, worker: &str) -> IntGauge {
+        self.worker_in_flight.with_label_values(&[pool, worker])
+    }
+
+    /// The ejection counter of one worker slot (created at 0).
+    pub fn worker_ejections(&self, pool: &str, worker: &str) -> IntCounter {
+        self.worker_ejections.with_label_values(&[pool, worker])
     }
 
     /// Handles for the request path of `pool`.
@@ -311,6 +350,7 @@ impl Metrics {
             by_class: CODE_CLASSES.map(|c| self.requests.with_label_values(&[pool, c])),
             duration: self.request_duration.with_label_values(&[pool]),
             connect_errors: self.upstream_connect_errors.with_label_values(&[pool]),
+            retries: self.retries.with_label_values(&[pool]),
         }
     }
 
@@ -352,7 +392,15 @@ impl Metrics {
     pub fn forget_pool(&self, pool: &str, slots: impl IntoIterator<Item = usize>) {
         for slot in slots {
             self.forget_slot(pool, slot);
+            let worker = slot.to_string();
+            let _ = self
+                .worker_in_flight
+                .remove_label_values(&[pool, worker.as_str()]);
+            let _ = self
+                .worker_ejections
+                .remove_label_values(&[pool, worker.as_str()]);
         }
+        let _ = self.retries.remove_label_values(&[pool]);
         let _ = self.worker_starts.remove_label_values(&[pool]);
         let _ = self.worker_boot.remove_label_values(&[pool]);
         let _ = self.request_duration.remove_label_values(&[pool]);
@@ -424,6 +472,7 @@ mod tests {
             r#"forkyard_requests_total{code_class="5xx",pool="api"} 0"#,
             r#"forkyard_upstream_connect_errors_total{pool="web"} 0"#,
             r#"forkyard_request_duration_seconds_count{pool="web"} 0"#,
+            r#"forkyard_retries_total{pool="api"} 0"#,
             "forkyard_build_info{version=",
             "process_resident_memory_bytes",
             r#"forkyard_worker_starts_total{pool="api"} 0"#,

@@ -19,7 +19,7 @@ use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
 use pingora::services::listening::Service as ListeningService;
@@ -32,8 +32,11 @@ use crate::events;
 use crate::hooks::{HookContext, HookRunner};
 use crate::metrics::{HookSeries, Metrics, WorkerResources};
 use crate::process::Reaper;
+use crate::proxy::access_log::AccessLog;
+use crate::proxy::front::{FrontApp, HeadLimits};
+use crate::proxy::runtime::ProxyRuntime;
 use crate::proxy::upstreams::PoolUpstreams;
-use crate::proxy::{ForkyardProxy, InFlight, ProxyPool, Router};
+use crate::proxy::{ClientLimits, ForkyardProxy, InFlight, ProxyPool, Router};
 use crate::reload::{self, ReloadResult};
 use crate::sd_notify::Notifier;
 use crate::signals::{self, ControlEvent};
@@ -148,7 +151,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         .iter()
         .map(|p| PoolHandle {
             config: Arc::new(p.clone()),
-            upstreams: PoolUpstreams::new(),
+            upstreams: PoolUpstreams::new(p, &metrics),
             crash_loop: Arc::new(CrashLoop::new(
                 &p.name,
                 p.restart.crash_loop_failures,
@@ -161,19 +164,32 @@ pub fn run(config: Config) -> Result<i32, RunError> {
     let inflight = InFlight::new();
 
     // The proxy, on its own runtime.
-    let proxy_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.proxy.threads.get())
-        .thread_name("forkyard-proxy")
-        .enable_all()
-        .build()
-        .map_err(|source| RunError::Io {
-            what: "start the proxy runtime",
-            source,
-        })?;
+    let proxy_rt = ProxyRuntime::new(config.proxy.threads).map_err(|source| RunError::Io {
+        what: "start the proxy runtime",
+        source,
+    })?;
+    // Pingora's upstream connection pool is one LRU for all peers: size it for
+    // every worker's idle keep-alive connections.
+    let keepalive_total: usize = config
+        .pools
+        .iter()
+        .map(|p| p.workers.get() * p.upstream.keepalive)
+        .sum();
     let server_conf = Arc::new(ServerConf {
         threads: config.proxy.threads.get(),
+        upstream_keepalive_pool_size: keepalive_total.max(1),
         ..Default::default()
     });
+    let access_log = if config.log.access {
+        let json = config.log.format == crate::config::LogFormat::Json;
+        Some(AccessLog::start(json).map_err(|source| RunError::Io {
+            what: "start the access log writer",
+            source,
+        })?)
+    } else {
+        None
+    };
+    let proxy_conf = &config.proxy;
     let proxy = ForkyardProxy {
         pools: pools
             .iter()
@@ -181,6 +197,12 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 name: Arc::from(p.config.name.as_str()),
                 upstreams: p.upstreams.clone(),
                 metrics: metrics.pool_requests(&p.config.name),
+                retries: p.config.upstream.retries,
+                retry_on: p.config.upstream.retry_on,
+                hash: match &p.config.upstream.lb {
+                    crate::config::LbPolicy::Hash(k) => Some(k.clone()),
+                    _ => None,
+                },
             })
             .collect(),
         router: Router::new(&config.routes, |name| {
@@ -188,8 +210,22 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         }),
         inflight: inflight.clone(),
         unrouted: metrics.unrouted_requests.clone(),
+        limits: ClientLimits {
+            io_timeout: proxy_conf.client_timeout,
+            idle_secs: proxy_conf.idle_timeout.as_secs().max(1),
+            max_header_size: proxy_conf.max_header_size,
+            max_body: proxy_conf.max_body,
+        },
+        access_log,
     };
-    let mut proxy_svc = http_proxy_service_with_name(&server_conf, proxy, "forkyard proxy");
+    let front = FrontApp {
+        inner: Arc::new(http_proxy(&server_conf, proxy)),
+        limits: HeadLimits {
+            timeout: proxy_conf.client_header_timeout,
+            max_size: proxy_conf.max_header_size,
+        },
+    };
+    let mut proxy_svc = ListeningService::new("forkyard proxy".to_string(), front);
     let proxy_fds = attach_listeners(&mut proxy_svc, proxy_listeners);
     let (proxy_stop_tx, proxy_stop_rx) = watch::channel(false);
     let proxy_accepting = proxy_rt.spawn(async move {
@@ -254,7 +290,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             .await
         {
             // Runtimes must not be dropped inside this async context.
-            proxy_rt.shutdown_background();
+            proxy_rt.shutdown();
             return Err(RunError::OnStart(failure));
         }
         let mut supervisor = Supervisor::start(&pools, hooks.clone(), &board);
@@ -415,7 +451,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             );
         }
         // 4. Close every proxy connection.
-        proxy_rt.shutdown_background();
+        proxy_rt.shutdown();
 
         // 5. Stop the workers; a(nother) signal escalates to SIGKILL.
         let kill = supervisor.killer();

@@ -29,6 +29,8 @@ mod interpolate;
 mod location;
 mod raw;
 mod schema;
+mod size;
+mod upstream;
 mod validate;
 mod validate_hooks;
 
@@ -40,6 +42,7 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use schema::json_schema;
+pub use size::parse_size;
 
 use error::Issue;
 use location::{key_text, KeyPath, LocationIndex, Seg};
@@ -449,6 +452,11 @@ routes:
             proxy: ProxyConfig {
                 listen: vec!["0.0.0.0:8080".parse().unwrap()],
                 threads: NonZeroUsize::MIN,
+                client_header_timeout: secs(10),
+                client_timeout: secs(60),
+                idle_timeout: secs(60),
+                max_header_size: 32 * 1024,
+                max_body: 100 * 1024 * 1024,
             },
             admin: AdminConfig {
                 listen: "127.0.0.1:9090".parse().unwrap(),
@@ -456,6 +464,7 @@ routes:
             log: LogConfig {
                 level: LogLevel::Info,
                 format: LogFormat::Text,
+                access: false,
             },
             shutdown: ShutdownConfig {
                 timeout: secs(30),
@@ -492,6 +501,22 @@ routes:
                     drain: secs(30),
                 },
                 hooks: PoolHooks::default(),
+                upstream: UpstreamPolicy {
+                    lb: LbPolicy::RoundRobin,
+                    weights: vec![1],
+                    retries: 2,
+                    retry_on: RetryOn::default(),
+                    eject: Some(EjectPolicy {
+                        consecutive_failures: 5,
+                        base_time: secs(10),
+                        max_time: secs(300),
+                        max_percent: 50,
+                    }),
+                    connect_timeout: secs(5),
+                    response_header_timeout: secs(60),
+                    idle_timeout: secs(60),
+                    keepalive: 32,
+                },
             }],
             routes: vec![Route {
                 host: None,
@@ -558,7 +583,7 @@ routes:
             shown,
             [
                 "config.yaml:2:12: proxy.threads: threads must be at least 1",
-                r#"config.yaml:6:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks); did you mean "workers"?"#,
+                r#"config.yaml:6:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive); did you mean "workers"?"#,
                 r#"config.yaml:8:29: pools.web.restart.backoff_max: invalid duration "5 sec" (expected e.g. "5s", "250ms", "1m"; bare numbers are not durations)"#,
                 r#"config.yaml:11:12: pools.api.ports: port range 9002 overlaps pool "web" (ports 9001-9002)"#,
                 r#"config.yaml:13:11: routes[0].pool: unknown pool "wbe" (pools: web, api); did you mean "web"?"#,

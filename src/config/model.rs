@@ -43,6 +43,17 @@ pub struct ProxyConfig {
     pub listen: Vec<SocketAddr>,
     /// Default 1.
     pub threads: NonZeroUsize,
+    /// Time a client has to send a whole request head; then 408 (or a close when it
+    /// sent nothing). Default 10s.
+    pub client_header_timeout: Duration,
+    /// Bound on each read of a request body and each write to the client. Default 60s.
+    pub client_timeout: Duration,
+    /// How long an idle client keep-alive connection stays open. Default 60s.
+    pub idle_timeout: Duration,
+    /// Largest request head in bytes; larger gets 431. Default 32 KiB.
+    pub max_header_size: usize,
+    /// Largest request body in bytes; larger gets 413. Default 100 MiB.
+    pub max_body: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +95,9 @@ pub struct LogConfig {
     pub level: LogLevel,
     /// Default `text`.
     pub format: LogFormat,
+    /// Access log, one line per request (common log format, or JSON with
+    /// `format: json`). Default false.
+    pub access: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -230,6 +244,73 @@ pub struct PoolConfig {
     pub stop: StopPolicy,
     /// The per-worker lifecycle hooks.
     pub hooks: PoolHooks,
+    pub upstream: UpstreamPolicy,
+}
+
+/// How a request picks a worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LbPolicy {
+    RoundRobin,
+    /// Power of two choices on in-flight requests.
+    LeastRequests,
+    Random,
+    /// Consistent (rendezvous) hashing on a request attribute.
+    Hash(HashKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// A request header, lower-cased.
+    Header(String),
+    Cookie(String),
+    ClientIp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EjectPolicy {
+    /// Failures in a row that eject a worker.
+    pub consecutive_failures: u32,
+    pub base_time: Duration,
+    pub max_time: Duration,
+    /// 0..=100.
+    pub max_percent: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryOn {
+    /// 5xx statuses to retry, as a bit set indexed by `status - 500`.
+    pub statuses: u128,
+    /// Retry when the response head did not arrive within `response_header`.
+    pub timeout: bool,
+}
+
+impl RetryOn {
+    pub fn status(&self, status: u16) -> bool {
+        (500..628).contains(&status) && self.statuses & (1u128 << (status - 500)) != 0
+    }
+}
+
+/// Everything about proxying to one pool's workers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamPolicy {
+    /// Default round robin.
+    pub lb: LbPolicy,
+    /// One per slot; default all 1.
+    pub weights: Vec<u32>,
+    /// Extra attempts on other workers. Default 2.
+    pub retries: u32,
+    /// Default: nothing.
+    pub retry_on: RetryOn,
+    /// `None` when turned off. Default `{5, 10s, 5m, 50}`.
+    pub eject: Option<EjectPolicy>,
+    /// Default 5s.
+    pub connect_timeout: Duration,
+    /// Default 60s.
+    pub response_header_timeout: Duration,
+    /// Default 60s.
+    pub idle_timeout: Duration,
+    /// Idle keep-alive connections per worker. Default 32.
+    pub keepalive: usize,
 }
 
 impl PoolConfig {

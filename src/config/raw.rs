@@ -16,6 +16,7 @@ use serde::Deserialize;
 use super::duration::DURATION_HINT;
 use super::error::with_suggestion;
 use super::location::KeyPath;
+use super::size::SIZE_HINT;
 
 /// forkyard's config.yaml: pools of worker processes behind an HTTP proxy.
 /// Every key is documented in docs/configuration.md.
@@ -62,6 +63,17 @@ pub struct RawProxy {
     /// Proxy worker threads, at least 1. Default 1.
     #[schemars(with = "Option<super::schema::Count>")]
     pub threads: Option<usize>,
+    /// Time a client has to send a whole request head. Default `"10s"`.
+    pub client_header_timeout: Option<RawDuration>,
+    /// Bound on each read of a request body and each write of a response to the
+    /// client. Default `"60s"`.
+    pub client_timeout: Option<RawDuration>,
+    /// How long an idle client keep-alive connection is kept open. Default `"60s"`.
+    pub idle_timeout: Option<RawDuration>,
+    /// Largest request head (request line and headers). Default `"32KiB"`.
+    pub max_header_size: Option<RawSize>,
+    /// Largest request body. Default `"100MiB"`.
+    pub max_body: Option<RawSize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -83,6 +95,9 @@ pub struct RawLog {
     /// `text` or `json`. Default `text`.
     #[schemars(with = "Option<super::schema::LogFormat>")]
     pub format: Option<Scalar>,
+    /// One line per proxied request, in common log format (`format: text`) or JSON
+    /// (`format: json`). Default `false`.
+    pub access: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -130,6 +145,74 @@ pub struct RawPool {
     /// Per-worker hooks: `pre_fork`, `post_fork`, `post_spawn`, `pre_stop`, `on_exit`.
     /// Default: none (but `post_fork` always closes inherited fds unless told not to).
     pub hooks: Option<RawPoolHooks>,
+    /// Load-balancing algorithm: `round_robin`, `least_requests`, `random`, or
+    /// `{ hash: { header: NAME } | { cookie: NAME } | { client_ip: true } }`.
+    /// Default `round_robin`.
+    pub lb: Option<RawLb>,
+    /// One weight (at least 1) per worker slot. Default: 1 for every slot.
+    pub weights: Option<Vec<u32>>,
+    /// Extra attempts on other workers after a failure. Default 2.
+    pub retries: Option<u32>,
+    /// Responses retried on another worker (idempotent requests only): 5xx status
+    /// codes and `timeout`. Default: none.
+    pub retry_on: Option<Vec<Scalar>>,
+    /// Outlier ejection. Default `{ consecutive_failures: 5, base_time: "10s",
+    /// max_time: "5m", max_percent: 50 }`.
+    pub eject: Option<RawEject>,
+    /// Upstream timeouts. Default `{ connect: "5s", response_header: "60s", idle: "60s" }`.
+    pub timeouts: Option<RawUpstreamTimeouts>,
+    /// Idle keep-alive connections kept per worker. Default 32.
+    pub keepalive: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawEject {
+    /// Connect errors or 5xx answers in a row that eject a worker; 0 turns ejection
+    /// off. Default 5.
+    pub consecutive_failures: Option<u32>,
+    /// First ejection time; the n-th ejection lasts n times this. Default `"10s"`.
+    pub base_time: Option<RawDuration>,
+    /// Longest ejection. Default `"5m"`.
+    pub max_time: Option<RawDuration>,
+    /// Most of the pool's workers (percent) ejected at once. Default 50.
+    pub max_percent: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTimeouts {
+    /// Connecting to a worker. Default `"5s"`.
+    pub connect: Option<RawDuration>,
+    /// Waiting for the response head, and for each further read. Default `"60s"`.
+    pub response_header: Option<RawDuration>,
+    /// How long an unused keep-alive connection to a worker is kept. Default `"60s"`.
+    pub idle: Option<RawDuration>,
+}
+
+/// `lb`: an algorithm name, or a mapping for hashing.
+#[derive(Debug, Clone)]
+pub enum RawLb {
+    Name(String),
+    Map(RawLbMap),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawLbMap {
+    /// Consistent hashing on one request attribute.
+    pub hash: Option<RawHash>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHash {
+    /// Hash on this request header's value.
+    pub header: Option<String>,
+    /// Hash on this cookie's value.
+    pub cookie: Option<String>,
+    /// Hash on the client's IP address; only `true` is meaningful.
+    pub client_ip: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -381,6 +464,10 @@ pub struct RawEnv(pub Vec<(Scalar, Scalar)>);
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawDuration(pub String);
 
+/// A size string such as `"32KiB"`, parsed by `validate`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSize(pub String);
+
 struct ScalarVisitor;
 
 impl<'de> Visitor<'de> for ScalarVisitor {
@@ -558,6 +645,55 @@ impl<'de> Deserialize<'de> for RawDuration {
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawDuration, E> {
                 V::bare_number(serde_yaml::Number::from(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl V {
+            fn bare_number<E: de::Error>(n: impl fmt::Display) -> Result<RawSize, E> {
+                Err(E::custom(format!("invalid size {n} ({SIZE_HINT})")))
+            }
+        }
+        impl<'de> Visitor<'de> for V {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a size string ({SIZE_HINT})")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize(v.to_owned()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+                V::bare_number(v)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+                V::bare_number(v)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawSize, E> {
+                V::bare_number(serde_yaml::Number::from(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawLb {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawLb;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("round_robin, least_requests, random or { hash: { header: NAME } }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawLb, E> {
+                Ok(RawLb::Name(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawLb, A::Error> {
+                RawLbMap::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawLb::Map)
             }
         }
         d.deserialize_any(V)

@@ -203,6 +203,39 @@ impl JsonSchema for RawPools {
     }
 }
 
+impl JsonSchema for super::raw::RawSize {
+    fn schema_name() -> Cow<'static, str> {
+        "Size".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A size in bytes with a unit: B, KB, MB, GB, KiB, MiB or GiB, such as \"32KiB\" or \"10MiB\".",
+            "anyOf": [
+                { "type": "string", "pattern": "^[0-9]+(B|KB|MB|GB|KiB|MiB|GiB)$", "examples": ["32KiB", "10MiB"] },
+                { "type": "string", "pattern": INTERPOLATED }
+            ]
+        })
+    }
+}
+
+impl JsonSchema for super::raw::RawLb {
+    fn schema_name() -> Cow<'static, str> {
+        "Lb".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let map = generator.subschema_for::<super::raw::RawLbMap>();
+        json_schema!({
+            "description": "round_robin (default), least_requests, random, or { hash: { header: NAME } | { cookie: NAME } | { client_ip: true } }.",
+            "anyOf": [
+                { "type": "string", "enum": ["round_robin", "least_requests", "random"] },
+                map
+            ]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

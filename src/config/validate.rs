@@ -19,6 +19,7 @@ use super::error::{with_suggestion, Issue};
 use super::location::{KeyPath, LocationIndex};
 use super::model::*;
 use super::raw::*;
+use super::upstream::UpstreamParts;
 
 const DEFAULT_PROXY_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
@@ -108,7 +109,7 @@ impl Checker<'_> {
     }
 
     /// Something at, above or below `path` was removed.
-    fn touched(&self, path: &KeyPath) -> bool {
+    pub(super) fn touched(&self, path: &KeyPath) -> bool {
         self.poisoned
             .iter()
             .any(|p| path.starts_with(p) || p.starts_with(path))
@@ -226,6 +227,29 @@ impl Checker<'_> {
         let config = ProxyConfig {
             listen: listeners.iter().map(|l| l.addr).collect(),
             threads,
+            client_header_timeout: self.timeout_or(
+                raw.client_header_timeout,
+                &path.key("client_header_timeout"),
+                10 * SECOND,
+            ),
+            client_timeout: self.timeout_or(
+                raw.client_timeout,
+                &path.key("client_timeout"),
+                60 * SECOND,
+            ),
+            idle_timeout: self.timeout_or(raw.idle_timeout, &path.key("idle_timeout"), 60 * SECOND),
+            max_header_size: self.size_between(
+                raw.max_header_size,
+                &path.key("max_header_size"),
+                32 << 10,
+                (1 << 10, 512 << 10),
+            ) as usize,
+            max_body: self.size_between(
+                raw.max_body,
+                &path.key("max_body"),
+                100 << 20,
+                (0, u64::MAX),
+            ),
         };
         (config, listeners)
     }
@@ -314,7 +338,11 @@ impl Checker<'_> {
                 LogFormat::Text
             }
         };
-        LogConfig { level, format }
+        LogConfig {
+            level,
+            format,
+            access: raw.access.unwrap_or(false),
+        }
     }
 
     fn pools(&mut self, raw: Option<RawPools>, path: &KeyPath) -> Vec<CheckedPool> {
@@ -409,6 +437,19 @@ impl Checker<'_> {
         let restart = self.restart(raw.restart.unwrap_or_default(), &path.key("restart"));
         let stop = self.stop(raw.stop.unwrap_or_default(), &path.key("stop"));
         let hooks = self.pool_hooks(raw.hooks, &path.key("hooks"));
+        let upstream = self.upstream(
+            UpstreamParts {
+                lb: raw.lb,
+                weights: raw.weights,
+                retries: raw.retries,
+                retry_on: raw.retry_on,
+                eject: raw.eject,
+                timeouts: raw.timeouts,
+                keepalive: raw.keepalive,
+            },
+            &path,
+            workers,
+        );
         let config = PoolConfig {
             name,
             command,
@@ -423,6 +464,7 @@ impl Checker<'_> {
             restart,
             stop,
             hooks,
+            upstream,
         };
         CheckedPool {
             config,
@@ -963,7 +1005,7 @@ mod tests {
         let e = one("pools:\n  web:\n    command: [app]\n    ports: \"9001\"\n    wrokers: 2\n");
         assert_eq!(
             e,
-            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks); did you mean "workers"?"#
+            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive); did you mean "workers"?"#
         );
         let errors = errors(&format!("{POOL}prxy: {{}}\n"));
         assert_eq!(errors[0].path, "prxy");

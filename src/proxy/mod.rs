@@ -1,15 +1,31 @@
 //! The front proxy: a Pingora [`ProxyHttp`] that routes each request to a pool and
-//! round-robins it over that pool's ready workers.
+//! balances it over that pool's ready workers.
 //!
-//! - A request that matches no route gets 404; a pool with no ready worker gets 503,
-//!   both with a short text body.
-//! - A connect failure is retried on a worker not yet tried for this request.
-//! - `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` are set.
+//! - [`front`] guards every client connection (request-head deadline and size)
+//!   below Pingora's parser; the hooks here check framing and body size, pick a
+//!   worker ([`upstreams`], [`selection`]), retry, eject outliers ([`eject`]), set
+//!   `X-Forwarded-*` and `X-Request-Id` ([`headers`]), and record metrics and the
+//!   access log ([`access_log`]) once per request.
+//! - A request that matches no route gets 404; a pool with no ready worker gets 503.
+//! - A connect failure is retried on a worker not yet tried, for any method. A
+//!   response in `retry_on` (or a response-head timeout with `timeout` in it) is
+//!   retried only for idempotent methods and only while nothing has been sent to the
+//!   client. At most `retries` extra attempts.
 //! - Every request holds an [`InFlight`] guard, so shutdown can wait for the proxy to
 //!   drain.
+//!
+//! Per-request work avoids locks and label lookups: metric handles are resolved when
+//! the proxy is built, worker state is atomics, and selection does not allocate.
 
+pub mod access_log;
+pub mod address;
+pub mod eject;
+pub mod front;
+pub mod headers;
 pub mod inflight;
 pub mod router;
+pub mod runtime;
+pub mod selection;
 pub mod upstreams;
 
 use std::sync::Arc;
@@ -17,28 +33,40 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::header::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::lb::Backend;
+use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{ProxyHttp, Session};
-use pingora::{Error, ErrorType, Result};
-use prometheus::IntCounter;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use prometheus::{IntCounter, IntGauge};
 
+use crate::config::{HashKey, RetryOn};
 use crate::metrics::PoolRequestMetrics;
+pub use address::WorkerAddr;
 pub use inflight::{InFlight, InFlightGuard};
 pub use router::Router;
-use upstreams::{PoolUpstreams, ServedCounter};
-
-/// Connect attempts beyond the first, each on another worker.
-const CONNECT_RETRIES: u8 = 3;
-/// Bound on connecting to a worker on loopback.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+use upstreams::PoolUpstreams;
 
 /// One pool as the proxy uses it.
 pub struct ProxyPool {
     pub name: Arc<str>,
     pub upstreams: Arc<PoolUpstreams>,
     pub metrics: PoolRequestMetrics,
+    pub retries: u32,
+    pub retry_on: RetryOn,
+    pub hash: Option<HashKey>,
+}
+
+/// Limits on what clients may send and how long they may stall.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Each read of a request body, each write of a response.
+    pub io_timeout: Duration,
+    /// Keep-alive idle time between requests, in whole seconds (at least 1).
+    pub idle_secs: u64,
+    pub max_header_size: usize,
+    pub max_body: u64,
 }
 
 pub struct ForkyardProxy {
@@ -46,16 +74,60 @@ pub struct ForkyardProxy {
     pub router: Router,
     pub inflight: Arc<InFlight>,
     pub unrouted: IntCounter,
+    pub limits: ClientLimits,
+    pub access_log: Option<access_log::AccessLog>,
+}
+
+/// The attempt in progress: its slot, and the slot's in-flight gauge, which the
+/// lease holds up by one until it is dropped (on any path).
+struct Lease {
+    slot: usize,
+    gauge: IntGauge,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 pub struct RequestCtx {
     _inflight: InFlightGuard,
     start: Instant,
     pool: Option<usize>,
-    tried: Vec<Backend>,
-    connect_failures: u8,
-    /// Counts this request against the worker it is sent to (for draining).
-    worker: Option<upstreams::WorkerGuard>,
+    current: Option<Lease>,
+    /// Slots of earlier attempts (the current one is in `current`).
+    tried: Vec<usize>,
+    attempts: u32,
+    hash_key: Option<u64>,
+    /// `upstream_response_filter` turned a response into a retry.
+    retry_response: bool,
+    body_bytes: u64,
+    /// Generated here, when the client sent none.
+    request_id: Option<HeaderValue>,
+    last_worker: Option<usize>,
+}
+
+impl ForkyardProxy {
+    fn pool(&self, ctx: &RequestCtx) -> Option<&ProxyPool> {
+        ctx.pool.and_then(|i| self.pools.get(i))
+    }
+}
+
+/// Whether a response-side failure may be retried on another worker.
+fn may_retry(session: &Session, ctx: &RequestCtx, pool: &ProxyPool) -> bool {
+    ctx.attempts <= pool.retries
+        && session.req_header().method.is_idempotent()
+        && session.response_written().is_none()
+        && !session.as_ref().retry_buffer_truncated()
+        && pool.upstreams.ready_count() > ctx.tried.len() + 1
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
 }
 
 #[async_trait]
@@ -67,10 +139,58 @@ impl ProxyHttp for ForkyardProxy {
             _inflight: self.inflight.enter(),
             start: Instant::now(),
             pool: None,
+            current: None,
             tried: Vec::new(),
-            connect_failures: 0,
-            worker: None,
+            attempts: 0,
+            hash_key: None,
+            retry_response: false,
+            body_bytes: 0,
+            request_id: None,
+            last_worker: None,
         }
+    }
+
+    /// No response compression (Pingora adds a disabled compression module by
+    /// default; it still costs work per response).
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let _ = front::with_conn(|c| c.head_done());
+        let limits = self.limits;
+        session.set_read_timeout(Some(limits.io_timeout));
+        session.set_write_timeout(Some(limits.io_timeout));
+        if session
+            .get_keepalive()
+            .is_some_and(|k| k != limits.idle_secs)
+        {
+            session.set_keepalive(Some(limits.idle_secs));
+        }
+        let downstream = session.as_downstream();
+        let raw = || downstream.to_h1_raw();
+        if let Some(why) = headers::framing_error(session.req_header(), raw) {
+            return Error::e_explain(ErrorType::HTTPStatus(400), why);
+        }
+        if session.as_downstream().to_h1_raw().len() > limits.max_header_size {
+            return Error::e_explain(ErrorType::HTTPStatus(431), "request head too large");
+        }
+        let too_long = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > limits.max_body);
+        if too_long {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "request body larger than max_body",
+            );
+        }
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -86,11 +206,34 @@ impl ProxyHttp for ForkyardProxy {
             return Ok(true);
         };
         ctx.pool = Some(idx);
-        if self.pools[idx].upstreams.ready_count() == 0 {
+        let pool = &self.pools[idx];
+        if pool.upstreams.ready_count() == 0 {
             respond_text(session, 503, "forkyard: no ready worker in this pool\n").await?;
             return Ok(true);
         }
+        if let Some(key) = &pool.hash {
+            ctx.hash_key = headers::hash_key(req, key, client_ip(session));
+        }
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > self.limits.max_body {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body larger than max_body",
+                );
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -102,22 +245,30 @@ impl ProxyHttp for ForkyardProxy {
             .pool
             .and_then(|i| self.pools.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no pool"))?;
-        let backend = pool.upstreams.select(&ctx.tried).ok_or_else(|| {
-            let code = if ctx.tried.is_empty() { 503 } else { 502 };
-            Error::explain(ErrorType::HTTPStatus(code), "no ready worker left to try")
-        })?;
-        let addr = backend
-            .addr
-            .as_inet()
-            .copied()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "worker is not TCP"))?;
-        ctx.tried.push(backend);
-        // A retry moves the request to another worker.
-        ctx.worker = None;
-        ctx.worker = pool.upstreams.enter(addr);
-        let mut peer = HttpPeer::new(addr, false, String::new());
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        Ok(Box::new(peer))
+        if let Some(prev) = ctx.current.take() {
+            ctx.tried.push(prev.slot);
+        }
+        let Some(slot) = pool.upstreams.select(&ctx.tried, ctx.hash_key) else {
+            let (code, why) = if ctx.attempts == 0 {
+                (503, "no ready worker")
+            } else {
+                (502, "no other worker left to try")
+            };
+            return Error::e_explain(ErrorType::HTTPStatus(code), why);
+        };
+        if ctx.attempts > 0 {
+            pool.metrics.retries.inc();
+        }
+        ctx.attempts += 1;
+        ctx.last_worker = Some(slot);
+        let s = pool.upstreams.slot(slot);
+        s.in_flight.inc();
+        s.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.current = Some(Lease {
+            slot,
+            gauge: s.in_flight.clone(),
+        });
+        Ok(s.peer())
     }
 
     fn fail_to_connect(
@@ -127,13 +278,13 @@ impl ProxyHttp for ForkyardProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(pool) = ctx.pool.and_then(|i| self.pools.get(i)) {
+        if let Some(pool) = self.pool(ctx) {
             pool.metrics.connect_errors.inc();
-        }
-        ctx.connect_failures += 1;
-        // Nothing reached the worker yet, so any method may be retried elsewhere.
-        if ctx.connect_failures <= CONNECT_RETRIES {
-            e.set_retry(true);
+            if let Some(l) = &ctx.current {
+                pool.upstreams.record(l.slot, true);
+            }
+            // Nothing reached the worker, so any method may go to another one.
+            e.set_retry(ctx.attempts <= pool.retries);
         }
         e
     }
@@ -142,48 +293,157 @@ impl ProxyHttp for ForkyardProxy {
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string());
-        if let Some(ip) = client_ip {
-            let xff = match upstream
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-                _ => ip,
-            };
-            upstream.insert_header("x-forwarded-for", xff)?;
-        }
-        upstream.insert_header("x-forwarded-proto", "http")?;
         let host = session
             .req_header()
             .headers
             .get(http::header::HOST)
             .cloned();
-        match host {
-            Some(h) => upstream.insert_header("x-forwarded-host", h)?,
-            None => {
-                upstream.remove_header("x-forwarded-host");
-            }
+        headers::set_forwarded(upstream, client_ip(session), host, |ip| {
+            front::with_conn(|c| {
+                c.forwarded_for
+                    .get_or_init(|| headers::ip_value(ip))
+                    .clone()
+            })
+            .unwrap_or_else(|| headers::ip_value(ip))
+        })?;
+        if !upstream.headers.contains_key(headers::X_REQUEST_ID) {
+            let id = ctx
+                .request_id
+                .get_or_insert_with(headers::new_request_id)
+                .clone();
+            upstream.insert_header(headers::X_REQUEST_ID, id)?;
         }
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if e.is_none() {
-            if let Some(worker) = ctx.tried.last() {
-                ServedCounter::count(worker);
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        if status < 200 {
+            return Ok(());
+        }
+        if let (Some(pool), Some(l)) = (self.pool(ctx), &ctx.current) {
+            pool.upstreams.record(l.slot, status >= 500);
+            if pool.retry_on.status(status) && may_retry(session, ctx, pool) {
+                ctx.retry_response = true;
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(status),
+                    "retrying on another worker",
+                );
             }
         }
-        if let Some(pool) = ctx.pool.and_then(|i| self.pools.get(i)) {
-            let status = session.response_written().map_or(0, |r| r.status.as_u16());
-            pool.metrics
-                .record(status, ctx.start.elapsed().as_secs_f64());
+        headers::strip_hop_by_hop(resp);
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        _peer: &HttpPeer,
+        session: &mut Session,
+        mut e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        if std::mem::take(&mut ctx.retry_response) {
+            e.set_retry(true);
+            return e;
+        }
+        let Some(pool) = self.pool(ctx) else {
+            e.set_retry(false);
+            return e;
+        };
+        let head_timeout = e.etype == ErrorType::ReadTimedout
+            && e.esource == ErrorSource::Upstream
+            && session.response_written().is_none();
+        if head_timeout {
+            if let Some(l) = &ctx.current {
+                pool.upstreams.record(l.slot, true);
+            }
+            e.set_retry(pool.retry_on.timeout && may_retry(session, ctx, pool));
+            return e;
+        }
+        // Pingora's default: a failure on a reused keep-alive connection (the
+        // worker closed it) is retried for idempotent requests; nothing else is.
+        if !session.req_header().method.is_idempotent()
+            || session.as_ref().retry_buffer_truncated()
+            || ctx.attempts > pool.retries
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        use ErrorType::*;
+        let code = match (e.etype(), e.esource()) {
+            (HTTPStatus(code), _) => *code,
+            (ConnectTimedout, _) => 504,
+            (ReadTimedout | WriteTimedout, ErrorSource::Upstream) => 504,
+            (_, ErrorSource::Upstream) => 502,
+            (
+                WriteError | ReadError | ConnectionClosed | ReadTimedout | WriteTimedout,
+                ErrorSource::Downstream,
+            ) => 0,
+            (_, ErrorSource::Downstream) => 400,
+            _ => 500,
+        };
+        if code > 0 && session.response_written().is_none() {
+            if let Err(err) = session.respond_error(code).await {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let _ = front::with_conn(|c| c.request_done());
+        ctx.current = None;
+        let Some(pool) = self.pool(ctx) else {
+            return;
+        };
+        if let (None, Some(s)) = (e, ctx.last_worker) {
+            pool.upstreams.count_served(s);
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.start.elapsed();
+        pool.metrics.record(status, elapsed.as_secs_f64());
+        if let Some(log) = &self.access_log {
+            let req = session.req_header();
+            let id = req
+                .headers
+                .get(headers::X_REQUEST_ID)
+                .or(ctx.request_id.as_ref())
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            log.log(&access_log::Entry {
+                client: client_ip(session),
+                method: req.method.as_str(),
+                target: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+                version: req.version,
+                status,
+                bytes: session.body_bytes_sent(),
+                duration_us: elapsed.as_micros() as u64,
+                pool: &pool.name,
+                worker: ctx.last_worker,
+                attempts: ctx.attempts,
+                request_id: id,
+            });
         }
     }
 }

@@ -436,6 +436,19 @@ pub fn process_gone(pid: i32) -> bool {
     }
 }
 
+/// The fixture worker of the proxy tests (streaming, limits, Unix sockets).
+pub fn proxy_fixture_worker() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proxy_worker.py")
+}
+
+/// A pool block for the proxy tests' fixture worker.
+pub fn proxy_fixture_pool(name: &str, workers: u16, extra: &str) -> String {
+    fixture_pool(name, workers, extra).replace(
+        &fixture_worker().display().to_string(),
+        &proxy_fixture_worker().display().to_string(),
+    )
+}
+
 /// A pool block for the fixture worker.
 pub fn fixture_pool(name: &str, workers: u16, extra: &str) -> String {
     let port = free_ports(workers + 2);
@@ -527,4 +540,89 @@ pub fn run_tool(cmd: &mut Command) -> (bool, String) {
 pub fn announce(message: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+/// One request with any method, headers and body on a fresh connection
+/// (`Connection: close`); a `Content-Length` is added for a non-empty body.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut raw = req.into_bytes();
+    raw.extend_from_slice(body);
+    parse_response(&raw_exchange(addr, &raw, Duration::from_secs(30))?)
+}
+
+/// Send `bytes` as they are and read until the server closes or `timeout` passes
+/// without data.
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(bytes)?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if out.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The status code at the start of a raw response, if any.
+pub fn status_of(raw: &[u8]) -> Option<u16> {
+    std::str::from_utf8(raw.get(9..12)?).ok()?.parse().ok()
+}
+
+/// A process's resident set size in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The first port of a `fixture_pool` block: slot i listens on it plus i.
+pub fn first_port(pool_yaml: &str) -> u16 {
+    pool_yaml
+        .split("ports: \"")
+        .nth(1)
+        .and_then(|r| r.split('-').next())
+        .and_then(|p| p.parse().ok())
+        .expect("a fixture pool with ports")
+}
+
+impl Forkyard {
+    /// Wait until `n` workers of `pool` are ready.
+    pub fn wait_workers_ready(&self, pool: &str, n: usize) {
+        let series = format!(r#"forkyard_workers{{pool="{pool}",state="ready"}}"#);
+        wait_for_or_log(self, BOOT, &format!("{n} ready workers in {pool}"), || {
+            (self.metric(&series) == Some(n as f64)).then_some(())
+        });
+    }
+
+    /// The slot that answered `GET path` through the proxy (fixture JSON).
+    pub fn slot_of(&self, path: &str, headers: &[(&str, &str)]) -> usize {
+        let r = http_get(self.proxy, path, headers).expect("request through the proxy");
+        assert_eq!(r.status, 200, "{r:?}");
+        r.json()["slot"].as_str().unwrap().parse().unwrap()
+    }
 }

@@ -75,3 +75,44 @@ fn routes_pick_pools_and_unmatched_requests_get_404() {
     assert!(none.body.contains("no route"), "{none:?}");
     assert_eq!(fy.metric("forkyard_unrouted_requests_total"), Some(1.0));
 }
+
+#[test]
+fn hop_by_hop_headers_are_not_forwarded_and_request_ids_are_set() {
+    let fy = Forkyard::start(&config_with(&[proxy_fixture_pool("web", 1, "")], ""));
+    fy.wait_ready();
+    let r = http_get(
+        fy.proxy,
+        "/",
+        &[
+            ("Connection", "keep-alive, X-Hop"),
+            ("X-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("TE", "trailers"),
+            ("X-End-To-End", "1"),
+        ],
+    )
+    .unwrap();
+    let h = &r.json()["headers"];
+    for hop in ["x-hop", "keep-alive", "proxy-connection", "te"] {
+        assert!(h.get(hop).is_none(), "{hop} was forwarded: {h}");
+    }
+    assert_eq!(h["x-end-to-end"], "1");
+    let id = h["x-request-id"]
+        .as_str()
+        .expect("a generated X-Request-Id");
+    assert_eq!(id.len(), 16, "{id}");
+
+    let r = http_get(fy.proxy, "/", &[("X-Request-Id", "abc-123")]).unwrap();
+    assert_eq!(
+        r.json()["headers"]["x-request-id"],
+        "abc-123",
+        "passed through"
+    );
+
+    let r = fy.get("/hop").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!r.headers.contains_key("x-secret"), "{r:?}");
+    assert!(!r.headers.contains_key("keep-alive"), "{r:?}");
+    assert_eq!(r.headers.get("x-kept").map(String::as_str), Some("1"));
+}

@@ -19,6 +19,7 @@ use super::error::{with_suggestion, Issue};
 use super::location::{KeyPath, LocationIndex};
 use super::model::*;
 use super::raw::*;
+use super::size::parse_size;
 use super::upstream::UpstreamParts;
 
 const DEFAULT_PROXY_LISTEN: SocketAddr =
@@ -919,29 +920,6 @@ fn show_range(range: PortRange) -> String {
     } else {
         format!("{}-{}", range.start, range.end)
     }
-}
-
-/// `"512MiB"`, `"1GiB"`, `"200MB"`, `"1048576"` (bytes).
-fn parse_size(text: &str) -> Result<u64, String> {
-    let hint = r#"(expected e.g. "512MiB", "1GiB" or "300MB")"#;
-    let digits = text.bytes().take_while(|b| b.is_ascii_digit()).count();
-    let (num, unit) = text.split_at(digits);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {text:?} {hint}"))?;
-    let mult: u64 = match unit {
-        "" | "B" => 1,
-        "KB" => 1000,
-        "MB" => 1000 * 1000,
-        "GB" => 1000 * 1000 * 1000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err(format!("invalid size {text:?} {hint}")),
-    };
-    n.checked_mul(mult)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("invalid size {text:?} {hint}"))
 }
 
 pub(super) fn is_env_name(name: &str) -> bool {

@@ -35,7 +35,7 @@ test: deps-test venv
 # Side-by-side benchmark against nginx and HAProxy; writes bench/RESULTS.md.
 # ROUNDS, SECONDS, CONNS and SCENARIOS ("static python") tune it.
 bench: deps-bench
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked --bin forkyard --example plain_pingora
 	python3 bench/bench.py
 
 lint:

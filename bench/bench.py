@@ -40,6 +40,7 @@ SECONDS = int(os.environ.get("SECONDS", "5"))
 CONNS = int(os.environ.get("CONNS", "32"))
 SCENARIOS = os.environ.get("SCENARIOS", "static python").split()
 FORKYARD = os.environ.get("FORKYARD", os.path.join(ROOT, "target/release/forkyard"))
+PLAIN = os.path.join(ROOT, "target/release/examples/plain_pingora")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BASE = 24000 + (os.getpid() % 50) * 20
 
@@ -180,6 +181,13 @@ pools:
     return p
 
 
+def plain_pingora(listen, backends):
+    """A straightforward Pingora proxy with default settings (bench/plain_pingora.rs)."""
+    p = start([PLAIN, f"127.0.0.1:{listen}"] + [f"127.0.0.1:{b}" for b in backends])
+    wait_http(listen)
+    return p
+
+
 def nginx_proxy(listen, workers, backends):
     servers = "".join(f"server 127.0.0.1:{b};" for b in backends)
     conf = write(f"nginx-{listen}.conf", f"""
@@ -273,6 +281,9 @@ def main():
                 "nginx 1 worker": (nginx_proxy(lp + 2, 1, b), f"http://127.0.0.1:{lp + 2}/"),
                 "haproxy 1 thread": (haproxy(lp + 3, 1, b), f"http://127.0.0.1:{lp + 3}/"),
             }
+            if os.path.exists(PLAIN):
+                pp = port(60 + si)
+                targets["plain Pingora 1 thread"] = (plain_pingora(pp, b), f"http://127.0.0.1:{pp}/")
             if not os.environ.get("QUICK"):
                 targets.update({
                     "forkyard 2 threads": (forkyard(lp + 4, 2, b), f"http://127.0.0.1:{lp + 4}/"),
@@ -304,7 +315,8 @@ def main():
             results[scenario]["_raw"] = runs
             for p in PROCS:
                 try:
-                    os.killpg(p.pid, signal.SIGTERM)
+                    # Plain Pingora would sit out its 5-minute grace period.
+                    os.killpg(p.pid, signal.SIGKILL if p.args[0] == PLAIN else signal.SIGTERM)
                 except OSError:
                     pass
             for p in PROCS:
@@ -342,6 +354,7 @@ def report(results, load_before, load_after, meta=None):
         f"- Load: `wrk -t1 -c{meta['conns']} -d{meta['seconds']}s`, {meta['rounds']} interleaved rounds (every target once per round); medians shown.",
         "- CPU µs/request: utime+stime of all the proxy's processes from /proc (10 ms ticks) ÷ requests served. RSS: after the run, all processes.",
         "- Backends are shared by every target: two nginx `return 200` instances (static) or two copies of bench/app.py (python).",
+        "- `plain Pingora` is bench/plain_pingora.rs: a straightforward Pingora 0.9 proxy with default settings (round robin, nothing else), for reference.",
         "- Profile, optimisation steps and their effects: [PROFILE.md](PROFILE.md).",
         "",
     ]
@@ -362,6 +375,10 @@ def report(results, load_before, load_after, meta=None):
                 o = res[other]
                 lines.append(f"| forkyard {t} / {other} | {f['rps'] / o['rps']:.2f} | {f['p99'] / o['p99']:.2f} | "
                              f"{f['cpu_us'] / o['cpu_us']:.2f} | {f['rss'] / o['rss']:.2f} |")
+        if "plain Pingora 1 thread" in res:
+            f, o = res["forkyard 1 thread"], res["plain Pingora 1 thread"]
+            lines.append(f"| forkyard 1 thread / plain Pingora 1 thread | {f['rps'] / o['rps']:.2f} | {f['p99'] / o['p99']:.2f} | "
+                         f"{f['cpu_us'] / o['cpu_us']:.2f} | {f['rss'] / o['rss']:.2f} |")
         if "forkyard 2 threads" in res:
             for who, one, two in (("forkyard", "forkyard 1 thread", "forkyard 2 threads"),
                                   ("nginx", "nginx 1 worker", "nginx 2 workers"),

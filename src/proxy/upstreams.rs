@@ -267,10 +267,11 @@ impl PoolUpstreams {
         if let Outcome::Ejected(d) = self.ejector.record(&s.eject, failed) {
             s.ejections.inc();
             tracing::warn!(
+                event = crate::events::EJECTION,
                 pool = %self.name,
                 worker = slot,
                 addr = %s.addr,
-                seconds = d.as_secs_f64(),
+                duration_ms = d.as_millis() as u64,
                 "worker ejected after consecutive failures"
             );
         }

@@ -161,19 +161,6 @@ const RECYCLE_CHECK: Duration = Duration::from_millis(250);
 /// How long to wait before asking again if a replacement did not happen.
 const RECYCLE_RETRY: Duration = Duration::from_secs(30);
 
-/// Resident memory of `pid`, from /proc.
-fn rss_bytes(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
 /// Which recycling limit, if any, this worker has reached.
 fn recycle_due(
     ctx: &WorkerCtx,
@@ -189,7 +176,11 @@ fn recycle_due(
     if r.max_lifetime.is_some_and(|l| started.elapsed() >= l) {
         return Some(ExitReason::RecycleLifetime);
     }
-    if let (Some(max), Some(rss)) = (r.max_rss, r.max_rss.and(rss_bytes(pid))) {
+    if let (Some(max), Some(rss)) = (
+        r.max_rss,
+        r.max_rss
+            .and(crate::process::usage::read(pid).map(|u| u.rss_bytes)),
+    ) {
         if rss >= max {
             return Some(ExitReason::RecycleMemory);
         }

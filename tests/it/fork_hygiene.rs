@@ -176,8 +176,21 @@ fn user_and_group_drop_privileges_when_root() {
     // The system interpreter by absolute path: `nobody` may not be able to search
     // every PATH entry root has (a pyenv shim under /root, say).
     let python = "/usr/bin/python3";
-    if !std::path::Path::new(python).exists() {
-        eprintln!("SKIPPED user_and_group_drop_privileges_when_root: {python} is missing");
+    // `nobody` must be able to reach the interpreter, the fixture and the repo: not
+    // so in a chroot whose root directory is private (mode 0700), for example.
+    let reachable = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        p.ancestors()
+            .skip(1)
+            .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+    };
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !std::path::Path::new(python).exists()
+        || !reachable(std::path::Path::new(python))
+        || !reachable(&fixture_worker())
+        || !reachable(&repo.join("x"))
+    {
+        eprintln!("SKIPPED user_and_group_drop_privileges_when_root: {python}, the fixture or the repository is not reachable by other users here");
         return;
     }
     let pool = fixture_pool(

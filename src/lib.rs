@@ -24,6 +24,7 @@
 //!   (`/status` JSON, the HTML page, the `forkyard status` table).
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status` and `/`.
 //! - [`signals`]: the one owner of process signals.
+//! - [`sockets`]: the private runtime directory of `bind: unix` workers' sockets.
 //! - [`sd_notify`]: systemd's `READY=1` over `NOTIFY_SOCKET`.
 //! - [`server`]: wiring and the shutdown order.
 //! - [`events`]: the stable names of the lifecycle log events.
@@ -99,6 +100,7 @@ pub mod reload;
 pub mod sd_notify;
 pub mod server;
 pub mod signals;
+pub mod sockets;
 pub mod status;
 pub mod supervisor;
 pub mod watch;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::config::{fill_placeholders, Config, Hook, HookAction, LogFormat, Phase, ReadyProbe};
+use crate::config::{Config, Hook, HookAction, LogFormat, Phase, ReadyProbe};
 
 /// One line per hook: phase, name, action, timeout, failure policy.
 fn describe_hooks(out: &mut String, indent: &str, phase: Phase, hooks: &[Hook]) {
@@ -61,14 +61,16 @@ pub fn describe(config: &Config) -> String {
             ReadyProbe::Tcp => "tcp".to_string(),
             ReadyProbe::Http { path } => format!("http {path}"),
         };
+        let addressing = match &pool.socket_dir {
+            Some(dir) => format!("unix sockets in {}", dir.display()),
+            None => format!("ports {}-{}", pool.ports.start, pool.ports.end),
+        };
         let _ = writeln!(
             out,
-            "pool {}: {} worker{}, ports {}-{}, cwd {}, ready {} within {:?}, restart backoff {:?}..{:?} (reset after {:?}), stop {} then SIGKILL after {:?}",
+            "pool {}: {} worker{}, {addressing}, cwd {}, ready {} within {:?}, restart backoff {:?}..{:?} (reset after {:?}), stop {} then SIGKILL after {:?}",
             pool.name,
             pool.workers,
             if pool.workers.get() == 1 { "" } else { "s" },
-            pool.ports.start,
-            pool.ports.end,
             pool.cwd.display(),
             ready,
             pool.ready.timeout,
@@ -80,12 +82,17 @@ pub fn describe(config: &Config) -> String {
         );
         for slot in 0..pool.workers.get() {
             let port = pool.slot_port(slot);
+            let socket = pool.socket_path(port);
             let argv: Vec<String> = pool
                 .command
                 .iter()
-                .map(|a| fill_placeholders(a, &pool.name, slot, port))
+                .map(|a| pool.fill(a, slot, port))
                 .collect();
-            let _ = writeln!(out, "  slot {slot}: 127.0.0.1:{port}  {argv:?}");
+            let addr = match &socket {
+                Some(p) => format!("unix:{}", p.display()),
+                None => format!("127.0.0.1:{port}"),
+            };
+            let _ = writeln!(out, "  slot {slot}: {addr}  {argv:?}");
         }
         for (k, _) in &pool.env {
             let _ = writeln!(out, "  env {k}");

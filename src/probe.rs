@@ -2,10 +2,11 @@
 //! `http` and `wait_for` hook actions. One request per connection, `Connection:
 //! close`, only the status line is read.
 
+use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -43,15 +44,42 @@ pub async fn http_status(
     path: &str,
 ) -> Result<u16, ProbeError> {
     let target = format!("http://{host}:{port}{path}");
-    let mut stream = connect(host, port).await?;
-    let io = |source| ProbeError::Io {
-        target: target.clone(),
-        source,
-    };
+    let stream = connect(host, port).await?;
     let host_header = if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
         format!("{host}:{port}")
+    };
+    request_status(stream, &host_header, method, path, target).await
+}
+
+/// Open a connection to the Unix socket at `socket`.
+pub async fn connect_unix(socket: &Path) -> Result<UnixStream, ProbeError> {
+    UnixStream::connect(socket)
+        .await
+        .map_err(|source| ProbeError::Connect {
+            target: format!("unix:{}", socket.display()),
+            source,
+        })
+}
+
+/// `http_status` over a Unix socket (`Host: localhost`).
+pub async fn http_status_unix(socket: &Path, method: &str, path: &str) -> Result<u16, ProbeError> {
+    let target = format!("unix:{}:{path}", socket.display());
+    let stream = connect_unix(socket).await?;
+    request_status(stream, "localhost", method, path, target).await
+}
+
+async fn request_status<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    host_header: &str,
+    method: &str,
+    path: &str,
+    target: String,
+) -> Result<u16, ProbeError> {
+    let io = |source| ProbeError::Io {
+        target: target.clone(),
+        source,
     };
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: forkyard\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -109,5 +137,27 @@ mod tests {
             http_status("127.0.0.1", port, "GET", "/").await.unwrap(),
             418
         );
+    }
+
+    #[tokio::test]
+    async fn talks_over_a_unix_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.sock");
+        let l = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 256];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"GET /ready HTTP/1.1\r\nHost: localhost\r\n"));
+            s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        assert_eq!(http_status_unix(&path, "GET", "/ready").await.unwrap(), 204);
+        let gone = dir.path().join("nothing.sock");
+        assert!(matches!(
+            http_status_unix(&gone, "GET", "/").await,
+            Err(ProbeError::Connect { .. })
+        ));
     }
 }

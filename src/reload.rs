@@ -9,7 +9,8 @@
 //! new worker never becomes ready (`result="rolled_back"`).
 //!
 //! Not applied without a restart (the reload is refused, result `error`, and the
-//! log says so): adding or removing pools, and changing routes. Changes to
+//! log says so): adding or removing pools, changing a pool's `ports` or `bind`, and
+//! changing routes. Changes to
 //! `proxy.listen`, `proxy.threads`, `admin` and `log` are ignored with a warning
 //! that they need a restart.
 
@@ -102,6 +103,18 @@ async fn apply(current: &mut Config, supervisor: &mut Supervisor) -> (ReloadResu
                 names(current),
                 names(&new)
             ),
+        );
+    }
+    let addressing = |c: &Config| {
+        c.pools
+            .iter()
+            .map(|p| (p.ports, p.bind, p.socket_dir.clone()))
+            .collect::<Vec<_>>()
+    };
+    if addressing(&new) != addressing(current) {
+        return (
+            ReloadResult::Error,
+            "changing a pool's ports or bind needs a restart (the proxy's worker addresses are fixed at start); nothing changed".into(),
         );
     }
     if new.routes != current.routes {

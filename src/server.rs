@@ -470,6 +470,8 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 }
             }
         }
+        // The workers are gone: remove their Unix sockets and directories.
+        crate::sockets::remove_all(&config.pools.iter().collect::<Vec<_>>());
         // on_shutdown: failures are logged and counted; the exit goes on.
         if forced.is_none() {
             let _ = hooks

@@ -478,6 +478,7 @@ routes:
                     start: 9001,
                     end: 9010,
                 },
+                socket_dir: None,
                 env: vec![],
                 cwd: PathBuf::from("."),
                 ready: ReadyCheck {

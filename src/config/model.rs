@@ -118,7 +118,25 @@ pub enum Bind {
     /// forkyard binds the slot's socket, keeps it across restarts, and passes it as
     /// fd 3 with `LISTEN_FDS`/`LISTEN_PID`/`LISTEN_FDNAMES`.
     Inherit,
+    /// The worker listens on a Unix socket whose path forkyard picks (`{socket}`),
+    /// in a private runtime directory; the proxy connects over it.
+    Unix,
 }
+
+/// A `bind: unix` pool has no ports; its slots are numbered `1..=N` internally, and
+/// it can be scaled up to N = 4 × `workers` (at least 8) workers.
+pub fn unix_slots(workers: NonZeroUsize) -> PortRange {
+    let n = (workers.get() * 4).clamp(8, 1024) as u16;
+    PortRange { start: 1, end: n }
+}
+
+/// The socket file of slot `slot` of a `bind: unix` pool, inside its directory.
+pub fn socket_file_name(slot: usize) -> String {
+    format!("{slot}.sock")
+}
+
+/// Longest Unix socket path (`sun_path` is 108 bytes with the NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
 
 /// An inclusive port range, `start..=end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +253,8 @@ pub struct PoolConfig {
     pub cwd: PathBuf,
     /// Default `Port`.
     pub bind: Bind,
+    /// `bind: unix`: the directory of this pool's worker sockets.
+    pub socket_dir: Option<PathBuf>,
     pub ready: ReadyCheck,
     /// Active health checks of ready workers; none by default.
     pub health: Option<HealthCheck>,
@@ -317,6 +337,22 @@ impl PoolConfig {
     /// The port of slot `slot`.
     pub fn slot_port(&self, slot: usize) -> u16 {
         self.ports.start + slot as u16
+    }
+
+    /// Fill `{port}`, `{worker}`, `{pool}` and (for `bind: unix`) `{socket}` for the
+    /// worker numbered `worker` on (internal) port `port`.
+    pub fn fill(&self, template: &str, worker: usize, port: u16) -> String {
+        let filled = fill_placeholders(template, &self.name, worker, port);
+        match self.socket_path(port) {
+            Some(path) => filled.replace("{socket}", &path.to_string_lossy()),
+            None => filled,
+        }
+    }
+
+    /// `bind: unix`: the socket path of the slot whose (internal) port is `port`.
+    pub fn socket_path(&self, port: u16) -> Option<PathBuf> {
+        let slot = usize::from(port.checked_sub(self.ports.start)?);
+        Some(self.socket_dir.as_ref()?.join(socket_file_name(slot)))
     }
 }
 

@@ -114,22 +114,24 @@ pub struct RawShutdown {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Pool")]
 pub struct RawPool {
-    /// Required. argv, non-empty; may use `{port}`, `{worker}` and `{pool}`.
+    /// Required. argv, non-empty; may use `{port}` (`{socket}` for `bind: unix`),
+    /// `{worker}` and `{pool}`.
     #[schemars(required)]
     pub command: Option<RawCommand>,
     /// Number of worker processes, at least 1. Default 1.
     #[schemars(with = "Option<super::schema::Count>")]
     pub workers: Option<usize>,
-    /// Required. `"A-B"` (inclusive) or a single port; at least `workers` ports.
-    #[schemars(required)]
+    /// Required unless `bind: unix`. `"A-B"` (inclusive) or a single port; at least
+    /// `workers` ports.
     #[schemars(with = "Option<super::schema::PortRange>")]
     pub ports: Option<Scalar>,
     /// Extra environment variables, in file order. Default: none.
     pub env: Option<RawEnv>,
     /// Working directory of the workers. Default `"."`.
     pub cwd: Option<String>,
-    /// How a worker gets its socket: `port` (it binds its slot's port itself) or
-    /// `inherit` (forkyard passes it as fd 3, systemd style). Default `port`.
+    /// How a worker gets its socket: `port` (it binds its slot's port itself),
+    /// `inherit` (forkyard passes it as fd 3, systemd style) or `unix` (it listens on
+    /// the Unix socket `{socket}` that forkyard picks). Default `port`.
     #[schemars(with = "Option<super::schema::BindMode>")]
     pub bind: Option<Scalar>,
     /// Readiness probe. Default `{ tcp: true, timeout: "30s", interval: "100ms" }`.

@@ -71,7 +71,7 @@ formats! {
     /// A hook's `on_failure`.
     FailurePolicy => or_interpolated(json!({ "enum": ["abort", "skip", "kill_worker"] }));
     /// A pool's `bind`.
-    BindMode => or_interpolated(json!({ "enum": ["port", "inherit"] }));
+    BindMode => or_interpolated(json!({ "enum": ["port", "inherit", "unix"] }));
     /// `IP:port`.
     Address => address();
     LogLevel => or_interpolated(json!({ "enum": ["error", "warn", "info", "debug", "trace"] }));
@@ -256,7 +256,7 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("Default 1"));
-        assert_eq!(pool["required"], json!(["command", "ports"]));
+        assert_eq!(pool["required"], json!(["command"]));
         assert_eq!(schema["required"], json!(["pools"]));
     }
 }

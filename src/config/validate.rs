@@ -381,7 +381,6 @@ impl Checker<'_> {
         let command = self.command(raw.command, &path.key("command"));
         let workers_path = path.key("workers");
         let workers = self.at_least_one(raw.workers, &workers_path);
-        let ports = self.ports(raw.ports, &path.key("ports"), workers);
         let env = self.env(raw.env, &path.key("env"));
         let cwd_path = path.key("cwd");
         let cwd = match raw.cwd {
@@ -404,21 +403,32 @@ impl Checker<'_> {
         {
             None | Some("port") => Bind::Port,
             Some("inherit") => Bind::Inherit,
-            Some("unix") => {
-                self.error(
-                    &bind_path,
-                    "bind: unix is not supported yet (use port or inherit)",
-                );
-                Bind::Port
-            }
+            Some("unix") => Bind::Unix,
             Some(other) => {
-                let message = format!("invalid bind {other:?} (expected port or inherit)");
+                let message =
+                    format!("invalid bind {other:?} (expected one of: port, inherit, unix)");
                 self.error(
                     &bind_path,
-                    with_suggestion(message, other, &["port", "inherit"]),
+                    with_suggestion(message, other, &["port", "inherit", "unix"]),
                 );
                 Bind::Port
             }
+        };
+        let ports_path = path.key("ports");
+        let (ports, socket_dir) = if bind == Bind::Unix {
+            if raw.ports.is_some() {
+                self.error(
+                    &ports_path,
+                    "bind: unix workers listen on Unix sockets, not ports: leave ports out (use {socket} in the command)",
+                );
+            }
+            self.unix_placeholders(&command, &env, &path);
+            let dir = crate::sockets::pool_dir(&name);
+            self.socket_path_length(&dir, workers, &bind_path);
+            (Some(unix_slots(workers)), Some(dir))
+        } else {
+            self.no_socket_placeholder(&command, &env, &path);
+            (self.ports(raw.ports, &ports_path, workers), None)
         };
         let ready_given = raw.ready.is_some();
         let ready = self.ready(raw.ready, &path.key("ready"));
@@ -459,6 +469,7 @@ impl Checker<'_> {
             env,
             cwd,
             bind,
+            socket_dir,
             ready,
             health,
             recycle,
@@ -470,7 +481,8 @@ impl Checker<'_> {
         CheckedPool {
             config,
             path,
-            ports,
+            // Unix pools' slot numbers are not ports: they clash with nothing.
+            ports: ports.filter(|_| bind != Bind::Unix),
         }
     }
 
@@ -495,6 +507,58 @@ impl Checker<'_> {
             Some(_) => {}
         }
         argv
+    }
+
+    /// A `bind: unix` worker learns its socket path from `{socket}`; `{port}` means
+    /// nothing there.
+    fn unix_placeholders(&mut self, command: &[String], env: &[(String, String)], path: &KeyPath) {
+        let mut socket_used = false;
+        for (at, value) in placeholder_sites(command, env, path) {
+            socket_used |= value.contains("{socket}");
+            if value.contains("{port}") {
+                self.error(
+                    &at,
+                    "bind: unix workers have no port: use {socket} (the worker's Unix socket path) instead of {port}",
+                );
+            }
+        }
+        if !socket_used && !command.is_empty() {
+            self.error(
+                &path.key("command"),
+                r#"bind: unix needs {socket} in the command or env, so the worker knows where to listen (e.g. ["gunicorn", "--bind", "unix:{socket}", "app:app"])"#,
+            );
+        }
+    }
+
+    fn no_socket_placeholder(
+        &mut self,
+        command: &[String],
+        env: &[(String, String)],
+        path: &KeyPath,
+    ) {
+        for (at, value) in placeholder_sites(command, env, path) {
+            if value.contains("{socket}") {
+                self.error(
+                    &at,
+                    "{socket} is only set for bind: unix pools (this pool's workers listen on {port})",
+                );
+            }
+        }
+    }
+
+    /// The longest socket path must fit in `sun_path` (107 bytes and a NUL).
+    fn socket_path_length(&mut self, dir: &Path, workers: NonZeroUsize, path: &KeyPath) {
+        let longest = dir.join(socket_file_name(unix_slots(workers).len() - 1));
+        let len = longest.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            self.error(
+                path,
+                format!(
+                    "the worker socket path {} is {len} bytes, more than the {MAX_SOCKET_PATH} a Unix socket allows (set RUNTIME_DIRECTORY or XDG_RUNTIME_DIR to a shorter directory, or shorten the pool name)",
+                    longest.display()
+                ),
+            );
+        }
     }
 
     fn ports(
@@ -871,6 +935,25 @@ impl Checker<'_> {
             );
         }
     }
+}
+
+/// Every command argument and env value of a pool, with its key path.
+fn placeholder_sites<'a>(
+    command: &'a [String],
+    env: &'a [(String, String)],
+    path: &KeyPath,
+) -> Vec<(KeyPath, &'a str)> {
+    let command_path = path.key("command");
+    let env_path = path.key("env");
+    command
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (command_path.index(i), a.as_str()))
+        .chain(
+            env.iter()
+                .map(|(k, v)| (env_path.key(k.as_str()), v.as_str())),
+        )
+        .collect()
 }
 
 fn parse_port_range(text: &str) -> Result<PortRange, String> {

@@ -41,26 +41,33 @@ pub async fn attempt(hook: &Hook, ctx: &HookContext, reaper: &Reaper) -> Result<
             method,
             expect_status,
         } => {
-            let (host, port, path) = match target {
-                HttpTarget::WorkerPath(path) => {
+            let (shown, request) = match (target, &ctx.socket) {
+                (HttpTarget::WorkerPath(path), Some(socket)) => (
+                    format!("unix:{}:{path}", socket.display()),
+                    boxed(probe::http_status_unix(socket, method, path)),
+                ),
+                (HttpTarget::WorkerPath(path), None) => {
                     let Some(port) = ctx.port else {
                         return Err(fail(
                             FailureReason::Connect,
                             "no worker address in this phase",
                         ));
                     };
-                    (Ipv4Addr::LOCALHOST.to_string(), port, path.clone())
+                    let host = Ipv4Addr::LOCALHOST;
+                    (
+                        format!("http://{host}:{port}{path}"),
+                        boxed(probe::http_status("127.0.0.1", port, method, path)),
+                    )
                 }
-                HttpTarget::Url(u) => (u.host.clone(), u.port, u.path.clone()),
+                (HttpTarget::Url(u), _) => (
+                    format!("http://{}:{}{}", u.host, u.port, u.path),
+                    boxed(probe::http_status(&u.host, u.port, method, &u.path)),
+                ),
             };
-            let request = probe::http_status(&host, port, method, &path);
             match timeout(hook.timeout, request).await {
                 Err(_) => Err(fail(
                     FailureReason::Timeout,
-                    format!(
-                        "{method} http://{host}:{port}{path} took longer than {:?}",
-                        hook.timeout
-                    ),
+                    format!("{method} {shown} took longer than {:?}", hook.timeout),
                 )),
                 Ok(Err(e @ probe::ProbeError::Connect { .. })) => {
                     Err(fail(FailureReason::Connect, e.to_string()))
@@ -77,7 +84,7 @@ pub async fn attempt(hook: &Hook, ctx: &HookContext, reaper: &Reaper) -> Result<
                         let want = expect_status.map_or("2xx".to_string(), |s| s.to_string());
                         Err(fail(
                             FailureReason::HttpStatus,
-                            format!("{method} http://{host}:{port}{path} answered {status}, expected {want}"),
+                            format!("{method} {shown} answered {status}, expected {want}"),
                         ))
                     }
                 }
@@ -87,6 +94,16 @@ pub async fn attempt(hook: &Hook, ctx: &HookContext, reaper: &Reaper) -> Result<
         // Built-ins only exist in post_fork, which runs in the worker process.
         HookAction::Builtin(_) => Ok(()),
     }
+}
+
+type StatusFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<u16, probe::ProbeError>> + Send + 'a>,
+>;
+
+fn boxed<'a>(
+    f: impl std::future::Future<Output = Result<u16, probe::ProbeError>> + Send + 'a,
+) -> StatusFuture<'a> {
+    Box::pin(f)
 }
 
 async fn wait_for(target: &WaitTarget, limit: Duration) -> Result<(), AttemptError> {
@@ -137,8 +154,11 @@ async fn run(
     ctx: &HookContext,
     reaper: &Reaper,
 ) -> Result<(), AttemptError> {
-    let fill = |s: &String| match (ctx.worker, ctx.port) {
-        (Some(w), Some(p)) => fill_placeholders(s, &ctx.pool, w, p),
+    let fill = |s: &String| match (ctx.worker, ctx.port, &ctx.socket) {
+        (Some(w), Some(p), _) => fill_placeholders(s, &ctx.pool, w, p),
+        (Some(w), None, Some(socket)) => {
+            fill_placeholders(s, &ctx.pool, w, 0).replace("{socket}", &socket.to_string_lossy())
+        }
         _ => s.clone(),
     };
     let mut env = ctx.env();

@@ -28,6 +28,8 @@ pub struct HookContext {
     pub pool: Arc<str>,
     pub worker: Option<usize>,
     pub port: Option<u16>,
+    /// `bind: unix`: the worker's socket (then `port` is `None`).
+    pub socket: Option<PathBuf>,
     pub phase: Phase,
     pub exit: Option<WorkerExit>,
     /// The pool's own `env` (placeholders filled), or nothing.
@@ -42,6 +44,7 @@ impl HookContext {
             pool: Arc::from(""),
             worker: None,
             port: None,
+            socket: None,
             phase,
             exit: None,
             pool_env: Vec::new(),
@@ -68,6 +71,9 @@ impl HookContext {
         }
         if let Some(p) = self.port {
             env.push(("FORKYARD_PORT".into(), p.to_string()));
+        }
+        if let Some(s) = &self.socket {
+            env.push(("FORKYARD_SOCKET".into(), s.to_string_lossy().into()));
         }
         env.push(("FORKYARD_PHASE".into(), self.phase.as_str().into()));
         if let Some(exit) = self.exit {

@@ -60,6 +60,15 @@ pub struct PeerSettings {
 }
 
 impl WorkerAddr {
+    /// Where the worker of the slot with (internal) port `port` of `pool` listens:
+    /// `127.0.0.1:<port>`, or its Unix socket for `bind: unix`.
+    pub fn of_slot(pool: &crate::config::PoolConfig, port: u16) -> WorkerAddr {
+        match pool.socket_path(port) {
+            Some(path) => WorkerAddr::Unix(path),
+            None => WorkerAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], port))),
+        }
+    }
+
     /// A stable 64-bit identity for hashing: the same address always gives the same
     /// value, across restarts of the worker and of forkyard.
     pub fn hash_id(&self) -> u64 {

@@ -6,7 +6,6 @@
 //! only writer of readiness: it marks a worker ready once its probe passes and
 //! unready before it is stopped or as soon as it has exited.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,7 +88,7 @@ impl PoolUpstreams {
     /// simply never ready.
     pub fn new(pool: &PoolConfig, metrics: &Metrics) -> Arc<PoolUpstreams> {
         let addrs = (0..pool.ports.len())
-            .map(|i| WorkerAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], pool.slot_port(i)))))
+            .map(|i| WorkerAddr::of_slot(pool, pool.slot_port(i)))
             .collect();
         Self::with_addrs(&pool.name, addrs, &pool.upstream, metrics)
     }
@@ -145,13 +144,13 @@ impl PoolUpstreams {
 
     /// Start sending traffic to the worker at `addr` (a new process: its ejection
     /// history is forgotten).
-    pub async fn add(&self, addr: SocketAddr) {
-        self.set_ready(&WorkerAddr::Tcp(addr), true);
+    pub async fn add(&self, addr: &WorkerAddr) {
+        self.set_ready(addr, true);
     }
 
     /// Like `add`, counting the worker's answered requests in `served`.
-    pub async fn add_counted(&self, addr: SocketAddr, served: Arc<AtomicU64>) {
-        if let Some(slot) = self.slots.iter().find(|s| s.addr == WorkerAddr::Tcp(addr)) {
+    pub async fn add_counted(&self, addr: &WorkerAddr, served: Arc<AtomicU64>) {
+        if let Some(slot) = self.slot_at(addr) {
             *slot.served.write().unwrap_or_else(|e| e.into_inner()) = Some(served);
         }
         self.add(addr).await
@@ -172,8 +171,8 @@ impl PoolUpstreams {
     }
 
     /// Stop sending new traffic to the worker at `addr`.
-    pub async fn remove(&self, addr: SocketAddr) {
-        self.set_ready(&WorkerAddr::Tcp(addr), false);
+    pub async fn remove(&self, addr: &WorkerAddr) {
+        self.set_ready(addr, false);
     }
 
     /// Mark the slot at `addr` ready or not; false when no slot has that address.
@@ -195,25 +194,24 @@ impl PoolUpstreams {
         true
     }
 
-    fn slot_at(&self, addr: SocketAddr) -> Option<&Slot> {
-        let addr = WorkerAddr::Tcp(addr);
-        self.slots.iter().find(|s| s.addr == addr)
+    fn slot_at(&self, addr: &WorkerAddr) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.addr == *addr)
     }
 
     /// Requests in progress at `addr`.
-    pub fn in_flight(&self, addr: SocketAddr) -> usize {
+    pub fn in_flight(&self, addr: &WorkerAddr) -> usize {
         self.slot_at(addr)
             .map_or(0, |s| s.in_flight.get().max(0) as usize)
     }
 
     /// Requests ever sent to `addr`.
-    pub fn sent(&self, addr: SocketAddr) -> u64 {
+    pub fn sent(&self, addr: &WorkerAddr) -> u64 {
         self.slot_at(addr).map_or(0, |s| s.sent.load(Relaxed))
     }
 
     /// Wait until `addr` (already marked unready) has no request in progress, at
     /// most `limit`. Returns how many were still running when it gave up.
-    pub async fn drain(&self, addr: SocketAddr, limit: Duration) -> usize {
+    pub async fn drain(&self, addr: &WorkerAddr, limit: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let n = self.in_flight(addr);
@@ -307,14 +305,14 @@ mod tests {
         let ups =
             PoolUpstreams::with_addrs("web", addrs.clone(), &policy(LbPolicy::RoundRobin), &m);
         assert_eq!(ups.select(&[], None), None);
-        ups.add("127.0.0.1:9001".parse().unwrap()).await;
+        ups.add(&addrs[0]).await;
         assert!(ups.set_ready(&addrs[1], true));
         assert_eq!(ups.ready_count(), 2);
         let picks: Vec<_> = (0..10).map(|_| ups.select(&[], None).unwrap()).collect();
         assert_eq!(picks.iter().filter(|p| **p == 0).count(), 5, "{picks:?}");
         assert_eq!(ups.select(&[0], None), Some(1));
         assert_eq!(ups.select(&[0, 1], None), None);
-        ups.remove("127.0.0.1:9001".parse().unwrap()).await;
+        ups.remove(&addrs[0]).await;
         assert_eq!(ups.ready_count(), 1);
         assert!((0..5).all(|_| ups.select(&[], None) == Some(1)));
         assert!(!ups.set_ready(&"127.0.0.1:1".parse().unwrap(), true));
@@ -323,18 +321,22 @@ mod tests {
     #[tokio::test]
     async fn counts_and_drains_per_address() {
         let m = Metrics::new(&["web"], &[]);
-        let a: SocketAddr = "127.0.0.1:9301".parse().unwrap();
+        let a: WorkerAddr = "127.0.0.1:9301".parse().unwrap();
         let ups =
-            PoolUpstreams::with_addrs("web", vec![a.into()], &policy(LbPolicy::RoundRobin), &m);
-        ups.add(a).await;
+            PoolUpstreams::with_addrs("web", vec![a.clone()], &policy(LbPolicy::RoundRobin), &m);
+        ups.add(&a).await;
         let s = ups.slot(0);
         s.in_flight.inc();
         s.sent.fetch_add(1, Relaxed);
-        assert_eq!((ups.in_flight(a), ups.sent(a)), (1, 1));
-        assert_eq!(ups.drain(a, Duration::from_millis(30)).await, 1, "gives up");
+        assert_eq!((ups.in_flight(&a), ups.sent(&a)), (1, 1));
+        assert_eq!(
+            ups.drain(&a, Duration::from_millis(30)).await,
+            1,
+            "gives up"
+        );
         s.in_flight.dec();
-        assert_eq!(ups.drain(a, Duration::from_secs(5)).await, 0);
-        assert_eq!(ups.in_flight("127.0.0.1:1".parse().unwrap()), 0);
+        assert_eq!(ups.drain(&a, Duration::from_secs(5)).await, 0);
+        assert_eq!(ups.in_flight(&"127.0.0.1:1".parse().unwrap()), 0);
     }
 
     #[tokio::test]

@@ -164,6 +164,7 @@ impl Supervisor {
             listener,
             status: pool_status.attach(slot, port),
             pool_status,
+            addr: crate::proxy::WorkerAddr::of_slot(&config, port),
             pool: config,
             slot,
             port,

@@ -10,7 +10,6 @@
 //! about its process's exit only from the reaper, and about stopping only from the
 //! supervisor's stop channel.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,7 @@ use super::health::{HealthChange, HealthTracker};
 use super::lifecycle::SlotRecord;
 use super::readiness::{probe_once, wait_ready};
 use super::state::{StateCell, WorkerEvent, WorkerState};
-use crate::config::{fill_placeholders, OnFailure, Phase, PoolConfig};
+use crate::config::{OnFailure, Phase, PoolConfig};
 use crate::events;
 use crate::hooks::post_fork::{self, PostForkOutcome};
 use crate::hooks::{HookContext, HookRunner, WorkerExit};
@@ -34,6 +33,7 @@ use crate::process::output::{forward_lines, OutputLabel};
 use crate::process::signal::signal_group;
 use crate::process::{spawn, ExitReason, ExitStatus, SpawnSpec};
 use crate::proxy::upstreams::PoolUpstreams;
+use crate::proxy::WorkerAddr;
 use crate::status::{PoolStatus, SlotStatus};
 
 /// What the supervisor wants from its workers.
@@ -51,8 +51,10 @@ pub enum StopMode {
 pub struct WorkerCtx {
     pub pool: Arc<PoolConfig>,
     pub slot: usize,
-    /// The slot's port; kept across restarts of this actor.
+    /// The slot's port (for `bind: unix`, a slot number); kept across restarts.
     pub port: u16,
+    /// Where the slot's worker listens.
+    pub addr: WorkerAddr,
     /// Told once whether the first spawn became ready (rolling reloads wait on it).
     pub boot_report: std::sync::Mutex<Option<oneshot::Sender<bool>>>,
     /// Where to ask for this worker to be replaced (recycling).
@@ -84,12 +86,24 @@ impl WorkerCtx {
         }
     }
 
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port()))
+    fn addr(&self) -> &WorkerAddr {
+        &self.addr
     }
 
     fn fill(&self, s: &str) -> String {
-        fill_placeholders(s, &self.pool.name, self.slot, self.port())
+        self.pool.fill(s, self.slot, self.port())
+    }
+
+    /// `bind: unix`: the pool's socket directory exists and no stale socket is left
+    /// where the new worker will listen.
+    fn prepare_socket(&self) -> std::io::Result<()> {
+        match &self.addr {
+            WorkerAddr::Unix(path) => {
+                crate::sockets::prepare(&self.pool)?;
+                crate::sockets::clear_stale(path)
+            }
+            WorkerAddr::Tcp(_) => Ok(()),
+        }
     }
 
     fn pool_env(&self) -> Vec<(String, String)> {
@@ -104,7 +118,8 @@ impl WorkerCtx {
         HookContext {
             pool: Arc::from(self.pool.name.as_str()),
             worker: Some(self.slot),
-            port: Some(self.port()),
+            port: self.pool.socket_dir.is_none().then(|| self.port()),
+            socket: self.pool.socket_path(self.port()),
             phase,
             exit: None,
             pool_env: self.pool_env(),
@@ -116,7 +131,10 @@ impl WorkerCtx {
         let mut env = self.pool_env();
         env.push(("FORKYARD_POOL".into(), self.pool.name.clone()));
         env.push(("FORKYARD_WORKER".into(), self.slot.to_string()));
-        env.push(("FORKYARD_PORT".into(), self.port().to_string()));
+        match self.pool.socket_path(self.port()) {
+            Some(path) => env.push(("FORKYARD_SOCKET".into(), path.to_string_lossy().into())),
+            None => env.push(("FORKYARD_PORT".into(), self.port().to_string())),
+        }
         let argv: Vec<String> = self.pool.command.iter().map(|a| self.fill(a)).collect();
         SpawnSpec {
             child: Some(ChildSpec::for_pool(&self.pool, argv.clone(), |s| {
@@ -224,6 +242,10 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
         let end = if !ctx.run_hooks(Phase::PreFork, None).await {
             state.apply(WorkerEvent::SpawnFailed);
             RunEnd::Restart(ExitReason::HookFailure, None)
+        } else if let Err(e) = ctx.prepare_socket() {
+            state.apply(WorkerEvent::SpawnFailed);
+            record.spawn_failed(&e);
+            RunEnd::Restart(ExitReason::ExitCode, None)
         } else {
             match spawn(&ctx.spawn_spec()) {
                 Ok(child) => {

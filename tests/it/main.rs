@@ -30,4 +30,5 @@ mod socket_passing;
 mod status;
 mod status_page;
 mod streaming;
+mod unix_bind;
 mod unix_upstream;

@@ -40,10 +40,6 @@ const BOOT_BUCKETS: [f64; 12] = [
 /// HTTP status classes, indexed by `status / 100 - 1`.
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// The `reason` of a worker exit that forkyard asked for (a stop), besides the
-/// unplanned reasons of [`ExitReason`].
-pub const EXIT_REASON_STOP: &str = "stop";
-
 pub struct Metrics {
     registry: Registry,
     pub worker_starts: IntCounterVec,
@@ -105,8 +101,7 @@ pub struct SlotMetrics {
 }
 
 impl SlotMetrics {
-    /// Count an exit of this slot's process for `reason` (an [`ExitReason`] label or
-    /// [`EXIT_REASON_STOP`]).
+    /// Count an exit of this slot's process for `reason` (an [`ExitReason`] label).
     pub fn exit(&self, reason: &str) {
         self.exits
             .with_label_values(&[self.pool.as_str(), reason])
@@ -284,9 +279,10 @@ impl Metrics {
         for pool in pools {
             worker_starts.with_label_values(&[*pool]);
             worker_boot.with_label_values(&[*pool]);
-            worker_exits.with_label_values(&[*pool, EXIT_REASON_STOP]);
-            for reason in ExitReason::ALL {
+            for reason in ExitReason::RESTARTS {
                 worker_restarts.with_label_values(&[*pool, reason.as_str()]);
+            }
+            for reason in ExitReason::ALL {
                 worker_exits.with_label_values(&[*pool, reason.as_str()]);
             }
             for state in WorkerState::GAUGED {
@@ -405,8 +401,7 @@ impl Metrics {
         let _ = self.worker_boot.remove_label_values(&[pool]);
         let _ = self.request_duration.remove_label_values(&[pool]);
         let _ = self.upstream_connect_errors.remove_label_values(&[pool]);
-        let reasons = ExitReason::ALL.map(ExitReason::as_str);
-        for reason in reasons.iter().chain(&[EXIT_REASON_STOP]) {
+        for reason in ExitReason::ALL.map(ExitReason::as_str) {
             let _ = self.worker_exits.remove_label_values(&[pool, reason]);
             let _ = self.worker_restarts.remove_label_values(&[pool, reason]);
         }
@@ -476,7 +471,7 @@ mod tests {
             "forkyard_build_info{version=",
             "process_resident_memory_bytes",
             r#"forkyard_worker_starts_total{pool="api"} 0"#,
-            r#"forkyard_worker_exits_total{pool="web",reason="stop"} 0"#,
+            r#"forkyard_worker_exits_total{pool="web",reason="shutdown"} 0"#,
             r#"forkyard_worker_exits_total{pool="web",reason="boot_timeout"} 0"#,
             r#"forkyard_worker_boot_seconds_count{pool="web"} 0"#,
             r#"forkyard_config_reloads_total{result="rolled_back"} 0"#,

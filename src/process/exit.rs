@@ -64,13 +64,24 @@ pub enum ExitReason {
     RecycleLifetime,
     /// Replaced after exceeding `recycle.max_rss`.
     RecycleMemory,
+    /// Killed by SIGKILL while the cgroup's OOM-kill count rose (where readable).
+    OomKilled,
+    /// Stopped on purpose: the old worker of a rolling reload (or a new one rolled
+    /// back).
+    Reload,
+    /// Stopped on purpose: the pool was scaled down.
+    ScaleDown,
+    /// Stopped on purpose: forkyard is shutting down.
+    Shutdown,
 }
 
 impl ExitReason {
-    /// Every reason, for pre-initialising metric series.
-    pub const ALL: [ExitReason; 8] = [
+    /// The reasons a worker is restarted or replaced, for pre-initialising the
+    /// restart series.
+    pub const RESTARTS: [ExitReason; 9] = [
         ExitReason::ExitCode,
         ExitReason::Signal,
+        ExitReason::OomKilled,
         ExitReason::BootTimeout,
         ExitReason::HookFailure,
         ExitReason::Health,
@@ -78,6 +89,35 @@ impl ExitReason {
         ExitReason::RecycleLifetime,
         ExitReason::RecycleMemory,
     ];
+
+    /// Every reason, for pre-initialising the exit series.
+    pub const ALL: [ExitReason; 12] = [
+        ExitReason::ExitCode,
+        ExitReason::Signal,
+        ExitReason::OomKilled,
+        ExitReason::BootTimeout,
+        ExitReason::HookFailure,
+        ExitReason::Health,
+        ExitReason::RecycleRequests,
+        ExitReason::RecycleLifetime,
+        ExitReason::RecycleMemory,
+        ExitReason::Reload,
+        ExitReason::ScaleDown,
+        ExitReason::Shutdown,
+    ];
+
+    /// A stop forkyard asked for (not a failure).
+    pub fn is_planned(self) -> bool {
+        matches!(
+            self,
+            ExitReason::RecycleRequests
+                | ExitReason::RecycleLifetime
+                | ExitReason::RecycleMemory
+                | ExitReason::Reload
+                | ExitReason::ScaleDown
+                | ExitReason::Shutdown
+        )
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -89,6 +129,10 @@ impl ExitReason {
             ExitReason::RecycleRequests => "recycle_requests",
             ExitReason::RecycleLifetime => "recycle_lifetime",
             ExitReason::RecycleMemory => "recycle_memory",
+            ExitReason::OomKilled => "oom_killed",
+            ExitReason::Reload => "reload",
+            ExitReason::ScaleDown => "scale_down",
+            ExitReason::Shutdown => "shutdown",
         }
     }
 
@@ -97,6 +141,20 @@ impl ExitReason {
         match status {
             ExitStatus::Code(_) => ExitReason::ExitCode,
             ExitStatus::Signal(_) => ExitReason::Signal,
+        }
+    }
+
+    /// Like `of_unplanned`, given the cgroup's OOM-kill count when the process
+    /// started (`before`) and now: a SIGKILL while it rose is `oom_killed`.
+    pub fn of_unplanned_oom(
+        status: ExitStatus,
+        before: Option<u64>,
+        now: Option<u64>,
+    ) -> ExitReason {
+        let sigkill = status == ExitStatus::Signal(Signal::SIGKILL as i32);
+        match (before, now) {
+            (Some(b), Some(n)) if sigkill && n > b => ExitReason::OomKilled,
+            _ => ExitReason::of_unplanned(status),
         }
     }
 }
@@ -126,6 +184,23 @@ mod tests {
         assert_eq!(
             ExitStatus::from_wait(WaitStatus::Stopped(pid, Signal::SIGSTOP)),
             None
+        );
+    }
+
+    #[test]
+    fn a_sigkill_while_the_oom_count_rose_is_oom_killed() {
+        let kill = ExitStatus::Signal(9);
+        let oom = ExitReason::of_unplanned_oom;
+        assert_eq!(oom(kill, Some(3), Some(4)), ExitReason::OomKilled);
+        assert_eq!(oom(kill, Some(3), Some(3)), ExitReason::Signal);
+        assert_eq!(oom(kill, None, Some(4)), ExitReason::Signal, "unreadable");
+        assert_eq!(
+            oom(ExitStatus::Signal(15), Some(3), Some(4)),
+            ExitReason::Signal
+        );
+        assert_eq!(
+            oom(ExitStatus::Code(1), Some(3), Some(4)),
+            ExitReason::ExitCode
         );
     }
 }

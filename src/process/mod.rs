@@ -11,6 +11,7 @@
 pub mod child;
 pub mod child_spec;
 pub mod exit;
+pub mod oom;
 pub mod output;
 pub mod reaper;
 pub mod signal;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::events;
-use crate::metrics::{Metrics, SlotMetrics, EXIT_REASON_STOP};
-use crate::process::{ExitReason, ExitStatus};
+use crate::metrics::{Metrics, SlotMetrics};
+use crate::process::{oom, ExitReason, ExitStatus};
 use crate::status::{PoolStatus, SlotStatus};
 
 pub struct SlotRecord {
@@ -27,6 +27,8 @@ pub struct SlotRecord {
     pool_status: Arc<PoolStatus>,
     /// The current process and when it was spawned.
     current: Option<(i32, Instant)>,
+    /// The cgroup's OOM-kill count when the current process was spawned.
+    oom_before: Option<u64>,
     restarts: u64,
 }
 
@@ -52,12 +54,14 @@ impl SlotRecord {
             status,
             pool_status,
             current: None,
+            oom_before: None,
             restarts: 0,
         }
     }
 
     pub fn spawned(&mut self, pid: i32) {
         self.current = Some((pid, Instant::now()));
+        self.oom_before = oom::kills();
         self.metrics.starts.inc();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -100,13 +104,20 @@ impl SlotRecord {
         );
     }
 
-    /// The process ended. `reason` is `None` for a stop forkyard asked for.
-    pub fn exited(&mut self, status: ExitStatus, reason: Option<ExitReason>, message: &str) {
+    /// The reason for an exit of the current process that forkyard did not cause:
+    /// `exit_code`, `signal`, or `oom_killed` (a SIGKILL while the cgroup's OOM-kill
+    /// count rose).
+    pub fn unplanned(&self, status: ExitStatus) -> ExitReason {
+        ExitReason::of_unplanned_oom(status, self.oom_before, oom::kills())
+    }
+
+    /// The process ended, for `reason`.
+    pub fn exited(&mut self, status: ExitStatus, reason: ExitReason, message: &str) {
         let (pid, uptime) = match self.current.take() {
             Some((pid, t)) => (Some(pid), Some(millis(t.elapsed()))),
             None => (None, None),
         };
-        let reason_label = reason.map_or(EXIT_REASON_STOP, ExitReason::as_str);
+        let reason_label = reason.as_str();
         self.metrics.exit(reason_label);
         self.status.exited(reason_label, status.to_string());
         let (exit_code, signal) = match status {
@@ -137,15 +148,7 @@ impl SlotRecord {
         }
         // Stops forkyard planned (shutdown, scaling, replacement, recycling) are news,
         // not trouble.
-        let planned = matches!(
-            reason,
-            None | Some(
-                ExitReason::RecycleRequests
-                    | ExitReason::RecycleLifetime
-                    | ExitReason::RecycleMemory
-            )
-        );
-        if planned {
+        if reason.is_planned() {
             exit_event!(info);
         } else {
             exit_event!(warn);

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{Bind, PoolConfig};
 use crate::hooks::HookRunner;
+use crate::process::ExitReason;
 use crate::proxy::upstreams::PoolUpstreams;
 use crate::status::StatusBoard;
 
@@ -197,9 +198,10 @@ impl Supervisor {
         }
     }
 
-    /// Tell `slot` to stop gracefully and keep its port reserved until it has.
-    fn retire(&mut self, i: usize, slot: Slot) {
-        let _ = slot.stop.send(StopMode::Graceful);
+    /// Tell `slot` to stop gracefully (recorded as `reason`) and keep its port
+    /// reserved until it has.
+    fn retire(&mut self, i: usize, slot: Slot, reason: ExitReason) {
+        let _ = slot.stop.send(StopMode::Graceful(reason));
         self.pools[i].retiring.push(slot);
     }
 
@@ -236,7 +238,7 @@ impl Supervisor {
         } else {
             let removed: Vec<Slot> = self.pools[i].slots.drain(workers..).collect();
             for slot in removed {
-                self.retire(i, slot);
+                self.retire(i, slot, ExitReason::ScaleDown);
             }
         }
         tracing::info!(pool, from = before, to = workers, "pool scaled");
@@ -270,14 +272,20 @@ impl Supervisor {
         let old = self.pools[i].handle.config.clone();
         let n = self.pools[i].slots.len().min(new.workers.get());
         for k in 0..n {
-            if !self.replace_slot(i, k, new.clone()).await {
+            if !self
+                .replace_slot(i, k, new.clone(), ExitReason::Reload)
+                .await
+            {
                 tracing::warn!(
                     pool,
                     slot = k,
                     "new worker failed to become ready; rolling back"
                 );
                 for j in (0..k).rev() {
-                    if !self.replace_slot(i, j, old.clone()).await {
+                    if !self
+                        .replace_slot(i, j, old.clone(), ExitReason::Reload)
+                        .await
+                    {
                         tracing::error!(pool, slot = j, "rollback of this slot failed too; it keeps restarting with the old config");
                     }
                 }
@@ -291,8 +299,15 @@ impl Supervisor {
     }
 
     /// Start a worker for slot `k` with `config` on a spare port; once it is ready,
-    /// retire the old one. `false` (and the new one removed) if it never got ready.
-    async fn replace_slot(&mut self, i: usize, k: usize, config: Arc<PoolConfig>) -> bool {
+    /// retire the old one (recorded as `reason`). `false` (and the new one removed,
+    /// as `reload`) if it never got ready.
+    async fn replace_slot(
+        &mut self,
+        i: usize,
+        k: usize,
+        config: Arc<PoolConfig>,
+        reason: ExitReason,
+    ) -> bool {
         let Some(port) = self.pools[i].free_port(&config) else {
             tracing::error!(pool = %config.name, "no spare port in the pool's range for a rolling replacement");
             return false;
@@ -301,10 +316,10 @@ impl Supervisor {
         let fresh = self.spawn_slot(i, k, config, port, Some(tx));
         if rx.await.unwrap_or(false) {
             let old = std::mem::replace(&mut self.pools[i].slots[k], fresh);
-            self.retire(i, old);
+            self.retire(i, old, reason);
             true
         } else {
-            self.retire(i, fresh);
+            self.retire(i, fresh, ExitReason::Reload);
             false
         }
     }
@@ -325,7 +340,7 @@ impl Supervisor {
             return;
         }
         let config = self.pools[i].handle.config.clone();
-        if self.replace_slot(i, req.slot, config).await {
+        if self.replace_slot(i, req.slot, config, req.reason).await {
             self.hooks.metrics.restart(&req.pool, req.reason);
             tracing::info!(pool = %req.pool, worker = req.slot, reason = req.reason.as_str(), "worker recycled");
         } else {
@@ -354,7 +369,7 @@ impl Supervisor {
             // A slot already told to Kill keeps that.
             stop.send_if_modified(|m| {
                 if *m == StopMode::Run {
-                    *m = StopMode::Graceful;
+                    *m = StopMode::Graceful(ExitReason::Shutdown);
                     true
                 } else {
                     false

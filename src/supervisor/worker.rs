@@ -41,10 +41,21 @@ use crate::status::{PoolStatus, SlotStatus};
 pub enum StopMode {
     /// Keep running.
     Run,
-    /// Stop: `pre_stop` hooks, `stop.signal`, then `grace`, then SIGKILL.
-    Graceful,
+    /// Stop: `pre_stop` hooks, `stop.signal`, then `grace`, then SIGKILL. The reason
+    /// is why (`reload`, `scale_down`, `shutdown`, or a recycle), as recorded.
+    Graceful(ExitReason),
     /// Stop now with SIGKILL, skipping hooks (a second shutdown signal).
     Kill,
+}
+
+impl StopMode {
+    /// The exit reason recorded for a worker stopped this way.
+    pub fn cause(self) -> ExitReason {
+        match self {
+            StopMode::Graceful(reason) => reason,
+            StopMode::Run | StopMode::Kill => ExitReason::Shutdown,
+        }
+    }
 }
 
 /// Everything a worker actor needs.
@@ -295,7 +306,7 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
             RunEnd::Stopped(status) => {
                 ctx.report_boot(false);
                 if *stop.borrow() != StopMode::Kill {
-                    let reason = ExitReason::of_unplanned(status.unwrap_or(ExitStatus::Code(0)));
+                    let reason = stop.borrow().cause();
                     ctx.run_hooks(Phase::OnExit, Some(WorkerExit { status, reason }))
                         .await;
                 }
@@ -325,17 +336,18 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
     }
 }
 
-/// The reason for an exit during boot: a post_fork abort, or the plain exit.
+/// The reason for an exit during boot: a post_fork abort, or `plain` (the exit's
+/// own reason).
 async fn boot_exit_reason(
-    status: ExitStatus,
+    plain: ExitReason,
     post_fork: Option<oneshot::Receiver<PostForkOutcome>>,
 ) -> ExitReason {
     let Some(rx) = post_fork else {
-        return ExitReason::of_unplanned(status);
+        return plain;
     };
     // The report pipe closes when the process exits; the outcome follows quickly.
     match timeout(std::time::Duration::from_secs(2), rx).await {
-        Ok(Ok(PostForkOutcome::Exec)) => ExitReason::of_unplanned(status),
+        Ok(Ok(PostForkOutcome::Exec)) => plain,
         Ok(Ok(PostForkOutcome::Aborted { .. })) => ExitReason::HookFailure,
         _ => ExitReason::HookFailure,
     }
@@ -361,8 +373,8 @@ async fn supervise_process(
             let status = status_or_lost(status);
             state.apply(WorkerEvent::Exited);
             cleanup_group(pid);
-            let reason = boot_exit_reason(status, post_fork).await;
-            record.exited(status, Some(reason), "worker exited before it became ready");
+            let reason = boot_exit_reason(record.unplanned(status), post_fork).await;
+            record.exited(status, reason, "worker exited before it became ready");
             return RunEnd::Restart(reason, Some(status));
         }
         _ = stopping(stop) => false,
@@ -372,7 +384,7 @@ async fn supervise_process(
                 tracing::warn!(pool, worker = ctx.slot, pid, timeout_ms = ready.timeout.as_millis() as u64, "worker not ready within ready.timeout; killing it");
                 let _ = signal_group(pid, Signal::SIGKILL);
                 let status = status_or_lost((&mut exit).await);
-                record.exited(status, Some(ExitReason::BootTimeout), "worker killed: not ready within ready.timeout");
+                record.exited(status, ExitReason::BootTimeout, "worker killed: not ready within ready.timeout");
                 cleanup_group(pid);
                 return RunEnd::Restart(ExitReason::BootTimeout, Some(status));
             }
@@ -388,8 +400,8 @@ async fn supervise_process(
                 let status = status_or_lost(status);
                 state.apply(WorkerEvent::Exited);
                 cleanup_group(pid);
-                let reason = ExitReason::of_unplanned(status);
-                record.exited(status, Some(reason), "worker exited during post_spawn");
+                let reason = record.unplanned(status);
+                record.exited(status, reason, "worker exited during post_spawn");
                 return RunEnd::Restart(reason, Some(status));
             }
             _ = stopping(stop) => None,
@@ -414,7 +426,7 @@ async fn supervise_process(
             let status = status_or_lost((&mut exit).await);
             record.exited(
                 status,
-                Some(ExitReason::HookFailure),
+                ExitReason::HookFailure,
                 "worker killed: post_spawn failed",
             );
             cleanup_group(pid);
@@ -451,8 +463,8 @@ async fn supervise_process(
                     let status = status_or_lost(status);
                     ctx.upstreams.remove(ctx.addr()).await;
                     state.apply(WorkerEvent::Exited);
-                    let reason = ExitReason::of_unplanned(status);
-                    record.exited(status, Some(reason), "worker exited");
+                    let reason = record.unplanned(status);
+                    record.exited(status, reason, "worker exited");
                     cleanup_group(pid);
                     return RunEnd::Restart(reason, Some(status));
                 }
@@ -503,7 +515,7 @@ async fn supervise_process(
                             ctx.run_hooks(Phase::PreStop, None).await;
                             let status = stop_process(ctx, pid, exit, stop).await;
                             state.apply(WorkerEvent::Exited);
-                            record.exited(status, Some(ExitReason::Health), "worker stopped: unhealthy for health.restart_after");
+                            record.exited(status, ExitReason::Health, "worker stopped: unhealthy for health.restart_after");
                             // Stopping → Stopped; the slot goes on in backoff.
                             state.apply(WorkerEvent::Respawn);
                             return RunEnd::Restart(ExitReason::Health, Some(status));
@@ -515,15 +527,16 @@ async fn supervise_process(
     }
 
     state.apply(WorkerEvent::StopRequested);
-    if booted && *stop.borrow() == StopMode::Graceful {
+    let mode = *stop.borrow();
+    if booted && matches!(mode, StopMode::Graceful(_)) {
         drain(ctx, pid, stop).await;
         ctx.run_hooks(Phase::PreStop, None).await;
     }
     let status = stop_process(ctx, pid, exit, stop).await;
     state.apply(WorkerEvent::Exited);
     match recycled {
-        Some(reason) => record.exited(status, Some(reason), "worker stopped: recycled"),
-        None => record.exited(status, None, "worker stopped"),
+        Some(reason) => record.exited(status, reason, "worker stopped: recycled"),
+        None => record.exited(status, mode.cause(), "worker stopped"),
     }
     RunEnd::Stopped(Some(status))
 }

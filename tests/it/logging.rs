@@ -103,7 +103,7 @@ fn lifecycle_events_have_stable_names_and_fields() {
     assert_eq!(find("shutdown", &any)["signal"], "SIGTERM");
     assert!(find("drain_start", &any)["timeout_ms"].is_u64());
     assert_eq!(find("drain_finish", &any)["result"], "drained");
-    let stopped = find("exit", &|e| e["reason"] == "stop");
+    let stopped = find("exit", &|e| e["reason"] == "shutdown");
     assert_eq!(stopped["exit_code"], 0);
     assert_eq!(stopped["level"], "INFO");
     assert_eq!(find("shutdown_complete", &any)["exit_code"], 0);

@@ -16,6 +16,7 @@ mod limits;
 mod logging;
 mod metrics;
 mod notify;
+mod oom;
 mod pid1;
 mod proxying;
 mod readiness;

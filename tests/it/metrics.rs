@@ -31,7 +31,7 @@ fn promtool_accepts_a_live_scrape() {
         "forkyard_build_info{version=",
         "process_resident_memory_bytes ",
         r#"forkyard_worker_starts_total{pool="web"} 2"#,
-        r#"forkyard_worker_exits_total{pool="api",reason="stop"} 0"#,
+        r#"forkyard_worker_exits_total{pool="api",reason="scale_down"} 0"#,
         r#"forkyard_worker_boot_seconds_count{pool="web"} 2"#,
         r#"forkyard_config_reloads_total{result="error"} 0"#,
         r#"forkyard_worker_start_time_seconds{pool="api",worker="0"} "#,

@@ -101,7 +101,8 @@ fn sighup_rolls_workers_with_zero_failed_requests() {
     );
     wait_for_or_log(&fy, BOOT, "old workers stopped", || {
         (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 3.0
-            && fy.metric(r#"forkyard_workers{pool="web",state="stopping"}"#)? == 0.0)
+            && fy.metric(r#"forkyard_workers{pool="web",state="stopping"}"#)? == 0.0
+            && fy.metric(r#"forkyard_worker_exits_total{pool="web",reason="reload"}"#)? == 3.0)
             .then_some(())
     });
     assert_eq!(

@@ -251,7 +251,7 @@ fn scaled_down_workers_leave_status_and_metrics() {
     }
     assert!(text.contains(&series(0)));
     assert!(
-        text.contains(r#"forkyard_worker_exits_total{pool="web",reason="stop"} 2"#),
+        text.contains(r#"forkyard_worker_exits_total{pool="web",reason="scale_down"} 2"#),
         "{text}"
     );
 }

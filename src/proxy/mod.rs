@@ -8,9 +8,11 @@
 //!   access log ([`access_log`]) once per request.
 //! - A request that matches no route gets 404; a pool with no ready worker gets 503.
 //! - A connect failure is retried on a worker not yet tried, for any method. A
-//!   response in `retry_on` (or a response-head timeout with `timeout` in it) is
-//!   retried only for idempotent methods and only while nothing has been sent to the
-//!   client. At most `retries` extra attempts.
+//!   worker connection that fails before the response head (the worker died
+//!   mid-request) is retried for idempotent methods. A response in `retry_on` (or a
+//!   response-head timeout with `timeout` in it) is retried only for idempotent
+//!   methods and only while nothing has been sent to the client. At most `retries`
+//!   extra attempts.
 //! - Every request holds an [`InFlight`] guard, so shutdown can wait for the proxy to
 //!   drain.
 //!
@@ -368,13 +370,26 @@ impl ProxyHttp for ForkyardProxy {
             e.set_retry(pool.retry_on.timeout && may_retry(session, ctx, pool));
             return e;
         }
-        // Pingora's default: a failure on a reused keep-alive connection (the
-        // worker closed it) is retried for idempotent requests; nothing else is.
+        // The worker's connection failed before any response reached the client (it
+        // crashed or was killed mid-request, or closed a pooled keep-alive
+        // connection): an idempotent request is retried on another worker, like
+        // nginx's default `proxy_next_upstream error`. Nothing else is.
+        let before_response = e.esource == ErrorSource::Upstream
+            && session.response_written().is_none()
+            && matches!(
+                e.etype,
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            );
         if !session.req_header().method.is_idempotent()
             || session.as_ref().retry_buffer_truncated()
             || ctx.attempts > pool.retries
         {
             e.set_retry(false);
+        } else if before_response {
+            if let Some(l) = &ctx.current {
+                pool.upstreams.record(l.slot, true);
+            }
+            e.set_retry(true);
         } else {
             e.retry.decide_reuse(client_reused);
         }

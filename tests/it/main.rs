@@ -31,5 +31,6 @@ mod socket_passing;
 mod status;
 mod status_page;
 mod streaming;
+mod under_load;
 mod unix_bind;
 mod unix_upstream;

@@ -57,3 +57,48 @@ fn bad_responses_are_retried_for_get_but_a_post_is_never_retried_once_sent() {
     );
     assert_eq!(retries(), after_gets, "no POST was retried");
 }
+
+#[test]
+fn a_worker_dying_mid_request_is_retried_for_get_and_not_for_post() {
+    // Slot 0 exits without answering `/crash?slot=0`; slot 1 answers it.
+    let extra = "    eject: { consecutive_failures: 0 }\n";
+    let fy = Forkyard::start(&config_with(&[proxy_fixture_pool("web", 2, extra)], ""));
+    fy.wait_workers_ready("web", 2);
+    let died = || {
+        fy.metric(r#"forkyard_worker_exits_total{pool="web",reason="exit_code"}"#)
+            .unwrap()
+    };
+    // Round robin: two GETs in a row reach both slots, so one of them hits slot 0.
+    for _ in 0..2 {
+        let r = fy.get("/crash?slot=0").unwrap();
+        assert_eq!(
+            r.status, 200,
+            "the GET was answered by the other worker: {r:?}"
+        );
+        assert_eq!(r.json()["slot"], "1");
+    }
+    wait_for_or_log(&fy, SHORT, "slot 0 to have died", || {
+        (died() >= 1.0).then_some(())
+    });
+    assert!(fy.metric(r#"forkyard_retries_total{pool="web"}"#).unwrap() >= 1.0);
+
+    // A POST that reached the dying worker is not sent again: the client gets 502.
+    fy.wait_workers_ready("web", 2);
+    let before = died();
+    let retries = fy.metric(r#"forkyard_retries_total{pool="web"}"#).unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let r = http_request(fy.proxy, "POST", "/crash?slot=0", &[], b"payload").unwrap();
+        statuses.push(r.status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 502], "one POST reached slot 0 and got 502");
+    wait_for_or_log(&fy, SHORT, "slot 0 to have died again", || {
+        (died() > before).then_some(())
+    });
+    assert_eq!(
+        fy.metric(r#"forkyard_retries_total{pool="web"}"#).unwrap(),
+        retries,
+        "no POST was retried"
+    );
+}

@@ -1,0 +1,320 @@
+//! The lifecycle promise under continuous load: keep-alive GETs for 15 s or more
+//! while, in sequence, a SIGHUP rolls the pool to a changed command line, a random
+//! worker is `kill -9`ed every second for 5 s, a worker turns unhealthy (and is
+//! restarted for it), and workers are recycled after `max_requests`. Every non-2xx
+//! answer and every connection error counts; the expected count is 0.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::*;
+
+/// Clients that each keep one keep-alive connection busy with GETs.
+struct KeepAliveLoad {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    threads: Vec<JoinHandle<Vec<String>>>,
+}
+
+impl KeepAliveLoad {
+    fn start(addr: SocketAddr, clients: usize) -> KeepAliveLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok) = (stop.clone(), ok.clone());
+                std::thread::spawn(move || client(addr, &stop, &ok))
+            })
+            .collect();
+        KeepAliveLoad { stop, ok, threads }
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Stop; (successful requests, every failure).
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for t in self.threads {
+            failures.extend(t.join().unwrap());
+        }
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+fn client(addr: SocketAddr, stop: &AtomicBool, ok: &AtomicU64) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if conn.is_none() {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                    s.set_nodelay(true).unwrap();
+                    conn = Some(BufReader::new(s));
+                }
+                Err(e) => {
+                    failures.push(format!("connect: {e}"));
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        match exchange(c) {
+            Ok((status, keep)) => {
+                if (200..300).contains(&status) {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    failures.push(format!("status {status}"));
+                }
+                if !keep {
+                    conn = None;
+                }
+            }
+            Err(e) => {
+                failures.push(format!("connection error: {e}"));
+                conn = None;
+            }
+        }
+    }
+    failures
+}
+
+/// One GET on a keep-alive connection: (status, whether the connection stays open).
+fn exchange(c: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool)> {
+    c.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: load\r\n\r\n")?;
+    let mut line = String::new();
+    if c.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed before the status line",
+        ));
+    }
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let (mut length, mut keep) = (0usize, true);
+    loop {
+        line.clear();
+        if c.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed in the headers",
+            ));
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "content-length" {
+                length = v.parse().unwrap_or(0);
+            } else if k == "connection" && v.eq_ignore_ascii_case("close") {
+                keep = false;
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    c.read_exact(&mut body)?;
+    Ok((status, keep))
+}
+
+/// `(port, pid, state)` of every worker entry of pool `web`.
+fn workers(fy: &Forkyard) -> Vec<(u16, Option<i32>, String)> {
+    let status = fy.status();
+    status["pools"][0]["workers"]
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .map(|w| {
+                    (
+                        w["port"].as_u64().unwrap_or(0) as u16,
+                        w["pid"].as_i64().map(|p| p as i32),
+                        w["state"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn config(fy_dir_placeholder: &str, ports: u16, unbuffered: bool) -> String {
+    let command = if unbuffered {
+        format!(
+            r#"["python3", "-u", "{}"]"#,
+            proxy_fixture_worker().display()
+        )
+    } else {
+        format!(r#"["python3", "{}"]"#, proxy_fixture_worker().display())
+    };
+    config_with(
+        &[format!(
+            r#"  web:
+    command: {command}
+    workers: 4
+    ports: "{ports}-{end}"
+    env: {{ FIXTURE_FAIL_SLOT: "1", FIXTURE_FAIL_FILE: "{fy_dir_placeholder}/unhealthy" }}
+    ready: {{ http: "/ready", timeout: "30s" }}
+    health: {{ http: "/flaky", interval: "200ms", timeout: "2s", unhealthy_after: 2, healthy_after: 1, restart_after: "2s" }}
+    recycle: {{ max_requests: 400, max_requests_jitter: 50 }}
+    restart: {{ backoff_min: "50ms", backoff_max: "500ms", crash_loop: {{ failures: 100, window: "60s" }} }}
+    stop: {{ grace: "5s", drain: "10s" }}
+"#,
+            end = ports + 11
+        )],
+        "",
+    )
+}
+
+/// A small deterministic generator for picking workers (seed printed).
+struct Lcg(u64);
+
+impl Lcg {
+    fn pick(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n as u64) as usize
+    }
+}
+
+#[test]
+fn reload_kills_an_unhealthy_worker_and_recycling_under_load_lose_no_request() {
+    let ports = free_ports(12);
+    let mut fy = Forkyard::start(&config("{dir}", ports, false));
+    fy.wait_workers_ready("web", 4);
+    let dir = fy.dir().to_path_buf();
+    let started = Instant::now();
+    let load = KeepAliveLoad::start(fy.proxy, 4);
+    wait_for_or_log(&fy, SHORT, "the load to flow", || {
+        (load.ok() >= 200).then_some(())
+    });
+
+    // 1. SIGHUP with a changed command line: a rolling, readiness-gated reload.
+    let text = config(&dir.display().to_string(), ports, true)
+        .replace("{proxy}", &fy.proxy.to_string())
+        .replace("{admin}", &fy.admin.to_string());
+    std::fs::write(dir.join("config.yaml"), text).unwrap();
+    kill(Pid::from_raw(fy.pid()), Signal::SIGHUP).unwrap();
+    wait_for_or_log(&fy, BOOT, "the reload to finish", || {
+        (fy.metric(r#"forkyard_config_reloads_total{result="ok"}"#)? == 1.0).then_some(())
+    });
+    // The last old worker drains and stops after the rollout is done.
+    wait_for_or_log(&fy, BOOT, "every old worker stopped for the reload", || {
+        (fy.metric(r#"forkyard_worker_exits_total{pool="web",reason="reload"}"#)? >= 4.0)
+            .then_some(())
+    });
+
+    // 2. kill -9 of a random ready worker every second for 5 s; each time, how long
+    //    until its slot has a ready replacement again.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut rng = Lcg(seed);
+    let mut replaced_ms = Vec::new();
+    let kills_started = Instant::now();
+    for i in 0..5u32 {
+        let ready: Vec<(u16, i32)> = wait_for_or_log(&fy, BOOT, "a ready worker", || {
+            let r: Vec<(u16, i32)> = workers(&fy)
+                .into_iter()
+                .filter(|(_, pid, state)| state == "ready" && pid.is_some())
+                .map(|(port, pid, _)| (port, pid.unwrap_or(0)))
+                .collect();
+            (!r.is_empty()).then_some(r)
+        });
+        let (port, pid) = ready[rng.pick(ready.len())];
+        let killed_at = Instant::now();
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        let back = wait_for_or_log(&fy, BOOT, "the killed worker's replacement", || {
+            let ws = workers(&fy);
+            let same_slot: Vec<_> = ws.iter().filter(|(p, _, _)| *p == port).collect();
+            if same_slot.is_empty() {
+                return Some(None); // retired meanwhile (a recycle); not timed
+            }
+            same_slot
+                .iter()
+                .any(|(_, p, s)| s == "ready" && *p != Some(pid))
+                .then(|| Some(killed_at.elapsed()))
+        });
+        if let Some(t) = back {
+            replaced_ms.push(t.as_millis() as u64);
+        }
+        // Pace the kills one second apart (a schedule, not a wait for a condition).
+        let next = kills_started + Duration::from_secs(u64::from(i) + 1);
+        if let Some(left) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(left);
+        }
+    }
+
+    // 3. A worker turns unhealthy: it leaves the balancer, then is restarted.
+    let health_before = fy
+        .metric(r#"forkyard_worker_restarts_total{pool="web",reason="health"}"#)
+        .unwrap_or(0.0);
+    std::fs::write(dir.join("unhealthy"), "").unwrap();
+    wait_for_or_log(&fy, BOOT, "the unhealthy worker restarted", || {
+        (fy.metric(r#"forkyard_worker_restarts_total{pool="web",reason="health"}"#)?
+            > health_before)
+            .then_some(())
+    });
+    std::fs::remove_file(dir.join("unhealthy")).unwrap();
+    wait_for_or_log(&fy, BOOT, "4 ready workers again", || {
+        (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 4.0).then_some(())
+    });
+
+    // 4. A recycle after max_requests (the load keeps them coming).
+    wait_for_or_log(&fy, BOOT, "a recycle after max_requests", || {
+        (fy.metric(r#"forkyard_worker_restarts_total{pool="web",reason="recycle_requests"}"#)?
+            >= 1.0)
+            .then_some(())
+    });
+    // The run lasts at least 15 s.
+    wait_for(BOOT, "15 s of load", || {
+        (started.elapsed() >= Duration::from_secs(15)).then_some(())
+    });
+    let elapsed = started.elapsed();
+    let (ok, failures) = load.finish();
+    let recycles = fy
+        .metric(r#"forkyard_worker_restarts_total{pool="web",reason="recycle_requests"}"#)
+        .unwrap_or(0.0);
+    let killed = fy
+        .metric(r#"forkyard_worker_exits_total{pool="web",reason="signal"}"#)
+        .unwrap_or(0.0);
+    let retries = fy
+        .metric(r#"forkyard_retries_total{pool="web"}"#)
+        .unwrap_or(0.0);
+    replaced_ms.sort_unstable();
+    announce(&format!(
+        "under load: {ok} requests answered 2xx, {} failed, in {:.1} s (seed {seed}); \
+         {killed} workers killed by signal, {recycles} recycled, {retries} retries; \
+         crash to ready replacement (ms, sorted): {replaced_ms:?}",
+        failures.len(),
+        elapsed.as_secs_f64()
+    ));
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed (seed {seed}): {:?}\n{}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(10)],
+        fy.log()
+    );
+    assert!(ok > 1000, "the load ran: {ok} requests");
+    assert!(killed >= 5.0, "the kills happened: {killed}");
+    let status = fy.signal_and_wait(Signal::SIGTERM, SHORT);
+    assert_eq!(status.code(), Some(0));
+}

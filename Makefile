@@ -18,7 +18,7 @@ PY_REQUIREMENTS := examples/pyramid-sqlalchemy/requirements.txt tests/requiremen
 
 BENCH_DEPS := $(BUILD_DEPS) wrk:wrk nginx:nginx haproxy:haproxy
 
-.PHONY: run build test lint bench deps-build deps-test deps-bench venv clean
+.PHONY: run build test lint bench bench-lifecycle deps-build deps-test deps-bench venv clean
 
 run: deps-build
 	$(CARGO) build --release --locked
@@ -37,6 +37,11 @@ test: deps-test venv
 bench: deps-bench
 	$(CARGO) build --release --locked --bin forkyard --example plain_pingora
 	python3 bench/bench.py
+
+# Crash-to-replacement and SIGTERM-to-exit times (bench/lifecycle.py).
+bench-lifecycle: deps-build
+	$(CARGO) build --release --locked --bin forkyard
+	python3 bench/lifecycle.py
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -8,17 +8,21 @@
 //! rolling, readiness-gated rollout (see `Supervisor::roll`) that rolls back if a
 //! new worker never becomes ready (`result="rolled_back"`).
 //!
-//! Not applied without a restart (the reload is refused, result `error`, and the
-//! log says so): adding or removing pools, changing a pool's `ports` or `bind`, and
-//! changing routes. Changes to
+//! Changed `routes` are swapped in at once (the next request on every connection
+//! uses them). Not applied without a restart (the reload is refused, result
+//! `error`, and the log says so): adding or removing pools, and changing a pool's
+//! `ports` or `bind`. Changes to
 //! `proxy.listen`, `proxy.threads`, `admin` and `log` are ignored with a warning
 //! that they need a restart.
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use crate::config::{self, Config, PoolConfig};
 use crate::events;
 use crate::metrics::Metrics;
+use crate::proxy::Router;
 use crate::supervisor::{Rollout, Supervisor};
 
 /// What a reload did, as the `result` label.
@@ -51,10 +55,11 @@ pub async fn reload(
     current: &mut Config,
     supervisor: &mut Supervisor,
     metrics: &Metrics,
+    router: &ArcSwap<Router>,
 ) -> (ReloadResult, String) {
     tracing::info!(event = events::RELOAD_START, file = %current.source.display(), "reload started");
     let started = std::time::Instant::now();
-    let (result, summary) = apply(current, supervisor).await;
+    let (result, summary) = apply(current, supervisor, router).await;
     let duration_ms = started.elapsed().as_millis() as u64;
     metrics
         .config_reloads
@@ -77,7 +82,11 @@ pub async fn reload(
     (result, summary)
 }
 
-async fn apply(current: &mut Config, supervisor: &mut Supervisor) -> (ReloadResult, String) {
+async fn apply(
+    current: &mut Config,
+    supervisor: &mut Supervisor,
+    router: &ArcSwap<Router>,
+) -> (ReloadResult, String) {
     let new = match config::load(&current.source) {
         Ok(c) => c,
         Err(errors) => {
@@ -117,18 +126,20 @@ async fn apply(current: &mut Config, supervisor: &mut Supervisor) -> (ReloadResu
             "changing a pool's ports or bind needs a restart (the proxy's worker addresses are fixed at start); nothing changed".into(),
         );
     }
-    if new.routes != current.routes {
-        return (
-            ReloadResult::Error,
-            "changing routes needs a restart; nothing changed".into(),
-        );
-    }
+
     if new.proxy != current.proxy || new.admin != current.admin || new.log != current.log {
         tracing::warn!("reload: changes to proxy, admin or log need a restart and are not applied");
     }
 
     let mut changed = Vec::new();
     let mut rolled_back = Vec::new();
+    // New routes (over the same pools) take effect at once, for the next request
+    // on every connection; no connection is dropped.
+    if new.routes != current.routes {
+        router.store(Arc::new(Router::for_config(&new)));
+        current.routes = new.routes.clone();
+        changed.push("routes replaced".to_string());
+    }
     for (old, fresh) in current.pools.iter_mut().zip(&new.pools) {
         if old == fresh {
             continue;

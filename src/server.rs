@@ -190,6 +190,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         None
     };
     let proxy_conf = &config.proxy;
+    let router = Arc::new(arc_swap::ArcSwap::from_pointee(Router::for_config(&config)));
     let proxy = ForkyardProxy {
         pools: pools
             .iter()
@@ -205,9 +206,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 },
             })
             .collect(),
-        router: Router::new(&config.routes, |name| {
-            config.pools.iter().position(|p| p.name == name)
-        }),
+        router: router.clone(),
         inflight: inflight.clone(),
         unrouted: metrics.unrouted_requests.clone(),
         limits: ClientLimits {
@@ -324,7 +323,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                         // A stop signal during a rollout cancels it; shutdown then
                         // stops every worker, old and new.
                         tokio::select! {
-                            _ = reload::reload(&mut config, &mut supervisor, &metrics) => {}
+                            _ = reload::reload(&mut config, &mut supervisor, &metrics, &router) => {}
                             e = next_stop_signal(&mut signals) => break e,
                         }
                     }
@@ -332,7 +331,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 _ = file_watch::changed(&mut config_watch) => {
                     tracing::info!("config file changed");
                     tokio::select! {
-                        _ = reload::reload(&mut config, &mut supervisor, &metrics) => {}
+                        _ = reload::reload(&mut config, &mut supervisor, &metrics, &router) => {}
                         e = next_stop_signal(&mut signals) => break e,
                     }
                 }
@@ -352,7 +351,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                     }
                     AdminCommand::Reload { reply } => {
                         tokio::select! {
-                            (result, summary) = reload::reload(&mut config, &mut supervisor, &metrics) => {
+                            (result, summary) = reload::reload(&mut config, &mut supervisor, &metrics, &router) => {
                                 let _ = reply.send(match result {
                                     ReloadResult::Ok => Ok(format!("ok: {summary}\n")),
                                     other => Err(format!("{}: {summary}", other.as_str())),

@@ -73,7 +73,8 @@ pub struct ClientLimits {
 
 pub struct ForkyardProxy {
     pub pools: Vec<ProxyPool>,
-    pub router: Router,
+    /// Swapped whole by a reload that changes `routes`.
+    pub router: Arc<arc_swap::ArcSwap<Router>>,
     pub inflight: Arc<InFlight>,
     pub unrouted: IntCounter,
     pub limits: ClientLimits,
@@ -202,7 +203,7 @@ impl ProxyHttp for ForkyardProxy {
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.host());
-        let Some(idx) = self.router.route(host, req.uri.path()) else {
+        let Some(idx) = self.router.load().route(host, req.uri.path()) else {
             self.unrouted.inc();
             respond_text(session, 404, "forkyard: no route matches this request\n").await?;
             return Ok(true);

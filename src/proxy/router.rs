@@ -31,6 +31,13 @@ impl Router {
         Router { routes }
     }
 
+    /// The router of `config`'s routes over its pools (by position).
+    pub fn for_config(config: &crate::config::Config) -> Router {
+        Router::new(&config.routes, |name| {
+            config.pools.iter().position(|p| p.name == name)
+        })
+    }
+
     /// The pool index for a request with this Host header value and path.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
         let host = host.map(strip_port);

@@ -626,3 +626,50 @@ impl Forkyard {
         r.json()["slot"].as_str().unwrap().parse().unwrap()
     }
 }
+
+/// One GET on a keep-alive connection: (status, body, whether the connection stays
+/// open). Any failure to get a whole response is an error.
+pub fn keepalive_get(
+    c: &mut BufReader<TcpStream>,
+    path: &str,
+) -> std::io::Result<(u16, String, bool)> {
+    c.get_mut()
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: load\r\n\r\n").as_bytes())?;
+    let mut line = String::new();
+    if c.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "closed before the status line",
+        ));
+    }
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let (mut length, mut keep) = (0usize, true);
+    loop {
+        line.clear();
+        if c.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed in the headers",
+            ));
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "content-length" {
+                length = v.parse().unwrap_or(0);
+            } else if k == "connection" && v.eq_ignore_ascii_case("close") {
+                keep = false;
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    c.read_exact(&mut body)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned(), keep))
+}

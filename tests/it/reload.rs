@@ -198,3 +198,42 @@ fn a_watched_config_reloads_on_save_and_a_crash_loop_is_fixed_by_it() {
     });
     assert!(gens(&fy).iter().all(|g| g == "2"));
 }
+
+#[test]
+fn changed_routes_apply_on_reload_without_dropping_a_connection() {
+    let web = proxy_fixture_pool("web", 1, "");
+    let api = proxy_fixture_pool("api", 1, "");
+    let routes = |api_goes_to: &str| {
+        format!("routes:\n  - {{ path_prefix: /api, pool: {api_goes_to} }}\n  - {{ pool: web }}\n")
+    };
+    let fy = Forkyard::start(&config_with(&[web.clone(), api.clone()], &routes("api")));
+    fy.wait_workers_ready("web", 1);
+    fy.wait_workers_ready("api", 1);
+    let stream = std::net::TcpStream::connect(fy.proxy).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut conn = std::io::BufReader::new(stream);
+    let pool_of = |conn: &mut std::io::BufReader<std::net::TcpStream>| {
+        let (status, body, keep) = keepalive_get(conn, "/api/x").expect("answered");
+        assert_eq!(status, 200, "{body}");
+        assert!(keep, "the connection stays open");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["pool"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(pool_of(&mut conn), "api");
+
+    rewrite(&fy, &config_with(&[web, api], &routes("web")));
+    let r = http_post(fy.admin, "/reload").unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("routes replaced"), "{r:?}");
+    // The same connection: its next request takes the new route.
+    assert_eq!(pool_of(&mut conn), "web");
+    assert_eq!(
+        fy.metric(r#"forkyard_worker_exits_total{pool="api",reason="reload"}"#),
+        Some(0.0),
+        "no worker was touched"
+    );
+}

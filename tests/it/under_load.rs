@@ -4,7 +4,7 @@
 //! restarted for it), and workers are recycled after `max_requests`. Every non-2xx
 //! answer and every connection error counts; the expected count is 0.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::BufReader;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -69,8 +69,8 @@ fn client(addr: SocketAddr, stop: &AtomicBool, ok: &AtomicU64) -> Vec<String> {
             }
         }
         let Some(c) = conn.as_mut() else { continue };
-        match exchange(c) {
-            Ok((status, keep)) => {
+        match keepalive_get(c, "/") {
+            Ok((status, _, keep)) => {
                 if (200..300).contains(&status) {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -87,49 +87,6 @@ fn client(addr: SocketAddr, stop: &AtomicBool, ok: &AtomicU64) -> Vec<String> {
         }
     }
     failures
-}
-
-/// One GET on a keep-alive connection: (status, whether the connection stays open).
-fn exchange(c: &mut BufReader<TcpStream>) -> std::io::Result<(u16, bool)> {
-    c.get_mut()
-        .write_all(b"GET / HTTP/1.1\r\nHost: load\r\n\r\n")?;
-    let mut line = String::new();
-    if c.read_line(&mut line)? == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "closed before the status line",
-        ));
-    }
-    let status: u16 = line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let (mut length, mut keep) = (0usize, true);
-    loop {
-        line.clear();
-        if c.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "closed in the headers",
-            ));
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            if k == "content-length" {
-                length = v.parse().unwrap_or(0);
-            } else if k == "connection" && v.eq_ignore_ascii_case("close") {
-                keep = false;
-            }
-        }
-    }
-    let mut body = vec![0u8; length];
-    c.read_exact(&mut body)?;
-    Ok((status, keep))
 }
 
 /// `(port, pid, state)` of every worker entry of pool `web`.

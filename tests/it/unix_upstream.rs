@@ -88,14 +88,14 @@ fn hashing_and_retries_work_with_unix_socket_workers() {
             retry_on: RetryOn::default(),
             hash: Some(HashKey::Header("x-user".into())),
         }],
-        router: Router::new(
+        router: Arc::new(arc_swap::ArcSwap::from_pointee(Router::new(
             &[forkyard::config::Route {
                 host: None,
                 path_prefix: None,
                 pool: "web".into(),
             }],
             |_| Some(0),
-        ),
+        ))),
         inflight: InFlight::new(),
         unrouted: metrics.unrouted_requests.clone(),
         limits: ClientLimits {

@@ -9,6 +9,7 @@ mod ejection;
 mod examples;
 mod fork_hygiene;
 mod getting_started;
+mod golden;
 mod harness;
 mod health;
 mod hooks;

@@ -25,6 +25,8 @@
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`, `/status` and `/`.
 //! - [`signals`]: the one owner of process signals.
 //! - [`sd_notify`]: systemd's `READY=1` over `NOTIFY_SOCKET`.
+//! - [`security`]: start-up warnings about risky settings (open admin, workers as
+//!   root, writable config files).
 //! - [`server`]: wiring and the shutdown order.
 //! - [`events`]: the stable names of the lifecycle log events.
 //! - [`logging`], [`plan`]: log setup and the `check` command's output.
@@ -97,6 +99,7 @@ pub mod process;
 pub mod proxy;
 pub mod reload;
 pub mod sd_notify;
+pub mod security;
 pub mod server;
 pub mod signals;
 pub mod status;

@@ -107,6 +107,10 @@ fn main() -> ExitCode {
         Command::Check(arg) => match forkyard::config::load(&arg.config) {
             Ok(config) => {
                 print!("{}", forkyard::plan::describe(&config));
+                let as_root = nix::unistd::geteuid().is_root();
+                for w in forkyard::security::warnings(&config, as_root) {
+                    eprintln!("warning: {}", w.message);
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {

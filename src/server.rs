@@ -26,7 +26,7 @@ use pingora::services::listening::Service as ListeningService;
 use pingora::services::Service as _;
 use tokio::sync::watch;
 
-use crate::admin::{AdminApp, AdminCommand, Readiness};
+use crate::admin::{AdminApp, AdminAuth, AdminCommand, Readiness};
 use crate::config::{Config, Phase};
 use crate::events;
 use crate::hooks::{HookContext, HookRunner};
@@ -253,6 +253,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         })?;
 
         let (admin_tx, mut admin_rx) = tokio::sync::mpsc::unbounded_channel();
+        let admin_auth = AdminAuth::new(config.admin.token.clone());
         let mut admin_svc = ListeningService::new(
             "forkyard admin".to_string(),
             HttpServer::new_app(AdminApp {
@@ -260,6 +261,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 readiness: readiness.clone(),
                 board: board.clone(),
                 commands: admin_tx,
+                auth: admin_auth.clone(),
             }),
         );
         let admin_fds =
@@ -279,6 +281,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             pools = pools.len(),
             "forkyard started"
         );
+        crate::security::log_warnings(&config);
         let hooks = HookRunner {
             reaper,
             metrics: metrics.clone(),
@@ -324,7 +327,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                         // A stop signal during a rollout cancels it; shutdown then
                         // stops every worker, old and new.
                         tokio::select! {
-                            _ = reload::reload(&mut config, &mut supervisor, &metrics) => {}
+                            _ = reload::reload(&mut config, &mut supervisor, &metrics, &admin_auth) => {}
                             e = next_stop_signal(&mut signals) => break e,
                         }
                     }
@@ -332,7 +335,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 _ = file_watch::changed(&mut config_watch) => {
                     tracing::info!("config file changed");
                     tokio::select! {
-                        _ = reload::reload(&mut config, &mut supervisor, &metrics) => {}
+                        _ = reload::reload(&mut config, &mut supervisor, &metrics, &admin_auth) => {}
                         e = next_stop_signal(&mut signals) => break e,
                     }
                 }
@@ -352,7 +355,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                     }
                     AdminCommand::Reload { reply } => {
                         tokio::select! {
-                            (result, summary) = reload::reload(&mut config, &mut supervisor, &metrics) => {
+                            (result, summary) = reload::reload(&mut config, &mut supervisor, &metrics, &admin_auth) => {
                                 let _ = reply.send(match result {
                                     ReloadResult::Ok => Ok(format!("ok: {summary}\n")),
                                     other => Err(format!("{}: {summary}", other.as_str())),

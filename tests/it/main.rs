@@ -26,6 +26,7 @@ mod restarts;
 mod retries;
 mod scaling;
 mod schema;
+mod security;
 mod shutdown;
 mod socket_passing;
 mod status;

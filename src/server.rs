@@ -282,6 +282,11 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             "forkyard started"
         );
         crate::security::log_warnings(&config);
+        #[cfg(feature = "fault-injection")]
+        tracing::warn!(
+            "built with the fault-injection feature: a request with {}: 1 panics on purpose; not for production",
+            crate::proxy::fault::PANIC_HEADER
+        );
         let hooks = HookRunner {
             reaper,
             metrics: metrics.clone(),

@@ -17,6 +17,7 @@ mod limits;
 mod logging;
 mod metrics;
 mod notify;
+mod panic_containment;
 mod pid1;
 mod proxying;
 mod readiness;

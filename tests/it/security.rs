@@ -102,9 +102,7 @@ fn check_redacts_secrets_and_warns_about_risky_settings() {
     let path = dir.path().join("config.yaml");
     std::fs::write(
         &path,
-        format!(
-            "admin:\n  listen: \"0.0.0.0:9090\"\npools:\n  web:\n    command: [app]\n    ports: 9001-9010\n    env: {{ APP_ENV: production, API_TOKEN: tok-value-1, db_password: pw-value-2, AWS_SECRET_ACCESS_KEY: key-value-3 }}\n    hooks:\n      pre_fork: [ {{ run: [\"true\"], env: {{ GITHUB_TOKEN: tok-value-4, MODE: fast }} }} ]\n"
-        ),
+        "admin:\n  listen: \"0.0.0.0:9090\"\npools:\n  web:\n    command: [app]\n    ports: 9001-9010\n    env: { APP_ENV: production, API_TOKEN: tok-value-1, db_password: pw-value-2, AWS_SECRET_ACCESS_KEY: key-value-3 }\n    hooks:\n      pre_fork: [ { run: [\"true\"], env: { GITHUB_TOKEN: tok-value-4, MODE: fast } } ]\n",
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();

@@ -1,6 +1,7 @@
 //! The `forkyard` command: parse the CLI, load the config, run, map errors to exit
 //! codes (78 for a bad config, 1 for any other start-up failure, 0 after a clean
-//! shutdown). Also the small client commands: `status`, `probe` and `schema`.
+//! shutdown; the full table is in README.md, "Exit codes"). Also the small client
+//! commands: `status`, `probe` and `schema`.
 
 use std::io::Write as _;
 use std::path::PathBuf;

@@ -333,7 +333,7 @@ fn scalar() -> impl Strategy<Value = String> {
         6 => select(SCALARS).prop_map(str::to_owned),
         1 => any::<i64>().prop_map(|n| n.to_string()),
         1 => any::<f64>().prop_map(|f| format!("{f:?}")),
-        1 => "[0-9]{15,40}",
+        1 => "-?[0-9]{15,40}",
         1 => "\\PC{0,16}".prop_map(|s| quote(&s)),
         1 => "[a-z0-9_ ]{1,12}",
     ]

@@ -142,6 +142,10 @@ fn syntax_error(file: &str, text: &str, e: &serde_yaml::Error) -> ConfigError {
         );
     }
     let (path, message) = match too_large(&message) {
+        Some((path, number)) if number.starts_with('-') => (
+            path.to_owned(),
+            format!("number {number} is too small (at least {})", i64::MIN),
+        ),
         Some((path, number)) => (
             path.to_owned(),
             format!("number {number} is too large (at most {})", u64::MAX),
@@ -169,15 +173,17 @@ fn syntax_error(file: &str, text: &str, e: &serde_yaml::Error) -> ConfigError {
     }
 }
 
-/// serde_yaml's message for an integer beyond u64 (it is valid YAML, but no
-/// `Value` holds it): `PATH: invalid type: integer `N` as u128, expected …`, split
-/// into the key path and the number.
+/// serde_yaml's message for an integer beyond u64 or i64 (it is valid YAML, but no
+/// `Value` holds it): `PATH: invalid type: integer `N` as u128, expected …` (or
+/// `i128`), split into the key path and the number.
 fn too_large(message: &str) -> Option<(&str, &str)> {
     let (path, rest) = match message.split_once(": invalid type: integer `") {
         Some(split) => split,
         None => ("", message.strip_prefix("invalid type: integer `")?),
     };
-    let (number, _) = rest.split_once("` as u128")?;
+    let (number, _) = rest
+        .split_once("` as u128")
+        .or_else(|| rest.split_once("` as i128"))?;
     Some((path, number))
 }
 
@@ -678,6 +684,11 @@ routes:
         assert_eq!(
             load_err(yaml, &no_env).to_string(),
             "config.yaml:5:14: pools.web.workers: number 123456789012345678901234567890 is too large (at most 18446744073709551615)"
+        );
+        let yaml = yaml.replace(": 1234", ": -1234");
+        assert_eq!(
+            load_err(&yaml, &no_env).to_string(),
+            "config.yaml:5:14: pools.web.workers: number -123456789012345678901234567890 is too small (at least -9223372036854775808)"
         );
     }
 

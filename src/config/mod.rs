@@ -160,6 +160,10 @@ fn syntax_error(file: &str, text: &str, e: &serde_yaml::Error) -> ConfigError {
                     String::new(),
                     format!("invalid YAML: alias *{name} refers to no anchor (define it earlier with &{name})"),
                 ),
+                None if message == "repetition limit exceeded" => (
+                    String::new(),
+                    "invalid YAML: aliases expand to too many values (repetition limit exceeded); expand nested aliases by hand".into(),
+                ),
                 None => (String::new(), format!("invalid YAML: {message}")),
             }
         }

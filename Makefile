@@ -27,10 +27,14 @@ run: deps-build
 build: deps-build
 	$(CARGO) build --release --locked
 
+# The tests run a binary built with the fault-injection feature (a request header
+# that panics on purpose; see docs/reliability.md); `make build` never has it.
+TEST_FEATURES := --features fault-injection
+
 test: deps-test venv
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
-	$(CARGO) test --locked --all-targets
+	$(CARGO) clippy --locked --all-targets $(TEST_FEATURES) -- -D warnings
+	$(CARGO) test --locked --all-targets $(TEST_FEATURES)
 
 # Side-by-side benchmark against nginx and HAProxy; writes bench/RESULTS.md.
 # ROUNDS, SECONDS, CONNS and SCENARIOS ("static python") tune it.
@@ -46,6 +50,7 @@ bench-lifecycle: deps-build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked --all-targets $(TEST_FEATURES) -- -D warnings
 
 deps-build:
 	@$(call install_missing,$(BUILD_DEPS))

@@ -2,6 +2,11 @@
 //! `/` (the same status as an HTML page for people), and `POST /reload` and
 //! `POST /pools/<name>/scale?workers=N`.
 //!
+//! With `admin.token` (or `admin.token_file`) set, every POST needs
+//! `Authorization: Bearer <token>` and gets 401 with `WWW-Authenticate: Bearer`
+//! without it; the token is compared in constant time. The GET endpoints stay open:
+//! they change nothing, and probes and scrapers must not need a secret.
+//!
 //! It runs on the control runtime, apart from the proxy's threads, so a saturated
 //! proxy does not stop Prometheus or a probe from getting an answer.
 
@@ -14,6 +19,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::Secret;
 use crate::metrics::Metrics;
 use crate::status::{table, StatusBoard, StatusReport};
 use crate::supervisor::PoolHandle;
@@ -80,6 +86,41 @@ impl Readiness {
     }
 }
 
+/// The bearer token of the POST endpoints; replaced at reload when
+/// `admin.token_file` changed.
+pub struct AdminAuth {
+    token: parking_lot::RwLock<Option<Secret>>,
+}
+
+impl AdminAuth {
+    pub fn new(token: Option<Secret>) -> Arc<AdminAuth> {
+        Arc::new(AdminAuth {
+            token: parking_lot::RwLock::new(token),
+        })
+    }
+
+    pub fn set(&self, token: Option<Secret>) {
+        *self.token.write() = token;
+    }
+
+    /// Whether a request with this `Authorization` header may change things.
+    pub fn allows(&self, authorization: Option<&http::HeaderValue>) -> bool {
+        let guard = self.token.read();
+        let Some(token) = guard.as_ref() else {
+            return true;
+        };
+        let Some(value) = authorization.map(|v| v.as_bytes()) else {
+            return false;
+        };
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        let credentials = match value.split_at_checked(7) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => rest,
+            _ => return false,
+        };
+        token.matches(credentials.trim_ascii())
+    }
+}
+
 /// A request that changes something, carried out by the server's control loop.
 pub enum AdminCommand {
     /// Re-read config.yaml and apply it (as SIGHUP does).
@@ -98,6 +139,7 @@ pub struct AdminApp {
     pub readiness: Arc<Readiness>,
     pub board: Arc<StatusBoard>,
     pub commands: mpsc::UnboundedSender<AdminCommand>,
+    pub auth: Arc<AdminAuth>,
 }
 
 impl AdminApp {
@@ -166,6 +208,22 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if req.method != Method::GET
+            && req.method != Method::HEAD
+            && !self
+                .auth
+                .allows(req.headers.get(http::header::AUTHORIZATION))
+        {
+            let mut response = text(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token: send Authorization: Bearer <admin.token>\n".into(),
+            );
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"forkyard admin\""),
+            );
+            return response;
+        }
         if req.method == Method::POST {
             let (path, query) = (
                 req.uri.path().to_string(),
@@ -227,4 +285,31 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
         .header("cache-control", "no-store")
         .body(body)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(v: &str) -> http::HeaderValue {
+        http::HeaderValue::from_str(v).unwrap()
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let open = AdminAuth::new(None);
+        assert!(open.allows(None));
+        let auth = AdminAuth::new(Some(Secret::new("0123456789abcdef".into())));
+        assert!(!auth.allows(None));
+        assert!(auth.allows(Some(&header("Bearer 0123456789abcdef"))));
+        assert!(auth.allows(Some(&header("bearer  0123456789abcdef "))));
+        assert!(!auth.allows(Some(&header("Bearer 0123456789abcdeF"))));
+        assert!(!auth.allows(Some(&header("Bearer 0123456789abcde"))));
+        assert!(!auth.allows(Some(&header("Basic 0123456789abcdef"))));
+        assert!(!auth.allows(Some(&header("Bearer"))));
+        assert!(!auth.allows(Some(&header("0123456789abcdef"))));
+        auth.set(Some(Secret::new("fedcba9876543210".into())));
+        assert!(auth.allows(Some(&header("Bearer fedcba9876543210"))));
+        assert!(!auth.allows(Some(&header("Bearer 0123456789abcdef"))));
+    }
 }

@@ -10,6 +10,12 @@
 /// forkyard bound its listeners and is starting the pools. Fields: `version`,
 /// `proxy`, `admin`, `pools`.
 pub const START: &str = "start";
+/// A thread panicked (a bug). In a proxy request task only that connection is
+/// lost; see docs/reliability.md. Fields: `thread`, `location`.
+pub const PANIC: &str = "panic";
+/// A risky setting was found at start-up (see `security`). Fields: `check`
+/// (`admin_open`, `workers_as_root`, `file_permissions`).
+pub const SECURITY_WARNING: &str = "security_warning";
 /// A worker process was spawned. Fields: `pool`, `worker`, `pid`, `port`.
 pub const SPAWN: &str = "spawn";
 /// A worker process could not be spawned. Fields: `pool`, `worker`, `error`.

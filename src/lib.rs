@@ -26,6 +26,8 @@
 //! - [`signals`]: the one owner of process signals.
 //! - [`sockets`]: the private runtime directory of `bind: unix` workers' sockets.
 //! - [`sd_notify`]: systemd's `READY=1` over `NOTIFY_SOCKET`.
+//! - [`security`]: start-up warnings about risky settings (open admin, workers as
+//!   root, writable config files).
 //! - [`server`]: wiring and the shutdown order.
 //! - [`events`]: the stable names of the lifecycle log events.
 //! - [`logging`], [`plan`]: log setup and the `check` command's output.
@@ -98,6 +100,7 @@ pub mod process;
 pub mod proxy;
 pub mod reload;
 pub mod sd_notify;
+pub mod security;
 pub mod server;
 pub mod signals;
 pub mod sockets;

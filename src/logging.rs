@@ -29,4 +29,30 @@ pub fn init(config: &LogConfig) {
     if let Err(e) = result {
         eprintln!("forkyard: could not install the logger: {e}");
     }
+    log_panics();
+}
+
+/// Report panics as one `panic` log event (in the configured format) instead of
+/// std's plain text on stderr. Unwinding is unchanged: a panic in a proxy request
+/// task still ends only that task (see docs/reliability.md).
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            event = crate::events::PANIC,
+            thread = thread.name().unwrap_or("unnamed"),
+            location,
+            "panic: {message}"
+        );
+    }));
 }

@@ -1,6 +1,7 @@
 //! The `forkyard` command: parse the CLI, load the config, run, map errors to exit
 //! codes (78 for a bad config, 1 for any other start-up failure, 0 after a clean
-//! shutdown). Also the small client commands: `status`, `probe` and `schema`.
+//! shutdown; the full table is in README.md, "Exit codes"). Also the small client
+//! commands: `status`, `probe` and `schema`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -107,6 +108,10 @@ fn main() -> ExitCode {
         Command::Check(arg) => match forkyard::config::load(&arg.config) {
             Ok(config) => {
                 print!("{}", forkyard::plan::describe(&config));
+                let as_root = nix::unistd::geteuid().is_root();
+                for w in forkyard::security::warnings(&config, as_root) {
+                    eprintln!("warning: {}", w.message);
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {

@@ -126,6 +126,11 @@ const HOOK_BUCKETS: [f64; 12] = [
 
 impl Metrics {
     /// Build every metric and create the series of every known label combination.
+    ///
+    /// Its `expect`s are the panic policy's allowed kind (docs/reliability.md): the
+    /// names, help texts and label names are constants, so they can only fail by a
+    /// programming error, which the unit tests that call `new` catch; and this runs
+    /// once before anything is started, never on the request path.
     pub fn new(pools: &[&str], hooks: &[HookSeries]) -> Metrics {
         let registry = Registry::new();
         let worker_starts = counter_vec(

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::config::{Config, Hook, HookAction, LogFormat, Phase, ReadyProbe};
+use crate::config::{shown, Config, Hook, HookAction, LogFormat, Phase, ReadyProbe, REDACTED};
 
 /// One line per hook: phase, name, action, timeout, failure policy.
 fn describe_hooks(out: &mut String, indent: &str, phase: Phase, hooks: &[Hook]) {
@@ -22,6 +22,9 @@ fn describe_hooks(out: &mut String, indent: &str, phase: Phase, hooks: &[Hook]) 
             h.retries,
             h.on_failure.as_str()
         );
+        for (k, v) in &h.env {
+            let _ = writeln!(out, "{indent}  env {k}={}", shown(k, v));
+        }
     }
 }
 
@@ -41,9 +44,14 @@ pub fn describe(config: &Config) -> String {
             "s"
         }
     );
+    let auth = match (&config.admin.token, &config.admin.token_file) {
+        (None, _) => "open to anyone who reaches the address".to_string(),
+        (Some(_), Some(file)) => format!("bearer token from {}", file.display()),
+        (Some(_), None) => format!("bearer token {REDACTED}"),
+    };
     let _ = writeln!(
         out,
-        "admin: listen {} (/ /status /metrics /healthz /readyz)",
+        "admin: listen {} (/ /status /metrics /healthz /readyz; POST /reload, /pools/<name>/scale: {auth})",
         config.admin.listen
     );
     let _ = writeln!(
@@ -94,8 +102,9 @@ pub fn describe(config: &Config) -> String {
             };
             let _ = writeln!(out, "  slot {slot}: {addr}  {argv:?}");
         }
-        for (k, _) in &pool.env {
-            let _ = writeln!(out, "  env {k}");
+        // Values of secret-looking names are redacted (see config::looks_secret).
+        for (k, v) in &pool.env {
+            let _ = writeln!(out, "  env {k}={}", shown(k, v));
         }
         for phase in Phase::ALL {
             describe_hooks(&mut out, "  ", phase, pool.hooks.phase(phase));

@@ -11,14 +11,16 @@
 //! Changed `routes` are swapped in at once (the next request on every connection
 //! uses them). Not applied without a restart (the reload is refused, result
 //! `error`, and the log says so): adding or removing pools, and changing a pool's
-//! `ports` or `bind`. Changes to
-//! `proxy.listen`, `proxy.threads`, `admin` and `log` are ignored with a warning
-//! that they need a restart.
+//! `ports` or `bind`. Changes to `proxy`, `admin.listen` and `log` are ignored with
+//! a warning that they need a restart. The admin token is applied: `admin.token`,
+//! or `admin.token_file`, which is read again, so a rotated token file takes effect
+//! at the next reload.
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::admin::AdminAuth;
 use crate::config::{self, Config, PoolConfig};
 use crate::events;
 use crate::metrics::Metrics;
@@ -56,10 +58,12 @@ pub async fn reload(
     supervisor: &mut Supervisor,
     metrics: &Metrics,
     router: &ArcSwap<Router>,
+    auth: &AdminAuth,
 ) -> (ReloadResult, String) {
     tracing::info!(event = events::RELOAD_START, file = %current.source.display(), "reload started");
     let started = std::time::Instant::now();
     let (result, summary) = apply(current, supervisor, router).await;
+    auth.set(current.admin.token.clone());
     let duration_ms = started.elapsed().as_millis() as u64;
     metrics
         .config_reloads
@@ -126,10 +130,17 @@ async fn apply(
             "changing a pool's ports or bind needs a restart (the proxy's worker addresses are fixed at start); nothing changed".into(),
         );
     }
-
-    if new.proxy != current.proxy || new.admin != current.admin || new.log != current.log {
-        tracing::warn!("reload: changes to proxy, admin or log need a restart and are not applied");
+    if new.proxy != current.proxy
+        || new.admin.listen != current.admin.listen
+        || new.log != current.log
+    {
+        tracing::warn!(
+            "reload: changes to proxy, admin.listen or log need a restart and are not applied"
+        );
     }
+    let token_changed = new.admin.token != current.admin.token;
+    current.admin.token = new.admin.token.clone();
+    current.admin.token_file = new.admin.token_file.clone();
 
     let mut changed = Vec::new();
     let mut rolled_back = Vec::new();
@@ -167,6 +178,9 @@ async fn apply(
     if !rolled_back.is_empty() {
         changed.extend(rolled_back);
         return (ReloadResult::RolledBack, changed.join("; "));
+    }
+    if token_changed {
+        changed.push("admin token replaced".into());
     }
     if changed.is_empty() {
         changed.push("no pool changed".into());

@@ -26,7 +26,7 @@ use pingora::services::listening::Service as ListeningService;
 use pingora::services::Service as _;
 use tokio::sync::watch;
 
-use crate::admin::{AdminApp, AdminCommand, Readiness};
+use crate::admin::{AdminApp, AdminAuth, AdminCommand, Readiness};
 use crate::config::{Config, Phase};
 use crate::events;
 use crate::hooks::{HookContext, HookRunner};
@@ -252,6 +252,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         })?;
 
         let (admin_tx, mut admin_rx) = tokio::sync::mpsc::unbounded_channel();
+        let admin_auth = AdminAuth::new(config.admin.token.clone());
         let mut admin_svc = ListeningService::new(
             "forkyard admin".to_string(),
             HttpServer::new_app(AdminApp {
@@ -259,6 +260,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 readiness: readiness.clone(),
                 board: board.clone(),
                 commands: admin_tx,
+                auth: admin_auth.clone(),
             }),
         );
         let admin_fds =
@@ -277,6 +279,12 @@ pub fn run(config: Config) -> Result<i32, RunError> {
             admin = %config.admin.listen,
             pools = pools.len(),
             "forkyard started"
+        );
+        crate::security::log_warnings(&config);
+        #[cfg(feature = "fault-injection")]
+        tracing::warn!(
+            "built with the fault-injection feature: a request with {}: 1 panics on purpose; not for production",
+            crate::proxy::fault::PANIC_HEADER
         );
         let hooks = HookRunner {
             reaper,
@@ -323,7 +331,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                         // A stop signal during a rollout cancels it; shutdown then
                         // stops every worker, old and new.
                         tokio::select! {
-                            _ = reload::reload(&mut config, &mut supervisor, &metrics, &router) => {}
+                            _ = reload::reload(&mut config, &mut supervisor, &metrics, &router, &admin_auth) => {}
                             e = next_stop_signal(&mut signals) => break e,
                         }
                     }
@@ -331,7 +339,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 _ = file_watch::changed(&mut config_watch) => {
                     tracing::info!("config file changed");
                     tokio::select! {
-                        _ = reload::reload(&mut config, &mut supervisor, &metrics, &router) => {}
+                        _ = reload::reload(&mut config, &mut supervisor, &metrics, &router, &admin_auth) => {}
                         e = next_stop_signal(&mut signals) => break e,
                     }
                 }
@@ -351,7 +359,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                     }
                     AdminCommand::Reload { reply } => {
                         tokio::select! {
-                            (result, summary) = reload::reload(&mut config, &mut supervisor, &metrics, &router) => {
+                            (result, summary) = reload::reload(&mut config, &mut supervisor, &metrics, &router, &admin_auth) => {
                                 let _ = reply.send(match result {
                                     ReloadResult::Ok => Ok(format!("ok: {summary}\n")),
                                     other => Err(format!("{}: {summary}", other.as_str())),

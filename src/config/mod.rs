@@ -25,13 +25,17 @@ pub mod model;
 
 mod duration;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod interpolate;
 mod location;
 mod raw;
 mod schema;
+mod secret;
 mod size;
 mod upstream;
 mod validate;
+mod validate_admin;
 mod validate_hooks;
 
 use std::path::Path;
@@ -42,6 +46,7 @@ pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 pub use schema::json_schema;
+pub use secret::{looks_secret, shown, REDACTED};
 pub use size::parse_size;
 
 use error::Issue;
@@ -92,7 +97,7 @@ pub fn load_from_str(
     let mut value = match serde_yaml::from_str::<Value>(text) {
         Ok(Value::Null) => Value::Mapping(Default::default()),
         Ok(value) => value,
-        Err(e) => return Err(ConfigErrors::new(vec![syntax_error(&file, &e)])),
+        Err(e) => return Err(ConfigErrors::new(vec![syntax_error(&file, text, &e)])),
     };
     let mut index = LocationIndex::build(text);
     let mut issues = Vec::new();
@@ -125,7 +130,7 @@ pub fn load_from_str(
     Err(ConfigErrors::new(errors))
 }
 
-fn syntax_error(file: &str, e: &serde_yaml::Error) -> ConfigError {
+fn syntax_error(file: &str, text: &str, e: &serde_yaml::Error) -> ConfigError {
     let location = e.location();
     let mut message = e.to_string();
     if let Some(l) = &location {
@@ -136,13 +141,63 @@ fn syntax_error(file: &str, e: &serde_yaml::Error) -> ConfigError {
             1,
         );
     }
+    let (path, message) = match too_large(&message) {
+        Some((path, number)) if number.starts_with('-') => (
+            path.to_owned(),
+            format!("number {number} is too small (at least {})", i64::MIN),
+        ),
+        Some((path, number)) => (
+            path.to_owned(),
+            format!("number {number} is too large (at most {})", u64::MAX),
+        ),
+        None => {
+            let alias = location
+                .as_ref()
+                .filter(|_| message == "unknown anchor")
+                .and_then(|l| alias_at(text, l.index()));
+            match alias {
+                Some(name) => (
+                    String::new(),
+                    format!("invalid YAML: alias *{name} refers to no anchor (define it earlier with &{name})"),
+                ),
+                None if message == "repetition limit exceeded" => (
+                    String::new(),
+                    "invalid YAML: aliases expand to too many values (repetition limit exceeded); expand nested aliases by hand".into(),
+                ),
+                None => (String::new(), format!("invalid YAML: {message}")),
+            }
+        }
+    };
     ConfigError {
         file: file.to_owned(),
         line: location.as_ref().map(|l| l.line()),
         column: location.as_ref().map(|l| l.column()),
-        path: String::new(),
-        message: format!("invalid YAML: {message}"),
+        path,
+        message,
     }
+}
+
+/// serde_yaml's message for an integer beyond u64 or i64 (it is valid YAML, but no
+/// `Value` holds it): `PATH: invalid type: integer `N` as u128, expected …` (or
+/// `i128`), split into the key path and the number.
+fn too_large(message: &str) -> Option<(&str, &str)> {
+    let (path, rest) = match message.split_once(": invalid type: integer `") {
+        Some(split) => split,
+        None => ("", message.strip_prefix("invalid type: integer `")?),
+    };
+    let (number, _) = rest
+        .split_once("` as u128")
+        .or_else(|| rest.split_once("` as i128"))?;
+    Some((path, number))
+}
+
+/// The name of the alias (`*name`) at byte `index` of `text`.
+fn alias_at(text: &str, index: usize) -> Option<&str> {
+    let rest = text.get(index..)?.strip_prefix('*')?;
+    let end = rest
+        .find(|c: char| c.is_whitespace() || ",[]{}".contains(c))
+        .unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|name| !name.is_empty())
 }
 
 /// Where `[`/`{` nesting first exceeds [`MAX_FLOW_DEPTH`], as a 1-based line and
@@ -460,6 +515,8 @@ routes:
             },
             admin: AdminConfig {
                 listen: "127.0.0.1:9090".parse().unwrap(),
+                token: None,
+                token_file: None,
             },
             log: LogConfig {
                 level: LogLevel::Info,
@@ -624,6 +681,29 @@ routes:
             "[".repeat(100)
         );
         load_ok(&text, &no_env);
+    }
+
+    #[test]
+    fn numbers_beyond_u64_are_too_large_at_their_key() {
+        let yaml = "pools:\n  web:\n    command: [a]\n    ports: '9001'\n    workers: 123456789012345678901234567890\n";
+        assert_eq!(
+            load_err(yaml, &no_env).to_string(),
+            "config.yaml:5:14: pools.web.workers: number 123456789012345678901234567890 is too large (at most 18446744073709551615)"
+        );
+        let yaml = yaml.replace(": 1234", ": -1234");
+        assert_eq!(
+            load_err(&yaml, &no_env).to_string(),
+            "config.yaml:5:14: pools.web.workers: number -123456789012345678901234567890 is too small (at least -9223372036854775808)"
+        );
+    }
+
+    #[test]
+    fn an_alias_without_anchor_is_named() {
+        let yaml = "pools:\n  web:\n    command: [a]\n    ports: '9001'\n    restart: *defaults\n";
+        assert_eq!(
+            load_err(yaml, &no_env).to_string(),
+            "config.yaml:5:14: invalid YAML: alias *defaults refers to no anchor (define it earlier with &defaults)"
+        );
     }
 
     #[test]

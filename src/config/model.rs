@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+pub use super::secret::Secret;
+
 /// The whole validated config file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -60,6 +62,11 @@ pub struct ProxyConfig {
 pub struct AdminConfig {
     /// Default `127.0.0.1:9090`.
     pub listen: SocketAddr,
+    /// The bearer token of the POST endpoints (`admin.token`, or the trimmed content
+    /// of `admin.token_file`). Default: none.
+    pub token: Option<Secret>,
+    /// Where the token was read from, when it came from `admin.token_file`.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

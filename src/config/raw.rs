@@ -60,7 +60,7 @@ pub struct RawReload {
 pub struct RawProxy {
     /// One `IP:port` or a list of them. Default `"0.0.0.0:8080"`.
     pub listen: Option<RawListen>,
-    /// Proxy worker threads, at least 1. Default 1.
+    /// Proxy worker threads, 1 to 1024. Default 1.
     #[schemars(with = "Option<super::schema::Count>")]
     pub threads: Option<usize>,
     /// Time a client has to send a whole request head. Default `"10s"`.
@@ -83,6 +83,14 @@ pub struct RawAdmin {
     /// One `IP:port`. Default `"127.0.0.1:9090"`.
     #[schemars(with = "Option<super::schema::Address>")]
     pub listen: Option<Scalar>,
+    /// Bearer token required by `POST /reload` and `POST /pools/<name>/scale`: at
+    /// least 16 visible ASCII characters, e.g. `"${FORKYARD_ADMIN_TOKEN}"`. Not with
+    /// `token_file`. Default: none (the POST endpoints are open to whoever reaches
+    /// the admin address).
+    pub token: Option<String>,
+    /// A file holding the bearer token (surrounding whitespace is trimmed), read at
+    /// start-up and at each reload. Not with `token`. Default: none.
+    pub token_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -118,7 +126,7 @@ pub struct RawPool {
     /// `{worker}` and `{pool}`.
     #[schemars(required)]
     pub command: Option<RawCommand>,
-    /// Number of worker processes, at least 1. Default 1.
+    /// Number of worker processes, 1 to 65535. Default 1.
     #[schemars(with = "Option<super::schema::Count>")]
     pub workers: Option<usize>,
     /// Required unless `bind: unix`. `"A-B"` (inclusive) or a single port; at least

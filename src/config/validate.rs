@@ -24,9 +24,12 @@ use super::upstream::UpstreamParts;
 
 const DEFAULT_PROXY_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
-const DEFAULT_ADMIN_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
 const SECOND: Duration = Duration::from_secs(1);
+/// A pool's workers each need a port of their own.
+const MAX_WORKERS: usize = u16::MAX as usize;
+/// Far beyond any machine's cores; a typo such as `threads: 40000` is refused rather
+/// than started.
+const MAX_THREADS: usize = 1024;
 const COMMAND_EXAMPLE: &str = r#"["python3", "app.py", "--port", "{port}"]"#;
 
 /// Check `raw` and build the model. The `Config` is only meaningful when the issue
@@ -91,9 +94,9 @@ pub(super) struct Checker<'a> {
 }
 
 /// A listen address that is valid, with where it was configured.
-struct Listener {
-    path: KeyPath,
-    addr: SocketAddr,
+pub(super) struct Listener {
+    pub(super) path: KeyPath,
+    pub(super) addr: SocketAddr,
 }
 
 struct CheckedPool {
@@ -176,7 +179,7 @@ impl Checker<'_> {
         Some(d)
     }
 
-    fn address(&mut self, scalar: &Scalar, path: &KeyPath) -> Option<SocketAddr> {
+    pub(super) fn address(&mut self, scalar: &Scalar, path: &KeyPath) -> Option<SocketAddr> {
         let text = self.text(scalar, path);
         match SocketAddr::from_str(&text) {
             Ok(addr) => Some(addr),
@@ -224,7 +227,7 @@ impl Checker<'_> {
                 }
             }
         }
-        let threads = self.at_least_one(raw.threads, &path.key("threads"));
+        let threads = self.count(raw.threads, &path.key("threads"), MAX_THREADS);
         let config = ProxyConfig {
             listen: listeners.iter().map(|l| l.addr).collect(),
             threads,
@@ -255,6 +258,18 @@ impl Checker<'_> {
         (config, listeners)
     }
 
+    /// A count from 1 to `max`; out of range is an error, and 1 stands in for it
+    /// (a huge count would otherwise size allocations further on).
+    fn count(&mut self, raw: Option<usize>, path: &KeyPath, max: usize) -> NonZeroUsize {
+        let n = self.at_least_one(raw, path);
+        if n.get() > max {
+            let key = path.last_key().unwrap_or_default();
+            self.error(path, format!("{key} must be at most {max}"));
+            return NonZeroUsize::MIN;
+        }
+        n
+    }
+
     fn at_least_one(&mut self, raw: Option<usize>, path: &KeyPath) -> NonZeroUsize {
         match raw.map(NonZeroUsize::new) {
             None => NonZeroUsize::MIN,
@@ -265,23 +280,6 @@ impl Checker<'_> {
                 NonZeroUsize::MIN
             }
         }
-    }
-
-    fn admin(&mut self, raw: RawAdmin, path: &KeyPath) -> (AdminConfig, Option<Listener>) {
-        let listen_path = path.key("listen");
-        let addr = match raw.listen {
-            None if self.poisoned(&listen_path) => None,
-            None => Some(DEFAULT_ADMIN_LISTEN),
-            Some(scalar) => self.address(&scalar, &listen_path),
-        };
-        let config = AdminConfig {
-            listen: addr.unwrap_or(DEFAULT_ADMIN_LISTEN),
-        };
-        let listener = addr.map(|addr| Listener {
-            path: listen_path,
-            addr,
-        });
-        (config, listener)
     }
 
     /// Two listeners that could not both bind: same port, and the same IP or one of
@@ -380,7 +378,7 @@ impl Checker<'_> {
         }
         let command = self.command(raw.command, &path.key("command"));
         let workers_path = path.key("workers");
-        let workers = self.at_least_one(raw.workers, &workers_path);
+        let workers = self.count(raw.workers, &workers_path, MAX_WORKERS);
         let env = self.env(raw.env, &path.key("env"));
         let cwd_path = path.key("cwd");
         let cwd = match raw.cwd {
@@ -1152,6 +1150,18 @@ mod tests {
         let yaml =
             format!("proxy:\n  listen: \"127.0.0.1:0\"\nadmin:\n  listen: \"127.0.0.1:0\"\n{POOL}");
         assert!(load_from_str(&yaml, Path::new("c.yaml"), &no_env).is_ok());
+    }
+
+    #[test]
+    fn counts_have_an_upper_bound() {
+        assert_eq!(
+            one(&format!("proxy:\n  threads: 100000\n{POOL}")),
+            "config.yaml:2:12: proxy.threads: threads must be at most 1024"
+        );
+        assert_eq!(
+            one("pools:\n  web:\n    command: [app]\n    ports: 9001-9010\n    workers: 8604264891437405252\n    weights: [1]\n"),
+            "config.yaml:5:14: pools.web.workers: workers must be at most 65535"
+        );
     }
 
     #[test]

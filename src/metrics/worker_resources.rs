@@ -24,6 +24,8 @@ pub struct WorkerResources {
     families: Mutex<(GaugeVec, CounterVec)>,
 }
 
+// The `expect`s below are infallible in practice: constant names and labels,
+// built once at start-up and exercised by the unit tests (see `Metrics::new`).
 fn rss_vec() -> GaugeVec {
     GaugeVec::new(
         Opts::new(

@@ -22,6 +22,8 @@
 pub mod access_log;
 pub mod address;
 pub mod eject;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod front;
 pub mod headers;
 pub mod inflight;
@@ -198,6 +200,8 @@ impl ProxyHttp for ForkyardProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
+        #[cfg(feature = "fault-injection")]
+        fault::maybe_panic(req);
         let host = req
             .headers
             .get(http::header::HOST)
@@ -208,8 +212,12 @@ impl ProxyHttp for ForkyardProxy {
             respond_text(session, 404, "forkyard: no route matches this request\n").await?;
             return Ok(true);
         };
+        let Some(pool) = self.pools.get(idx) else {
+            // The router is built over `pools`; this is a bug, answered, not a panic.
+            respond_text(session, 500, "forkyard: route to a missing pool\n").await?;
+            return Ok(true);
+        };
         ctx.pool = Some(idx);
-        let pool = &self.pools[idx];
         if pool.upstreams.ready_count() == 0 {
             respond_text(session, 503, "forkyard: no ready worker in this pool\n").await?;
             return Ok(true);

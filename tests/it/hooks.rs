@@ -289,7 +289,7 @@ fn stop_hooks_run_with_exit_details_and_their_failures_do_not_block_stopping() {
         [
             "on_exit code= signal=SIGKILL reason=signal",
             "pre_stop 0",
-            "on_exit code=0 signal= reason=exit_code",
+            "on_exit code=0 signal= reason=shutdown",
             "on_shutdown phase=on_shutdown"
         ],
         "{}",

@@ -161,22 +161,25 @@ impl Supervisor {
         let (stop, rx) = watch::channel(StopMode::Run);
         let listener = slot_listener(&config, port);
         let pool_status = self.board.add_pool(&handle.config.name);
-        let ctx = worker::WorkerCtx {
-            listener,
+        let (upstreams, crash_loop) = (handle.upstreams.clone(), handle.crash_loop.clone());
+        let (recycle, hooks) = (self.recycle_tx.clone(), self.hooks.clone());
+        let make = move |boot_report| worker::WorkerCtx {
+            listener: listener.clone(),
             status: pool_status.attach(slot, port),
-            pool_status,
+            pool_status: pool_status.clone(),
             addr: crate::proxy::WorkerAddr::of_slot(&config, port),
-            pool: config,
+            pool: config.clone(),
             slot,
             port,
             boot_report: Mutex::new(boot_report),
-            recycle: self.recycle_tx.clone(),
-            upstreams: handle.upstreams.clone(),
-            crash_loop: handle.crash_loop.clone(),
-            metrics: self.hooks.metrics.clone(),
-            hooks: self.hooks.clone(),
+            recycle: recycle.clone(),
+            upstreams: upstreams.clone(),
+            crash_loop: crash_loop.clone(),
+            metrics: hooks.metrics.clone(),
+            hooks: hooks.clone(),
         };
-        self.tasks.spawn(worker::run(ctx, rx));
+        self.tasks
+            .spawn(worker::run_supervised(make, boot_report, rx));
         self.all_stops
             .lock()
             .unwrap_or_else(|e| e.into_inner())

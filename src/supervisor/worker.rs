@@ -217,12 +217,71 @@ fn recycle_due(
     None
 }
 
+/// Kills a worker's process group if the future supervising it is dropped before
+/// the process was seen to exit: the actor panicked (a bug) or was cancelled. No
+/// worker is ever left running unsupervised.
+/// The slot also leaves the load balancer.
+struct GroupGuard<'a> {
+    pid: Option<i32>,
+    ctx: &'a WorkerCtx,
+}
+
+impl GroupGuard<'_> {
+    fn disarm(mut self) {
+        self.pid = None;
+    }
+}
+
+impl Drop for GroupGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            self.ctx.upstreams.set_ready(self.ctx.addr(), false);
+            let _ = signal_group(pid, Signal::SIGKILL);
+        }
+    }
+}
+
 /// How one run of the process ended.
 enum RunEnd {
     /// The process ended by itself (or was killed by forkyard): restart it.
     Restart(ExitReason, Option<ExitStatus>),
     /// The supervisor asked us to stop and the process is gone.
     Stopped(Option<ExitStatus>),
+}
+
+/// Run the slot's actor until the supervisor says stop. If the actor panics (a
+/// bug), its process group is killed (see `GroupGuard`), the slot leaves the
+/// balancer, and a fresh actor (from `make`) takes the slot over a second later,
+/// so a slot is never left unsupervised and forkyard keeps running.
+pub async fn run_supervised(
+    make: impl Fn(Option<oneshot::Sender<bool>>) -> WorkerCtx + Send + 'static,
+    boot_report: Option<oneshot::Sender<bool>>,
+    stop: watch::Receiver<StopMode>,
+) {
+    let mut boot_report = boot_report;
+    loop {
+        let ctx = make(boot_report.take());
+        let (pool, slot) = (ctx.pool.name.clone(), ctx.slot);
+        match tokio::spawn(run(ctx, stop.clone())).await {
+            Err(e) if e.is_panic() => {
+                tracing::error!(
+                    event = events::PANIC,
+                    pool,
+                    worker = slot,
+                    "the worker's supervising task panicked (a forkyard bug): its process group was killed; the slot starts again"
+                );
+                if *stop.borrow() != StopMode::Run {
+                    return;
+                }
+                let mut stop = stop.clone();
+                tokio::select! {
+                    _ = sleep(Duration::from_secs(1)) => {}
+                    _ = stopping(&mut stop) => return,
+                }
+            }
+            _ => return,
+        }
+    }
 }
 
 /// Run the slot until the supervisor says stop.
@@ -284,7 +343,11 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
                         )
                     });
                     let exit = ctx.hooks.reaper.watch(child.pid);
-                    supervise_process(
+                    let guard = GroupGuard {
+                        pid: Some(child.pid),
+                        ctx: &ctx,
+                    };
+                    let end = supervise_process(
                         &ctx,
                         child.pid,
                         exit,
@@ -293,7 +356,9 @@ pub async fn run(ctx: WorkerCtx, mut stop: watch::Receiver<StopMode>) {
                         &mut record,
                         &mut stop,
                     )
-                    .await
+                    .await;
+                    guard.disarm();
+                    end
                 }
                 Err(e) => {
                     state.apply(WorkerEvent::SpawnFailed);
@@ -445,6 +510,8 @@ async fn supervise_process(
         ctx.crash_loop.on_ready();
         ctx.report_boot(true);
         record.ready();
+        #[cfg(feature = "fault-injection")]
+        crate::proxy::fault::maybe_panic_actor(&ctx.pool);
         let mut health = ctx.pool.health.as_ref().map(|h| (h, HealthTracker::new(h)));
         let mut next_check = Instant::now();
         let recycling = ctx.pool.recycle.is_set();

@@ -79,3 +79,40 @@ fn a_panicking_request_on_the_multi_threaded_proxy() {
         panics_are_contained(2);
     }
 }
+
+#[test]
+fn a_panicking_worker_actor_is_replaced_and_its_worker_killed() {
+    if !feature_on() {
+        return;
+    }
+    // The first worker of this pool to become ready has its supervising task panic.
+    let extra = "    env: { FORKYARD_TEST_ACTOR_PANIC: \"1\" }\n";
+    let mut fy = Forkyard::start(&config_with(&[fixture_pool("web", 1, extra)], ""));
+    wait_for_or_log(&fy, BOOT, "the actor's panic", || {
+        fy.log().contains("supervising task panicked").then_some(())
+    });
+    // The worker that actor supervised is killed, and a new actor starts a new one.
+    let first_pid: i32 = {
+        let log = fy.log();
+        let spawn = log
+            .lines()
+            .find(|l| l.contains("worker spawned"))
+            .expect("a spawn event")
+            .to_string();
+        spawn
+            .split("pid=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .expect("a pid in the spawn event")
+    };
+    wait_for_or_log(&fy, SHORT, "the orphaned worker killed", || {
+        process_gone(first_pid).then_some(())
+    });
+    fy.wait_workers_ready("web", 1);
+    let r = fy.get("/").expect("forkyard still proxies");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_ne!(r.json()["pid"].as_i64(), Some(i64::from(first_pid)));
+    let status = fy.signal_and_wait(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{}", fy.log());
+}

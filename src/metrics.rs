@@ -284,7 +284,7 @@ impl Metrics {
         for pool in pools {
             worker_starts.with_label_values(&[*pool]);
             worker_boot.with_label_values(&[*pool]);
-            for reason in ExitReason::RESTARTS {
+            for reason in ExitReason::restarts() {
                 worker_restarts.with_label_values(&[*pool, reason.as_str()]);
             }
             for reason in ExitReason::ALL {

@@ -76,21 +76,8 @@ pub enum ExitReason {
 }
 
 impl ExitReason {
-    /// The reasons a worker is restarted or replaced, for pre-initialising the
-    /// restart series.
-    pub const RESTARTS: [ExitReason; 9] = [
-        ExitReason::ExitCode,
-        ExitReason::Signal,
-        ExitReason::OomKilled,
-        ExitReason::BootTimeout,
-        ExitReason::HookFailure,
-        ExitReason::Health,
-        ExitReason::RecycleRequests,
-        ExitReason::RecycleLifetime,
-        ExitReason::RecycleMemory,
-    ];
-
-    /// Every reason, for pre-initialising the exit series.
+    /// Every reason, for pre-initialising the exit series; the first nine are the
+    /// ones a slot is restarted or replaced for ([`ExitReason::restarts`]).
     pub const ALL: [ExitReason; 12] = [
         ExitReason::ExitCode,
         ExitReason::Signal,
@@ -105,6 +92,12 @@ impl ExitReason {
         ExitReason::ScaleDown,
         ExitReason::Shutdown,
     ];
+
+    /// The reasons a worker is restarted or replaced, for pre-initialising the
+    /// restart series: all but the planned stops.
+    pub fn restarts() -> &'static [ExitReason] {
+        &Self::ALL[..9]
+    }
 
     /// A stop forkyard asked for (not a failure).
     pub fn is_planned(self) -> bool {
@@ -184,6 +177,23 @@ mod tests {
         assert_eq!(
             ExitStatus::from_wait(WaitStatus::Stopped(pid, Signal::SIGSTOP)),
             None
+        );
+    }
+
+    #[test]
+    fn restart_reasons_are_the_unplanned_and_recycles() {
+        let restarts = ExitReason::restarts();
+        assert!(restarts
+            .iter()
+            .all(|r| !r.is_planned() || r.as_str().starts_with("recycle_")));
+        let rest = &ExitReason::ALL[restarts.len()..];
+        assert_eq!(
+            rest,
+            [
+                ExitReason::Reload,
+                ExitReason::ScaleDown,
+                ExitReason::Shutdown
+            ]
         );
     }
 

@@ -171,7 +171,9 @@ impl ProxyHttp for ForkyardProxy {
         }
         let downstream = session.as_downstream();
         let raw = || downstream.to_h1_raw();
-        if let Some(why) = headers::framing_error(session.req_header(), raw) {
+        if let Some(why) = headers::framing_error(session.req_header(), raw)
+            .or_else(|| headers::target_error(session.req_header()))
+        {
             return Error::e_explain(ErrorType::HTTPStatus(400), why);
         }
         if session.as_downstream().to_h1_raw().len() > limits.max_header_size {

@@ -1,6 +1,7 @@
 //! Integration tests: the real forkyard binary, real worker processes, loopback only.
 //! One file per behaviour; `harness.rs` starts forkyard and polls with deadlines.
 
+mod bad_http;
 mod balancing;
 mod config_errors;
 mod dashboard;

@@ -8,7 +8,8 @@
 //!   access log ([`access_log`]) once per request.
 //! - A request that matches no route gets 404; a pool with no ready worker gets 503.
 //! - A connect failure is retried on a worker not yet tried, for any method. A
-//!   response in `retry_on` (or a response-head timeout with `timeout` in it) is
+//!   connection the worker reset or closed before its answer reached the client is
+//!   retried for idempotent methods. A response in `retry_on` (or a response-head timeout with `timeout` in it) is
 //!   retried only for idempotent methods and only while nothing has been sent to the
 //!   client. At most `retries` extra attempts.
 //! - Every request holds an [`InFlight`] guard, so shutdown can wait for the proxy to
@@ -368,6 +369,24 @@ impl ProxyHttp for ForkyardProxy {
                 pool.upstreams.record(l.slot, true);
             }
             e.set_retry(pool.retry_on.timeout && may_retry(session, ctx, pool));
+            return e;
+        }
+        // The worker reset or closed the connection before any of its answer reached
+        // the client (it died, or stopped listening with the connection in its
+        // backlog): an idempotent request goes to another worker, as nginx's
+        // `proxy_next_upstream error` does.
+        // (Unlike `may_retry`, no check for an untried ready worker: there is no
+        // answer to fall back on, and `upstream_peer` answers 502 when none is left.)
+        let resend = e.esource == ErrorSource::Upstream
+            && ctx.attempts <= pool.retries
+            && session.req_header().method.is_idempotent()
+            && session.response_written().is_none()
+            && !session.as_ref().retry_buffer_truncated();
+        if resend {
+            if let Some(l) = &ctx.current {
+                pool.upstreams.record(l.slot, true);
+            }
+            e.set_retry(true);
             return e;
         }
         // Pingora's default: a failure on a reused keep-alive connection (the

@@ -138,6 +138,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         }
     }
     let metrics = Arc::new(Metrics::new(&pool_names, &hook_series));
+    crate::logging::count_dropped_in(metrics.log_dropped.clone());
     let board = StatusBoard::new(config.pools.iter().map(|p| p.name.as_str()));
     for (pool, phase, hook) in &hook_series {
         board.declare_hook(pool, phase.as_str(), hook);

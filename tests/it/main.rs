@@ -8,6 +8,7 @@ mod dashboard;
 mod deploy;
 mod ejection;
 mod examples;
+mod faults;
 mod fork_hygiene;
 mod getting_started;
 mod harness;

@@ -18,7 +18,7 @@ PY_REQUIREMENTS := examples/pyramid-sqlalchemy/requirements.txt tests/requiremen
 
 BENCH_DEPS := $(BUILD_DEPS) wrk:wrk nginx:nginx haproxy:haproxy
 
-.PHONY: run build test lint bench deps-build deps-test deps-bench venv clean
+.PHONY: run build test lint bench soak deps-build deps-test deps-bench venv clean
 
 run: deps-build
 	$(CARGO) build --release --locked
@@ -37,6 +37,12 @@ test: deps-test venv
 bench: deps-bench
 	$(CARGO) build --release --locked --bin forkyard --example plain_pingora
 	python3 bench/bench.py
+
+# Soak run: keep-alive GETs for SOAK_SECONDS (600) while workers are killed, the
+# config is reloaded and a post_fork hook fails now and then; see bench/soak.
+soak: deps-build
+	$(CARGO) build --release --locked --bin forkyard
+	python3 bench/soak
 
 lint:
 	$(CARGO) fmt --all -- --check

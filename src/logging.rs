@@ -12,7 +12,7 @@
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus::IntCounter;
@@ -33,7 +33,7 @@ enum Msg {
 }
 
 struct Queue {
-    tx: Mutex<Sender<Msg>>,
+    tx: Sender<Msg>,
     queued: AtomicUsize,
     /// Dropped before the metric exists.
     dropped_early: AtomicU64,
@@ -50,8 +50,7 @@ impl Queue {
             self.drop_one();
             return;
         }
-        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        if tx.send(Msg::Line(line)).is_err() {
+        if self.tx.send(Msg::Line(line)).is_err() {
             self.queued.fetch_sub(len, Relaxed);
             self.drop_one();
         }
@@ -138,11 +137,7 @@ pub fn count_dropped_in(counter: IntCounter) {
 pub fn flush() {
     let Some(q) = QUEUE.get() else { return };
     let (done_tx, done_rx) = channel();
-    let sent =
-        q.tx.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(Msg::Flush(done_tx));
-    if sent.is_ok() {
+    if q.tx.send(Msg::Flush(done_tx)).is_ok() {
         let _ = done_rx.recv_timeout(FLUSH_AT_EXIT);
     }
 }
@@ -151,7 +146,7 @@ pub fn flush() {
 pub fn init(config: &LogConfig) {
     let (tx, rx) = channel();
     let queue = Arc::new(Queue {
-        tx: Mutex::new(tx),
+        tx,
         queued: AtomicUsize::new(0),
         dropped_early: AtomicU64::new(0),
         dropped: OnceLock::new(),

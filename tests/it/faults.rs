@@ -96,7 +96,7 @@ fn faults_a_hung_worker_times_out_with_504_and_is_restarted_by_health_checks() {
     let pool = proxy_fixture_pool(
         "web",
         2,
-        "    retries: 0\n    timeouts: { response_header: \"1s\" }\n    health: { http: \"/\", interval: \"1s\", timeout: \"1s\", unhealthy_after: 2, healthy_after: 1, restart_after: \"1s\" }\n",
+        "    retries: 0\n    timeouts: { response_header: \"1s\" }\n    health: { http: \"/\", interval: \"1s\", timeout: \"1s\", unhealthy_after: 4, healthy_after: 1, restart_after: \"1s\" }\n",
     )
     .replace("grace: \"5s\"", "grace: \"1s\"");
     let slot0 = slot_addr(&pool, 0);

@@ -191,3 +191,33 @@ pub fn init(config: &LogConfig) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_blocking() {
+        let (tx, rx) = channel();
+        let q = Queue {
+            tx,
+            queued: AtomicUsize::new(0),
+            dropped_early: AtomicU64::new(0),
+            dropped: OnceLock::new(),
+        };
+        // Nobody drains `rx`: a stderr that blocks.
+        let line = vec![b'x'; 64 * 1024];
+        for _ in 0..(QUEUE_BYTES / line.len() + 10) {
+            q.send(line.clone());
+        }
+        assert_eq!(q.dropped_early.load(Relaxed), 10);
+        assert!(q.queued.load(Relaxed) <= QUEUE_BYTES);
+        drop(rx);
+        // A closed channel drops too.
+        let counter = IntCounter::new("t", "t").unwrap();
+        let _ = q.dropped.set(counter.clone());
+        q.queued.store(0, Relaxed);
+        q.send(b"gone\n".to_vec());
+        assert_eq!(counter.get(), 1);
+    }
+}

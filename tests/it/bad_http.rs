@@ -410,8 +410,8 @@ fn bad_http_thousands_of_idle_connections_leave_forkyard_healthy_and_small() {
     };
     let first = round("first round");
     let second = round("second round");
-    // Each idle connection holds one task with Pingora's whole proxy future (about
-    // 90 KiB in a debug build, far less in release); 128 KiB each is the bound.
+    // An idle connection costs about 89 KiB of RSS (Pingora's per-connection state
+    // under mimalloc, see docs/reliability.md); 128 KiB each is the bound.
     let per_conn = first.saturating_sub(rss_before) / n as u64;
     assert!(
         per_conn < 128,

@@ -9,9 +9,9 @@
 //! - A request that matches no route gets 404; a pool with no ready worker gets 503.
 //! - A connect failure is retried on a worker not yet tried, for any method. A
 //!   connection the worker reset or closed before its answer reached the client is
-//!   retried for idempotent methods. A response in `retry_on` (or a response-head timeout with `timeout` in it) is
-//!   retried only for idempotent methods and only while nothing has been sent to the
-//!   client. At most `retries` extra attempts.
+//!   retried for idempotent methods. A response in `retry_on` (or a response-head
+//!   timeout with `timeout` in it) is retried only for idempotent methods and only
+//!   while nothing has been sent to the client. At most `retries` extra attempts.
 //! - Every request holds an [`InFlight`] guard, so shutdown can wait for the proxy to
 //!   drain.
 //!

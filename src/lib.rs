@@ -9,7 +9,8 @@
 //!   with `file:line:column`.
 //! - [`process`]: spawning a worker (fork+exec, own process group), the one reaper
 //!   of child exits, exit classification, group signalling, output forwarding, and
-//!   `forkyard __child`, the fresh process image that runs `post_fork` in a worker.
+//!   `forkyard __child`, the fresh process image that runs `post_fork` in a worker,
+//!   and stopping adopted processes (daemons that left their group) at shutdown.
 //! - [`hooks`]: lifecycle hooks (`on_start` … `on_shutdown`): actions, timeouts,
 //!   retries, failure policies, and the forkyard side of `post_fork` reports.
 //! - [`supervisor`]: one actor per worker slot, its state machine, restart backoff
@@ -30,7 +31,9 @@
 //!   root, writable config files).
 //! - [`server`]: wiring and the shutdown order.
 //! - [`events`]: the stable names of the lifecycle log events.
-//! - [`logging`], [`plan`]: log setup and the `check` command's output.
+//! - [`logging`], [`plan`]: log setup (a writer thread behind a bounded queue, so a
+//!   blocked stderr drops lines instead of stalling forkyard) and the `check`
+//!   command's output.
 //! - [`client`]: the tiny HTTP client of `forkyard status` and `forkyard probe`.
 //!
 //! # Theory of operation

@@ -139,11 +139,16 @@ fn main() -> ExitCode {
             };
             config.watch |= watch;
             forkyard::logging::init(&config.log);
-            match forkyard::server::run(config) {
+            let result = forkyard::server::run(config);
+            if let Err(e) = &result {
+                tracing::error!("{}", error_chain(e));
+            }
+            forkyard::logging::flush();
+            match result {
                 Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
                 Err(e) => {
-                    tracing::error!("{}", error_chain(&e));
-                    eprintln!("forkyard: {}", error_chain(&e));
+                    // Not `eprintln!`, which panics when stderr is a closed pipe.
+                    let _ = writeln!(std::io::stderr(), "forkyard: {}", error_chain(&e));
                     ExitCode::FAILURE
                 }
             }

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     pub upstream_connect_errors: IntCounterVec,
     pub unrouted_requests: IntCounter,
+    /// Log events dropped because stderr did not keep up (see `logging`).
+    pub log_dropped: IntCounter,
     pub build_info: IntGaugeVec,
     pub retries: IntCounterVec,
     pub worker_ejections: IntCounterVec,
@@ -229,6 +231,11 @@ impl Metrics {
             "Requests that matched no route and were answered 404.",
         )
         .expect("static metric definition");
+        let log_dropped = IntCounter::new(
+            "forkyard_log_dropped_total",
+            "Log events dropped because stderr was blocked or closed.",
+        )
+        .expect("static metric definition");
         let retries = counter_vec(
             "forkyard_retries_total",
             "Requests sent again to another worker after a failed attempt.",
@@ -269,6 +276,7 @@ impl Metrics {
             Box::new(request_duration.clone()),
             Box::new(upstream_connect_errors.clone()),
             Box::new(unrouted_requests.clone()),
+            Box::new(log_dropped.clone()),
             Box::new(build_info.clone()),
             Box::new(retries.clone()),
             Box::new(worker_ejections.clone()),
@@ -328,6 +336,7 @@ impl Metrics {
             request_duration,
             upstream_connect_errors,
             unrouted_requests,
+            log_dropped,
             build_info,
             retries,
             worker_ejections,

@@ -84,6 +84,9 @@ fn attach_listeners<A>(
     Arc::new(parking_lot::Mutex::new(fds))
 }
 
+/// How long adopted processes get between SIGTERM and SIGKILL at shutdown.
+const STRAY_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Make orphans of our workers our children, so the reaper can reap them.
 fn become_subreaper() {
     if std::process::id() == 1 {
@@ -109,6 +112,7 @@ async fn next_stop_signal(
 /// Run forkyard with a validated config until shutdown. Returns the exit code.
 pub fn run(config: Config) -> Result<i32, RunError> {
     become_subreaper();
+    let inherited_children = crate::process::strays::children_of(std::process::id() as i32);
 
     let proxy_listeners = config
         .proxy
@@ -138,6 +142,7 @@ pub fn run(config: Config) -> Result<i32, RunError> {
         }
     }
     let metrics = Arc::new(Metrics::new(&pool_names, &hook_series));
+    crate::logging::count_dropped_in(metrics.log_dropped.clone());
     let board = StatusBoard::new(config.pools.iter().map(|p| p.name.as_str()));
     for (pool, phase, hook) in &hook_series {
         board.declare_hook(pool, phase.as_str(), hook);
@@ -488,6 +493,14 @@ pub fn run(config: Config) -> Result<i32, RunError> {
                 )
                 .await;
         }
+        // Daemons that escaped their process group were adopted by forkyard; they
+        // must not outlive it.
+        let grace = if forced.is_some() {
+            std::time::Duration::ZERO
+        } else {
+            STRAY_GRACE
+        };
+        crate::process::strays::stop_strays(grace, &inherited_children).await;
         let code = forced.map_or(0, |n| 128 + n);
         tracing::info!(
             event = events::SHUTDOWN_COMPLETE,

@@ -16,6 +16,7 @@ pub mod output;
 pub mod reaper;
 pub mod signal;
 pub mod spawn;
+pub mod strays;
 pub mod usage;
 
 pub use exit::{ExitReason, ExitStatus};

@@ -10,7 +10,9 @@
 //!   `proxy.client_header_timeout` of the connection opening (or of the first byte
 //!   of a later request on a keep-alive connection); otherwise the client gets 408
 //!   (or a plain close when it sent nothing). A head that is still incomplete after
-//!   `proxy.max_header_size` bytes gets 431 and a close.
+//!   `proxy.max_header_size` bytes gets 431 and a close. A request line with a
+//!   control byte (NUL, a bare CR, ...) or more than two spaces gets 400 and a close:
+//!   Pingora would otherwise percent-escape such a line and forward it.
 //! - `Busy`: between the parsed head and the end of the response (set by the proxy
 //!   in `early_request_filter`); reads and writes pass straight through, bounded by
 //!   Pingora's per-read/per-write timeouts (`proxy.client_timeout`).
@@ -43,6 +45,8 @@ const IDLE: u8 = 2;
 
 const RESPONSE_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const RESPONSE_400: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 const RESPONSE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// Limits on the request head.
@@ -83,12 +87,53 @@ pub fn with_conn<R>(f: impl FnOnce(&ConnState) -> R) -> Option<R> {
     CONN.try_with(|c| f(c)).ok()
 }
 
+/// The request line as it arrives, possibly over several reads.
+#[derive(Debug, Default)]
+struct LineCheck {
+    spaces: u8,
+    /// A byte other than CR/LF was seen (empty lines before the request line are
+    /// allowed, RFC 9112 section 2.2).
+    started: bool,
+    /// The line ended; later bytes are headers.
+    done: bool,
+}
+
+impl LineCheck {
+    /// Check the next bytes; `false` for a byte no valid request line has: a control
+    /// byte, a CR not followed by LF, or a third space.
+    fn feed(&mut self, bytes: &[u8]) -> bool {
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'\n' if self.started => {
+                    self.done = true;
+                    return true;
+                }
+                b'\n' => {}
+                // A CR at the end of this read may be followed by the LF in the next.
+                b'\r' if bytes.get(i + 1).is_none_or(|&n| n == b'\n') => {}
+                b' ' => {
+                    self.started = true;
+                    self.spaces += 1;
+                    if self.spaces > 2 {
+                        return false;
+                    }
+                }
+                0..=0x1f | 0x7f => return false,
+                _ => self.started = true,
+            }
+        }
+        true
+    }
+}
+
 pub struct GuardedStream {
     inner: Stream,
     state: Arc<ConnState>,
     limits: HeadLimits,
     /// Bytes read in the current head phase.
     head_bytes: usize,
+    /// The request line of the current head, checked as it arrives.
+    line: LineCheck,
     deadline: Instant,
     timer: Option<Pin<Box<Sleep>>>,
     rejected: bool,
@@ -110,6 +155,7 @@ impl GuardedStream {
             state,
             limits,
             head_bytes: 0,
+            line: LineCheck::default(),
             deadline: Instant::now() + limits.timeout,
             timer: None,
             rejected: false,
@@ -156,10 +202,14 @@ impl AsyncRead for GuardedStream {
                     if n > 0 {
                         this.state.phase.store(HEAD, Relaxed);
                         this.head_bytes = n;
+                        this.line = LineCheck::default();
                         this.deadline = Instant::now() + this.limits.timeout;
                     }
                 } else {
                     this.head_bytes += n;
+                }
+                if n > 0 && !this.line.done && !this.line.feed(&buf.filled()[before..]) {
+                    return Poll::Ready(Err(this.reject(cx, RESPONSE_400, "bad request line")));
                 }
                 Poll::Ready(Ok(()))
             }
@@ -284,5 +334,27 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for FrontApp<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LineCheck;
+
+    fn ok(pieces: &[&[u8]]) -> bool {
+        let mut c = LineCheck::default();
+        pieces.iter().all(|p| c.feed(p))
+    }
+
+    #[test]
+    fn request_lines() {
+        assert!(ok(&[b"GET / HTTP/1.1\r\nHost: a b c d\r\n"]));
+        assert!(ok(&[b"GET /a", b"b HTTP/1.1\r", b"\nX: \x01\r\n"]));
+        assert!(ok(&[b"\r\nGET / HTTP/1.1\n"]));
+        assert!(!ok(&[b"GET /a\0b HTTP/1.1\r\n"]));
+        assert!(!ok(&[b"GET  /a HTTP/1.1\r\n"]));
+        assert!(!ok(&[b"GET /a ", b"b HTTP/1.1\r\n"]));
+        assert!(!ok(&[b"GET /a\rb HTTP/1.1\r\n"]));
+        assert!(!ok(&[b"GET /a\tb HTTP/1.1\r\n"]));
     }
 }

@@ -32,6 +32,20 @@ pub fn framing_error(
     None
 }
 
+/// Why a request target is not one a worker should get, if it is not: anything
+/// but origin-form (`/path`), absolute-form (`http://…`), `*` for OPTIONS and
+/// authority-form for CONNECT. Pingora percent-escapes a request line with stray
+/// spaces into a target such as `%20/x%20`; this refuses it.
+pub fn target_error(req: &RequestHeader) -> Option<&'static str> {
+    let target = req.raw_path();
+    let ok = target.first() == Some(&b'/')
+        || (target == b"*" && req.method == http::Method::OPTIONS)
+        || req.method == http::Method::CONNECT
+        || target.starts_with(b"http://")
+        || target.starts_with(b"https://");
+    (!ok).then_some("request target is not origin-form or absolute-form")
+}
+
 fn has_content_length(head: &[u8]) -> bool {
     head.split(|b| *b == b'\n')
         .skip(1)
@@ -179,6 +193,19 @@ mod tests {
             framing_error(&req(&[("transfer-encoding", "chunked")]), chunked_only),
             None
         );
+    }
+
+    #[test]
+    fn targets() {
+        let t = |m: &str, target: &[u8]| {
+            target_error(&RequestHeader::build(m, target, None).unwrap()).is_none()
+        };
+        assert!(t("GET", b"/a?b=c"));
+        assert!(t("GET", b"http://example.com/a"));
+        assert!(t("OPTIONS", b"*"));
+        assert!(!t("GET", b"*"));
+        assert!(!t("GET", b"%20/a%20"));
+        assert!(!t("GET", b"a/b"));
     }
 
     #[test]

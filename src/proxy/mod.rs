@@ -8,11 +8,10 @@
 //!   access log ([`access_log`]) once per request.
 //! - A request that matches no route gets 404; a pool with no ready worker gets 503.
 //! - A connect failure is retried on a worker not yet tried, for any method. A
-//!   worker connection that fails before the response head (the worker died
-//!   mid-request) is retried for idempotent methods. A response in `retry_on` (or a
-//!   response-head timeout with `timeout` in it) is retried only for idempotent
-//!   methods and only while nothing has been sent to the client. At most `retries`
-//!   extra attempts.
+//!   connection the worker reset or closed before its answer reached the client is
+//!   retried for idempotent methods. A response in `retry_on` (or a response-head
+//!   timeout with `timeout` in it) is retried only for idempotent methods and only
+//!   while nothing has been sent to the client. At most `retries` extra attempts.
 //! - Every request holds an [`InFlight`] guard, so shutdown can wait for the proxy to
 //!   drain.
 //!
@@ -176,7 +175,9 @@ impl ProxyHttp for ForkyardProxy {
         }
         let downstream = session.as_downstream();
         let raw = || downstream.to_h1_raw();
-        if let Some(why) = headers::framing_error(session.req_header(), raw) {
+        if let Some(why) = headers::framing_error(session.req_header(), raw)
+            .or_else(|| headers::target_error(session.req_header()))
+        {
             return Error::e_explain(ErrorType::HTTPStatus(400), why);
         }
         if session.as_downstream().to_h1_raw().len() > limits.max_header_size {
@@ -379,26 +380,31 @@ impl ProxyHttp for ForkyardProxy {
             e.set_retry(pool.retry_on.timeout && may_retry(session, ctx, pool));
             return e;
         }
-        // The worker's connection failed before any response reached the client (it
-        // crashed or was killed mid-request, or closed a pooled keep-alive
-        // connection): an idempotent request is retried on another worker, like
-        // nginx's default `proxy_next_upstream error`. Nothing else is.
-        let before_response = e.esource == ErrorSource::Upstream
+        // The worker reset or closed the connection before any of its answer reached
+        // the client (it died, or stopped listening with the connection in its
+        // backlog): an idempotent request goes to another worker, as nginx's
+        // `proxy_next_upstream error` does.
+        // (Unlike `may_retry`, no check for an untried ready worker: there is no
+        // answer to fall back on, and `upstream_peer` answers 502 when none is left.)
+        let resend = e.esource == ErrorSource::Upstream
+            && ctx.attempts <= pool.retries
+            && session.req_header().method.is_idempotent()
             && session.response_written().is_none()
-            && matches!(
-                e.etype,
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
-            );
+            && !session.as_ref().retry_buffer_truncated();
+        if resend {
+            if let Some(l) = &ctx.current {
+                pool.upstreams.record(l.slot, true);
+            }
+            e.set_retry(true);
+            return e;
+        }
+        // Pingora's default: a failure on a reused keep-alive connection (the
+        // worker closed it) is retried for idempotent requests; nothing else is.
         if !session.req_header().method.is_idempotent()
             || session.as_ref().retry_buffer_truncated()
             || ctx.attempts > pool.retries
         {
             e.set_retry(false);
-        } else if before_response {
-            if let Some(l) = &ctx.current {
-                pool.upstreams.record(l.slot, true);
-            }
-            e.set_retry(true);
         } else {
             e.retry.decide_reuse(client_reused);
         }

@@ -1,12 +1,14 @@
 //! Integration tests: the real forkyard binary, real worker processes, loopback only.
 //! One file per behaviour; `harness.rs` starts forkyard and polls with deadlines.
 
+mod bad_http;
 mod balancing;
 mod config_errors;
 mod dashboard;
 mod deploy;
 mod ejection;
 mod examples;
+mod faults;
 mod fork_hygiene;
 mod getting_started;
 mod golden;

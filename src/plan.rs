@@ -70,7 +70,7 @@ pub fn describe(config: &Config) -> String {
             ReadyProbe::Http { path } => format!("http {path}"),
         };
         let addressing = match &pool.socket_dir {
-            Some(dir) => format!("unix sockets in {}", dir.display()),
+            Some(dir) => format!("unix sockets in {}", per_process(dir)),
             None => format!("ports {}-{}", pool.ports.start, pool.ports.end),
         };
         let _ = writeln!(
@@ -94,10 +94,10 @@ pub fn describe(config: &Config) -> String {
             let argv: Vec<String> = pool
                 .command
                 .iter()
-                .map(|a| pool.fill(a, slot, port))
+                .map(|a| per_process(std::path::Path::new(&pool.fill(a, slot, port))))
                 .collect();
             let addr = match &socket {
-                Some(p) => format!("unix:{}", p.display()),
+                Some(p) => format!("unix:{}", per_process(p)),
                 None => format!("127.0.0.1:{port}"),
             };
             let _ = writeln!(out, "  slot {slot}: {addr}  {argv:?}");
@@ -123,4 +123,14 @@ pub fn describe(config: &Config) -> String {
         );
     }
     out
+}
+
+/// A socket path as `forkyard run` will have it: the runtime directory is named
+/// after the running process's pid (unless `$RUNTIME_DIRECTORY` is set), so this
+/// process's pid is shown as `<pid>`.
+fn per_process(path: &std::path::Path) -> String {
+    path.display().to_string().replace(
+        &format!("/forkyard.{}/", std::process::id()),
+        "/forkyard.<pid>/",
+    )
 }

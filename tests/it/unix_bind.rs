@@ -186,3 +186,27 @@ fn gunicorn_serves_over_a_unix_socket() {
 fn uvicorn_serves_over_a_unix_socket() {
     real_server(r#"["VENV/bin/uvicorn", "--uds", "{socket}", "asgi:app"]"#);
 }
+
+#[test]
+fn check_shows_the_socket_paths_a_run_will_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yaml");
+    std::fs::write(
+        &file,
+        "pools:\n  web:\n    command: [\"app\", \"--uds\", \"{socket}\"]\n    workers: 2\n    bind: unix\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(forkyard_bin())
+        .args(["check", "-c"])
+        .arg(&file)
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(r#"slot 1: unix:/tmp/forkyard.<pid>/web/1.sock  ["app", "--uds", "/tmp/forkyard.<pid>/web/1.sock"]"#),
+        "{text}"
+    );
+}

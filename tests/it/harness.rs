@@ -377,16 +377,25 @@ pub fn wait_for_or_log<T>(
     what: &str,
     mut f: impl FnMut() -> Option<T>,
 ) -> T {
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
+    let mut exited = false;
     loop {
         if let Some(v) = f() {
             return v;
         }
+        // forkyard exited: nothing will change any more, so fail after a short
+        // grace (its last output may still be on the way) instead of the timeout.
+        if !exited && process_gone(fy.pid()) {
+            exited = true;
+            deadline = deadline.min(Instant::now() + Duration::from_secs(2));
+        }
         if Instant::now() >= deadline {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}; forkyard log:\n{}",
-                fy.log()
-            );
+            let why = if exited {
+                "forkyard exited while waiting".to_string()
+            } else {
+                format!("timed out after {timeout:?} waiting")
+            };
+            panic!("{why} for {what}; forkyard log:\n{}", fy.log());
         }
         std::thread::sleep(Duration::from_millis(50));
     }

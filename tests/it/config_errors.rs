@@ -51,18 +51,12 @@ fn check_prints_the_plan() {
         "pools:\n  web:\n    command: [\"python3\", \"app.py\", \"--port\", \"{port}\"]\n    workers: 2\n    ports: \"9101-9110\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_forkyard"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let CheckRun {
+        code,
+        stdout,
+        stderr,
+    } = forkyard_check(&path, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("slot 0: 127.0.0.1:9101"), "{stdout}");
     assert!(stdout.contains("slot 1: 127.0.0.1:9102"), "{stdout}");
     assert!(stdout.contains("\"9102\""), "placeholders filled: {stdout}");

@@ -483,6 +483,28 @@ pub fn config_with(pools: &[String], routes: &str) -> String {
     )
 }
 
+/// What `forkyard check -c <path>` printed and how it exited.
+pub struct CheckRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `forkyard check -c path`, without the environment variables in `env_remove`.
+pub fn forkyard_check(path: &Path, env_remove: &[&str]) -> CheckRun {
+    let mut cmd = Command::new(forkyard_bin());
+    cmd.args(["check", "-c"]).arg(path);
+    for name in env_remove {
+        cmd.env_remove(name);
+    }
+    let out = cmd.output().expect("run forkyard check");
+    CheckRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// The forkyard binary under test.
 pub fn forkyard_bin() -> &'static str {
     env!("CARGO_BIN_EXE_forkyard")

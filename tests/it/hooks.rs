@@ -1,7 +1,6 @@
 //! Lifecycle hooks: every phase with its failure modes, timeouts, grandchildren, the
 //! order of phases, and the metrics they feed.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -381,13 +380,8 @@ pools:
 "#,
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_forkyard"))
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    let CheckRun { code, stderr, .. } = forkyard_check(&path, &[]);
+    assert_eq!(code, Some(78), "{stderr}");
     assert!(
         stderr.contains("config.yaml:3:7: hooks.on_start[0]: a hook has exactly one action"),
         "{stderr}"

@@ -3,7 +3,6 @@
 //! secrets kept out of `check` output and logs.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::Command;
 
 use crate::harness::*;
 
@@ -106,14 +105,12 @@ fn check_redacts_secrets_and_warns_about_risky_settings() {
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
-    let out = Command::new(forkyard_bin())
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let CheckRun {
+        code,
+        stdout,
+        stderr,
+    } = forkyard_check(&path, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("env APP_ENV=production"), "{stdout}");
     assert!(stdout.contains("env MODE=fast"), "{stdout}");
     for key in [
@@ -147,14 +144,12 @@ fn check_redacts_secrets_and_warns_about_risky_settings() {
     )
     .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = Command::new(forkyard_bin())
-        .args(["check", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let CheckRun {
+        code,
+        stdout,
+        stderr,
+    } = forkyard_check(&path, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("bearer token <redacted>"), "{stdout}");
     assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
     assert!(!stderr.contains("admin.listen"), "{stderr}");

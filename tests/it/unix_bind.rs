@@ -135,13 +135,9 @@ fn config_check_rejects_ports_and_a_missing_socket_placeholder() {
         "pools:\n  web:\n    command: [\"app\", \"--port\", \"{port}\"]\n    ports: \"9001-9002\"\n    bind: unix\n  api:\n    command: [\"app\", \"{socket}\"]\n    ports: \"9010\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(forkyard_bin())
-        .args(["check", "-c"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{err}");
+    let check = forkyard_check(&file, &[]);
+    let err = &check.stderr;
+    assert_eq!(check.code, Some(78), "{err}");
     for want in [
         "config.yaml:4:12: pools.web.ports: bind: unix workers listen on Unix sockets, not ports",
         "config.yaml:3:32: pools.web.command[2]: bind: unix workers have no port: use {socket}",
@@ -196,15 +192,9 @@ fn check_shows_the_socket_paths_a_run_will_use() {
         "pools:\n  web:\n    command: [\"app\", \"--uds\", \"{socket}\"]\n    workers: 2\n    bind: unix\n",
     )
     .unwrap();
-    let out = std::process::Command::new(forkyard_bin())
-        .args(["check", "-c"])
-        .arg(&file)
-        .env_remove("RUNTIME_DIRECTORY")
-        .env_remove("XDG_RUNTIME_DIR")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    let check = forkyard_check(&file, &["RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"]);
+    let text = &check.stdout;
+    assert_eq!(check.code, Some(0), "{text}");
     assert!(
         text.contains(r#"slot 1: unix:/tmp/forkyard.<pid>/web/1.sock  ["app", "--uds", "/tmp/forkyard.<pid>/web/1.sock"]"#),
         "{text}"

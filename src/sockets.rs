@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::config::{Builtin, HookAction, PoolConfig};
+use crate::process::account;
 
 /// This process's runtime directory for worker sockets (not created yet).
 pub fn runtime_dir() -> &'static Path {
@@ -98,23 +99,12 @@ fn owner(pool: &PoolConfig) -> io::Result<(Option<nix::unistd::Uid>, Option<nix:
     for hook in &pool.hooks.post_fork {
         match &hook.action {
             HookAction::Builtin(Builtin::User(name)) => {
-                let user = match name.parse::<u32>() {
-                    Ok(n) => nix::unistd::User::from_uid(n.into()),
-                    Err(_) => nix::unistd::User::from_name(name),
-                }
-                .map_err(io::Error::from)?
-                .ok_or_else(|| io::Error::other(format!("unknown user {name:?}")))?;
+                let user = account::user(name).map_err(io::Error::other)?;
                 uid = Some(user.uid);
                 gid = gid.or(Some(user.gid));
             }
             HookAction::Builtin(Builtin::Group(name)) => {
-                let group = match name.parse::<u32>() {
-                    Ok(n) => nix::unistd::Group::from_gid(n.into()),
-                    Err(_) => nix::unistd::Group::from_name(name),
-                }
-                .map_err(io::Error::from)?
-                .ok_or_else(|| io::Error::other(format!("unknown group {name:?}")))?;
-                gid = Some(group.gid);
+                gid = Some(account::gid(name).map_err(io::Error::other)?);
             }
             _ => {}
         }

@@ -259,16 +259,7 @@ fn apply_builtin(
             if !root {
                 return Ok(());
             }
-            let gid = match name.parse::<u32>() {
-                Ok(id) => nix::unistd::Gid::from_raw(id),
-                Err(_) => {
-                    nix::unistd::Group::from_name(name)
-                        .ok()
-                        .flatten()
-                        .ok_or_else(|| format!("unknown group {name:?}"))?
-                        .gid
-                }
-            };
+            let gid = super::account::gid(name)?;
             nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
             nix::unistd::setgid(gid).map_err(|e| format!("setgid {gid}: {e}"))
         }
@@ -276,13 +267,7 @@ fn apply_builtin(
             if !root {
                 return Ok(());
             }
-            let user = match name.parse::<u32>() {
-                Ok(id) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(id))
-                    .ok()
-                    .flatten(),
-                Err(_) => nix::unistd::User::from_name(name).ok().flatten(),
-            }
-            .ok_or_else(|| format!("unknown user {name:?}"))?;
+            let user = super::account::user(name)?;
             if let Ok(cname) = std::ffi::CString::new(user.name.clone()) {
                 // Keep an explicitly chosen group; otherwise take the user's groups.
                 let gid = if nix::unistd::getegid().as_raw() == 0 {

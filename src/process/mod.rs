@@ -8,6 +8,7 @@
 //! for *any* child, it also reaps orphans re-parented to forkyard when it runs as
 //! PID 1 or as a child subreaper.
 
+pub mod account;
 pub mod child;
 pub mod child_spec;
 pub mod exit;

@@ -121,7 +121,7 @@ async fn apply(
     let addressing = |c: &Config| {
         c.pools
             .iter()
-            .map(|p| (p.ports, p.bind, p.socket_dir.clone()))
+            .map(|p| (p.ports, p.bind))
             .collect::<Vec<_>>()
     };
     if addressing(&new) != addressing(current) {

@@ -19,28 +19,32 @@ use std::sync::OnceLock;
 use crate::config::{Builtin, HookAction, PoolConfig};
 use crate::process::account;
 
-/// This process's runtime directory for worker sockets (not created yet).
-pub fn runtime_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
+/// This process's runtime directory for worker sockets (not created yet), and
+/// whether it is systemd's (`$RUNTIME_DIRECTORY`) rather than forkyard's own.
+fn runtime() -> &'static (PathBuf, bool) {
+    static DIR: OnceLock<(PathBuf, bool)> = OnceLock::new();
     DIR.get_or_init(|| {
         let from_env = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-        if let Some(dir) = from_env("RUNTIME_DIRECTORY") {
-            // systemd may list several, separated by ':'; the first is ours.
-            let first = dir
-                .to_string_lossy()
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .to_owned();
-            if !first.is_empty() {
-                return PathBuf::from(first);
+        // systemd may list several, separated by ':'; the first is ours.
+        let systemd = from_env("RUNTIME_DIRECTORY").and_then(|dir| {
+            let first = dir.to_string_lossy().split(':').next()?.to_owned();
+            (!first.is_empty()).then(|| PathBuf::from(first))
+        });
+        match systemd {
+            Some(dir) => (dir, true),
+            None => {
+                let base = from_env("XDG_RUNTIME_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/tmp"));
+                (base.join(format!("forkyard.{}", std::process::id())), false)
             }
         }
-        let base = from_env("XDG_RUNTIME_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/tmp"));
-        base.join(format!("forkyard.{}", std::process::id()))
     })
+}
+
+/// This process's runtime directory for worker sockets (not created yet).
+pub fn runtime_dir() -> &'static Path {
+    &runtime().0
 }
 
 /// The directory of `pool`'s worker sockets.
@@ -56,7 +60,7 @@ pub fn prepare(pool: &PoolConfig) -> io::Result<()> {
     };
     // An existing `$RUNTIME_DIRECTORY` is systemd's: its mode is the unit's choice.
     if let Some(top) = dir.parent() {
-        private_dir(top, 0o711, std::env::var_os("RUNTIME_DIRECTORY").is_none())?;
+        private_dir(top, 0o711, !runtime().1)?;
     }
     private_dir(dir, 0o700, true)?;
     if nix::unistd::geteuid().is_root() {
@@ -150,7 +154,7 @@ pub fn remove_all(pools: &[&PoolConfig]) {
         }
         let _ = fs::remove_dir(dir);
     }
-    if std::env::var_os("RUNTIME_DIRECTORY").is_none() {
+    if !runtime().1 {
         let _ = fs::remove_dir(runtime_dir());
     }
 }

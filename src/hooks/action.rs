@@ -1,6 +1,5 @@
 //! Executing one attempt of one hook action inside forkyard.
 
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -41,11 +40,8 @@ pub async fn attempt(hook: &Hook, ctx: &HookContext, reaper: &Reaper) -> Result<
             method,
             expect_status,
         } => {
-            let (shown, request) = match (target, &ctx.socket) {
-                (HttpTarget::WorkerPath(path), Some(socket)) => (
-                    format!("unix:{}:{path}", socket.display()),
-                    boxed(probe::http_status_unix(socket, method, path)),
-                ),
+            let (dest, path) = match (target, &ctx.socket) {
+                (HttpTarget::WorkerPath(path), Some(socket)) => (Dest::Unix(socket), path),
                 (HttpTarget::WorkerPath(path), None) => {
                     let Some(port) = ctx.port else {
                         return Err(fail(
@@ -53,16 +49,19 @@ pub async fn attempt(hook: &Hook, ctx: &HookContext, reaper: &Reaper) -> Result<
                             "no worker address in this phase",
                         ));
                     };
-                    let host = Ipv4Addr::LOCALHOST;
-                    (
-                        format!("http://{host}:{port}{path}"),
-                        boxed(probe::http_status("127.0.0.1", port, method, path)),
-                    )
+                    (Dest::Tcp("127.0.0.1", port), path)
                 }
-                (HttpTarget::Url(u), _) => (
-                    format!("http://{}:{}{}", u.host, u.port, u.path),
-                    boxed(probe::http_status(&u.host, u.port, method, &u.path)),
-                ),
+                (HttpTarget::Url(u), _) => (Dest::Tcp(&u.host, u.port), &u.path),
+            };
+            let shown = match dest {
+                Dest::Unix(socket) => format!("unix:{}:{path}", socket.display()),
+                Dest::Tcp(host, port) => format!("http://{host}:{port}{path}"),
+            };
+            let request = async {
+                match dest {
+                    Dest::Unix(socket) => probe::http_status_unix(socket, method, path).await,
+                    Dest::Tcp(host, port) => probe::http_status(host, port, method, path).await,
+                }
             };
             match timeout(hook.timeout, request).await {
                 Err(_) => Err(fail(
@@ -96,14 +95,11 @@ pub async fn attempt(hook: &Hook, ctx: &HookContext, reaper: &Reaper) -> Result<
     }
 }
 
-type StatusFuture<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<u16, probe::ProbeError>> + Send + 'a>,
->;
-
-fn boxed<'a>(
-    f: impl std::future::Future<Output = Result<u16, probe::ProbeError>> + Send + 'a,
-) -> StatusFuture<'a> {
-    Box::pin(f)
+/// Where an `http` hook's request goes.
+#[derive(Clone, Copy)]
+enum Dest<'a> {
+    Unix(&'a std::path::Path),
+    Tcp(&'a str, u16),
 }
 
 async fn wait_for(target: &WaitTarget, limit: Duration) -> Result<(), AttemptError> {

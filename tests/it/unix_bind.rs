@@ -43,13 +43,24 @@ fn fixture_workers_serve_over_unix_sockets_and_stale_sockets_are_replaced() {
     drop(std::os::unix::net::UnixListener::bind(pool_dir.join("0.sock")).unwrap());
     assert!(is_socket(&pool_dir.join("0.sock")));
 
+    // A post_spawn `http` hook to the worker goes over its socket too; a failure
+    // would kill the worker (`on_failure: kill_worker`), so it never gets ready.
     let pool = unix_pool(
         &fixture_command(),
         2,
-        "    env: { FIXTURE_UNIX: \"{socket}\" }\n",
+        "    env: { FIXTURE_UNIX: \"{socket}\" }\n    hooks:\n      post_spawn: [ { name: warm, http: { path: \"/ready\" }, timeout: \"5s\", on_failure: kill_worker } ]\n",
     );
     let mut fy = start(&pool, &runtime);
     fy.wait_workers_ready("web", 2);
+    assert_eq!(
+        fy.metric(r#"forkyard_hook_failures_total{hook="warm",phase="post_spawn",pool="web",reason="connect"}"#),
+        Some(0.0)
+    );
+    assert!(
+        fy.metric(r#"forkyard_hook_runs_total{hook="warm",phase="post_spawn",pool="web"}"#)
+            .unwrap_or(0.0)
+            >= 2.0
+    );
     let mode = std::fs::metadata(&pool_dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the pool's socket directory is private");
 

@@ -237,3 +237,23 @@ fn changed_routes_apply_on_reload_without_dropping_a_connection() {
         "no worker was touched"
     );
 }
+
+#[test]
+fn a_reload_that_changes_ports_is_refused_and_changes_nothing() {
+    let ports = free_ports(20);
+    let fy = Forkyard::start(&config("1", "", ports));
+    fy.wait_ready();
+    // The proxy's worker addresses are fixed at start: a new range needs a restart.
+    rewrite(&fy, &config("2", "", ports + 10));
+    let r = http_post(fy.admin, "/reload").unwrap();
+    assert!(r.status >= 400, "{r:?}");
+    assert!(r.body.contains("ports or bind needs a restart"), "{r:?}");
+    assert_eq!(
+        fy.metric(r#"forkyard_config_reloads_total{result="error"}"#),
+        Some(1.0)
+    );
+    assert!(
+        gens(&fy).iter().all(|g| g == "1"),
+        "the old workers keep serving"
+    );
+}

@@ -1,6 +1,8 @@
 //! The admin listener: `GET /metrics`, `/healthz`, `/readyz`, `/status` (JSON) and
-//! `/` (the same status as an HTML page for people), and `POST /reload` and
-//! `POST /pools/<name>/scale?workers=N`.
+//! `/` (the same status as an HTML page for people), and `POST /reload`,
+//! `POST /pools/<name>/scale?workers=N` and `POST /pools/<name>/restart`. The
+//! POSTs are carried out by the control object (`control`), whose typed replies
+//! are rendered here.
 //!
 //! With `admin.token` (or `admin.token_file`) set, every POST needs
 //! `Authorization: Bearer <token>` and gets 401 with `WWW-Authenticate: Bearer`
@@ -20,55 +22,57 @@ use pingora::protocols::http::ServerSession;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Secret;
+use crate::control::{Command, ReloadResult};
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::status::{table, StatusBoard, StatusReport};
-use crate::supervisor::PoolHandle;
+use crate::supervisor::{CrashLoop, PoolError, Rollout};
 
 /// How often the HTML status page reloads itself.
 const PAGE_REFRESH_SECONDS: u32 = 2;
 
 /// Whether forkyard should receive traffic: every pool has a ready worker and no
 /// shutdown has begun.
-pub struct Readiness {
+pub(crate) struct Readiness {
     shutting_down: AtomicBool,
-    pools: Vec<PoolHandle>,
+    pools: Vec<(Arc<Pool>, Arc<CrashLoop>)>,
 }
 
 impl Readiness {
-    pub fn new(pools: Vec<PoolHandle>) -> Arc<Readiness> {
+    pub(crate) fn new(pools: Vec<(Arc<Pool>, Arc<CrashLoop>)>) -> Arc<Readiness> {
         Arc::new(Readiness {
             shutting_down: AtomicBool::new(false),
             pools,
         })
     }
 
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
     }
 
     /// Whether `pool`'s crash-loop breaker has marked it degraded.
-    pub fn is_degraded(&self, pool: &str) -> bool {
+    pub(crate) fn is_degraded(&self, pool: &str) -> bool {
         self.pools
             .iter()
-            .any(|p| p.config.name == pool && p.crash_loop.is_degraded())
+            .any(|(p, c)| &*p.name == pool && c.is_degraded())
     }
 
     /// `Ok` (with notes, e.g. degraded pools) when ready, else the reasons it is not.
-    pub fn check(&self) -> Result<String, String> {
+    pub(crate) fn check(&self) -> Result<String, String> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err("shutting down".into());
         }
         let empty: Vec<&str> = self
             .pools
             .iter()
-            .filter(|p| p.upstreams.ready_count() == 0)
-            .map(|p| p.config.name.as_str())
+            .filter(|(p, _)| p.ready() == 0)
+            .map(|(p, _)| &*p.name)
             .collect();
         let degraded: Vec<&str> = self
             .pools
             .iter()
-            .filter(|p| p.crash_loop.is_degraded())
-            .map(|p| p.config.name.as_str())
+            .filter(|(_, c)| c.is_degraded())
+            .map(|(p, _)| &*p.name)
             .collect();
         let note = if degraded.is_empty() {
             String::new()
@@ -88,23 +92,23 @@ impl Readiness {
 
 /// The bearer token of the POST endpoints; replaced at reload when
 /// `admin.token_file` changed.
-pub struct AdminAuth {
+pub(crate) struct AdminAuth {
     token: parking_lot::RwLock<Option<Secret>>,
 }
 
 impl AdminAuth {
-    pub fn new(token: Option<Secret>) -> Arc<AdminAuth> {
+    pub(crate) fn new(token: Option<Secret>) -> Arc<AdminAuth> {
         Arc::new(AdminAuth {
             token: parking_lot::RwLock::new(token),
         })
     }
 
-    pub fn set(&self, token: Option<Secret>) {
+    pub(crate) fn set(&self, token: Option<Secret>) {
         *self.token.write() = token;
     }
 
     /// Whether a request with this `Authorization` header may change things.
-    pub fn allows(&self, authorization: Option<&http::HeaderValue>) -> bool {
+    pub(crate) fn allows(&self, authorization: Option<&http::HeaderValue>) -> bool {
         let guard = self.token.read();
         let Some(token) = guard.as_ref() else {
             return true;
@@ -121,25 +125,29 @@ impl AdminAuth {
     }
 }
 
-/// A request that changes something, carried out by the server's control loop.
-pub enum AdminCommand {
-    /// Re-read config.yaml and apply it (as SIGHUP does).
-    Reload {
-        reply: oneshot::Sender<Result<String, String>>,
-    },
-    Scale {
-        pool: String,
-        workers: usize,
-        reply: oneshot::Sender<Result<String, String>>,
-    },
+pub(crate) struct AdminApp {
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) readiness: Arc<Readiness>,
+    pub(crate) board: Arc<StatusBoard>,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) auth: Arc<AdminAuth>,
 }
 
-pub struct AdminApp {
-    pub metrics: Arc<Metrics>,
-    pub readiness: Arc<Readiness>,
-    pub board: Arc<StatusBoard>,
-    pub commands: mpsc::UnboundedSender<AdminCommand>,
-    pub auth: Arc<AdminAuth>,
+/// The status code of a pool command's error.
+fn pool_error(e: &PoolError) -> Response<Vec<u8>> {
+    let status = match e {
+        PoolError::UnknownPool(_) => StatusCode::NOT_FOUND,
+        PoolError::OutOfRange { .. } => StatusCode::BAD_REQUEST,
+    };
+    text(status, format!("{e}\n"))
+}
+
+/// `/pools/<name>/<action>` → the pool name.
+fn pool_path<'a>(path: &'a str, action: &str) -> Option<&'a str> {
+    path.strip_prefix("/pools/")
+        .and_then(|p| p.strip_suffix(action))
+        .and_then(|p| p.strip_suffix('/'))
+        .filter(|p| !p.is_empty() && !p.contains('/'))
 }
 
 impl AdminApp {
@@ -152,32 +160,36 @@ impl AdminApp {
         report
     }
 
-    /// `POST /reload`: 200 when applied, 409 when rolled back, 422 when the file is
-    /// invalid or the change needs a restart.
-    async fn reload(&self) -> Response<Vec<u8>> {
+    /// Send `command` to the control loop and wait for its reply.
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Response<Vec<u8>>> {
         let (reply, answer) = oneshot::channel();
-        if self.commands.send(AdminCommand::Reload { reply }).is_err() {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+        let shutting_down = || text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+        if self.commands.send(make(reply)).is_err() {
+            return Err(shutting_down());
         }
-        match answer.await {
-            Ok(Ok(done)) => text(StatusCode::OK, done),
-            Ok(Err(e)) if e.starts_with("rolled_back") => {
-                text(StatusCode::CONFLICT, format!("{e}\n"))
-            }
-            Ok(Err(e)) => text(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")),
-            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
-        }
+        answer.await.map_err(|_| shutting_down())
+    }
+
+    /// `POST /reload`: 200 when applied, 409 when rolled back, 422 when the file is
+    /// invalid or a change needs a restart.
+    async fn reload(&self) -> Response<Vec<u8>> {
+        let report = match self.ask(|reply| Command::Reload { reply }).await {
+            Ok(r) => r,
+            Err(response) => return response,
+        };
+        let status = match report.result {
+            ReloadResult::Applied => StatusCode::OK,
+            ReloadResult::RolledBack => StatusCode::CONFLICT,
+            ReloadResult::Invalid | ReloadResult::Refused => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        text(status, format!("{report}\n"))
     }
 
     /// `POST /pools/<name>/scale?workers=N`.
-    async fn scale(&self, path: &str, query: Option<&str>) -> Response<Vec<u8>> {
-        let Some(pool) = path
-            .strip_prefix("/pools/")
-            .and_then(|p| p.strip_suffix("/scale"))
-            .filter(|p| !p.is_empty() && !p.contains('/'))
-        else {
-            return text(StatusCode::NOT_FOUND, "not found\n".into());
-        };
+    async fn scale(&self, pool: &str, query: Option<&str>) -> Response<Vec<u8>> {
         let workers = query
             .unwrap_or("")
             .split('&')
@@ -186,20 +198,45 @@ impl AdminApp {
         let Some(workers) = workers else {
             return text(StatusCode::BAD_REQUEST, "expected ?workers=N\n".into());
         };
-        let (reply, answer) = oneshot::channel();
-        let command = AdminCommand::Scale {
-            pool: pool.to_string(),
-            workers,
-            reply,
-        };
-        if self.commands.send(command).is_err() {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
+        let pool = pool.to_string();
+        match self
+            .ask(|reply| Command::Scale {
+                pool: pool.clone(),
+                workers,
+                reply,
+            })
+            .await
+        {
+            Ok(Ok(s)) => text(
+                StatusCode::OK,
+                format!("pool {pool}: {} -> {} workers\n", s.from, s.to),
+            ),
+            Ok(Err(e)) => pool_error(&e),
+            Err(response) => response,
         }
-        match answer.await {
-            Ok(Ok(done)) => text(StatusCode::OK, done),
-            Ok(Err(e)) if e.starts_with("no pool") => text(StatusCode::NOT_FOUND, format!("{e}\n")),
-            Ok(Err(e)) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
-            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into()),
+    }
+
+    /// `POST /pools/<name>/restart`: 200 once every worker was replaced, 409 when a
+    /// new worker did not become ready and the pool was rolled back.
+    async fn restart(&self, pool: &str) -> Response<Vec<u8>> {
+        let pool = pool.to_string();
+        match self
+            .ask(|reply| Command::Restart {
+                pool: pool.clone(),
+                reply,
+            })
+            .await
+        {
+            Ok(Ok(Rollout::Done)) => text(
+                StatusCode::OK,
+                format!("pool {pool}: every worker replaced\n"),
+            ),
+            Ok(Ok(Rollout::RolledBack { slot })) => text(
+                StatusCode::CONFLICT,
+                format!("pool {pool}: rolled back (the new worker of slot {slot} did not become ready); the old workers keep serving\n"),
+            ),
+            Ok(Err(e)) => pool_error(&e),
+            Err(response) => response,
         }
     }
 }
@@ -232,7 +269,17 @@ impl ServeHttp for AdminApp {
             if path == "/reload" {
                 return self.reload().await;
             }
-            return self.scale(&path, query.as_deref()).await;
+            if let Some(pool) = pool_path(&path, "scale") {
+                return self.scale(pool, query.as_deref()).await;
+            }
+            if let Some(pool) = pool_path(&path, "restart") {
+                return self.restart(pool).await;
+            }
+            return text(
+                StatusCode::NOT_FOUND,
+                "not found; POST /reload, /pools/<name>/scale?workers=N or /pools/<name>/restart\n"
+                    .into(),
+            );
         }
         if req.method != Method::GET && req.method != Method::HEAD {
             return text(

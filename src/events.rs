@@ -35,6 +35,10 @@ pub const RESTART: &str = "restart";
 /// A worker was taken out of load balancing after failures (outlier ejection).
 /// Fields: `pool`, `worker`, `failures`, `duration_ms`.
 pub const EJECTION: &str = "ejection";
+/// A new worker process applied its `post_fork` built-ins (one line per spawn;
+/// each built-in's own result is logged at debug). Fields: `pool`, `worker`,
+/// `builtins`.
+pub const POST_FORK_DONE: &str = "post_fork_done";
 /// A lifecycle hook attempt started. Fields: `pool`, `worker`, `phase`, `hook`,
 /// `attempt`.
 pub const HOOK_START: &str = "hook_start";

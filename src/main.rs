@@ -92,7 +92,7 @@ fn main() -> ExitCode {
     // Each worker process starts here first (see `process::child`); keep it before
     // any other work so the fresh image stays minimal.
     if std::env::args_os().nth(1).is_some_and(|a| a == "__child") {
-        forkyard::process::child::main();
+        forkyard::child_main();
     }
     let cli = Cli::parse();
     match cli.command {
@@ -107,9 +107,9 @@ fn main() -> ExitCode {
         }
         Command::Check(arg) => match forkyard::config::load(&arg.config) {
             Ok(config) => {
-                print!("{}", forkyard::plan::describe(&config));
+                print!("{}", forkyard::describe_plan(&config));
                 let as_root = nix::unistd::geteuid().is_root();
-                for w in forkyard::security::warnings(&config, as_root) {
+                for w in forkyard::security_warnings(&config, as_root) {
                     eprintln!("warning: {}", w.message);
                 }
                 ExitCode::SUCCESS
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config: arg, watch } => {
-            let mut config = match forkyard::config::load(&arg.config) {
+            let config = match forkyard::config::load(&arg.config) {
                 Ok(c) => c,
                 Err(errors) => {
                     eprintln!("{errors}");
@@ -137,9 +137,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            config.watch |= watch;
             forkyard::logging::init(&config.log);
-            let result = forkyard::server::run(config);
+            let result = forkyard::server::run(config, watch);
             if let Err(e) = &result {
                 tracing::error!("{}", error_chain(e));
             }
@@ -185,7 +184,7 @@ fn status(args: StatusArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let report: forkyard::status::StatusReport = match serde_json::from_str(&response.body) {
+    let report: forkyard::StatusReport = match serde_json::from_str(&response.body) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("forkyard status: {url} did not answer a status document: {e}");
@@ -195,7 +194,7 @@ fn status(args: StatusArgs) -> ExitCode {
     if args.json {
         print!("{}", response.body);
     } else {
-        print!("{}", forkyard::status::table::text(&report));
+        print!("{}", forkyard::status_table(&report));
     }
     if report.ready {
         ExitCode::SUCCESS

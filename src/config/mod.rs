@@ -318,6 +318,17 @@ fn untagged_mut(value: &mut Value) -> &mut Value {
     }
 }
 
+/// A valid pool named `name` with every default, for unit tests elsewhere.
+#[cfg(test)]
+pub(crate) fn test_pool(name: &str) -> PoolConfig {
+    let text = format!(
+        "pools:\n  {name}:\n    command: [\"python3\", \"app.py\", \"{{port}}\"]\n    ports: \"9001-9010\"\n    workers: 2\n"
+    );
+    let config =
+        load_from_str(&text, Path::new("test.yaml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    config.pools[0].clone()
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 
 pub use super::secret::Secret;
 
@@ -119,7 +120,7 @@ pub struct ShutdownConfig {
 /// How a worker gets its listening socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Bind {
-    /// The worker binds 127.0.0.1:<slot port> itself.
+    /// The worker binds `127.0.0.1:<port>` itself.
     #[default]
     Port,
     /// forkyard binds the slot's socket, keeps it across restarts, and passes it as
@@ -274,7 +275,10 @@ pub struct PoolConfig {
     pub upstream: UpstreamPolicy,
 }
 
-/// How a request picks a worker.
+/// How a request picks a worker. To add an algorithm: a variant here (with its
+/// name in [`LbPolicy::NAMED`] when it takes no argument), its code in
+/// `proxy::selection` (which matches every variant, so a missing one does not
+/// compile), and its row in docs/configuration.md.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LbPolicy {
     RoundRobin,
@@ -283,6 +287,26 @@ pub enum LbPolicy {
     Random,
     /// Consistent (rendezvous) hashing on a request attribute.
     Hash(HashKey),
+}
+
+impl LbPolicy {
+    /// The algorithms written as a plain name in config.yaml (`lb: random`); the
+    /// config parser, its error messages and the JSON schema take them from here.
+    pub const NAMED: [(&'static str, LbPolicy); 3] = [
+        ("round_robin", LbPolicy::RoundRobin),
+        ("least_requests", LbPolicy::LeastRequests),
+        ("random", LbPolicy::Random),
+    ];
+
+    /// The name `check` and the status page show.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LbPolicy::RoundRobin => "round_robin",
+            LbPolicy::LeastRequests => "least_requests",
+            LbPolicy::Random => "random",
+            LbPolicy::Hash(_) => "hash",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,7 +407,7 @@ pub fn fill_placeholders(template: &str, pool: &str, worker: usize, port: u16) -
 }
 
 /// A lifecycle phase at which hooks run. The names are a public contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Phase {
     /// In forkyard, once, before any worker is spawned.
     OnStart,
@@ -440,7 +464,7 @@ impl Phase {
 }
 
 /// What a failed hook (after its retries) does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OnFailure {
     /// `on_start`: forkyard exits before spawning anything. Per-worker phases: this
     /// spawn attempt fails and counts toward the worker's backoff.
@@ -462,7 +486,7 @@ impl OnFailure {
 }
 
 /// One declared hook item.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hook {
     /// The `name` key, or `<phase>.<index>` when it has none.
     pub name: String,
@@ -478,7 +502,7 @@ pub struct Hook {
     pub env: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum HookAction {
     /// An argv (no shell); may use `{port}`, `{worker}`, `{pool}`.
     Run(Vec<String>),
@@ -494,7 +518,7 @@ pub enum HookAction {
     Builtin(Builtin),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum HttpTarget {
     /// A path on the worker's own address (`post_spawn`, `pre_stop`).
     WorkerPath(String),
@@ -503,7 +527,7 @@ pub enum HttpTarget {
 }
 
 /// A validated `http://` URL.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpUrl {
     pub host: String,
     pub port: u16,
@@ -511,7 +535,7 @@ pub struct HttpUrl {
     pub path: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum WaitTarget {
     /// `host:port` accepting TCP connections.
     Tcp { host: String, port: u16 },
@@ -520,7 +544,7 @@ pub enum WaitTarget {
 }
 
 /// The `post_fork` built-ins.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Builtin {
     CloseFds(bool),
     SeedEnv(String),
@@ -531,11 +555,26 @@ pub enum Builtin {
     Group(String),
     Nice(i32),
     OomScoreAdj(i32),
-    ParentDeathSignal(Signal),
+    ParentDeathSignal(#[serde(with = "signal_number")] Signal),
+}
+
+/// A signal as its number, for the spec a new worker process reads.
+mod signal_number {
+    use nix::sys::signal::Signal;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(s: &Signal, ser: S) -> Result<S::Ok, S::Error> {
+        ser.serialize_i32(*s as i32)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(de: D) -> Result<Signal, D::Error> {
+        let n = i32::deserialize(de)?;
+        Signal::try_from(n).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A resource limit name (`None` value in `Builtin::Rlimits` means unlimited).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rlimit {
     Nofile,
     Core,
@@ -549,6 +588,21 @@ pub enum Rlimit {
 }
 
 impl Rlimit {
+    /// The name in config.yaml.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rlimit::Nofile => "nofile",
+            Rlimit::Core => "core",
+            Rlimit::Nproc => "nproc",
+            Rlimit::As => "as",
+            Rlimit::Fsize => "fsize",
+            Rlimit::Memlock => "memlock",
+            Rlimit::Stack => "stack",
+            Rlimit::Cpu => "cpu",
+            Rlimit::Data => "data",
+        }
+    }
+
     pub const ALL: [(&'static str, Rlimit); 9] = [
         ("nofile", Rlimit::Nofile),
         ("core", Rlimit::Core),

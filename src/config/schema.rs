@@ -226,10 +226,11 @@ impl JsonSchema for super::raw::RawLb {
 
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let map = generator.subschema_for::<super::raw::RawLbMap>();
+        let names: Vec<&str> = super::LbPolicy::NAMED.iter().map(|(n, _)| *n).collect();
         json_schema!({
-            "description": "round_robin (default), least_requests, random, or { hash: { header: NAME } | { cookie: NAME } | { client_ip: true } }.",
+            "description": format!("{} (round_robin is the default), or {{ hash: {{ header: NAME }} | {{ cookie: NAME }} | {{ client_ip: true }} }}.", names.join(", ")),
             "anyOf": [
-                { "type": "string", "enum": ["round_robin", "least_requests", "random"] },
+                { "type": "string", "enum": names },
                 map
             ]
         })

@@ -14,7 +14,6 @@ use super::size::{parse_size, show_size};
 use super::validate::Checker;
 
 const SECOND: Duration = Duration::from_secs(1);
-const LB_NAMES: [&str; 4] = ["round_robin", "least_requests", "random", "hash"];
 
 /// The pool keys this module checks, moved out of `RawPool`.
 pub(super) struct UpstreamParts {
@@ -113,9 +112,10 @@ impl Checker<'_> {
         match raw {
             None => LbPolicy::RoundRobin,
             Some(RawLb::Name(name)) => match name.as_str() {
-                "round_robin" => LbPolicy::RoundRobin,
-                "least_requests" => LbPolicy::LeastRequests,
-                "random" => LbPolicy::Random,
+                named if LbPolicy::NAMED.iter().any(|(n, _)| *n == named) => LbPolicy::NAMED
+                    .iter()
+                    .find(|(n, _)| *n == named)
+                    .map_or(LbPolicy::RoundRobin, |(_, p)| p.clone()),
                 "hash" => {
                     self.error(
                         path,
@@ -124,10 +124,14 @@ impl Checker<'_> {
                     LbPolicy::RoundRobin
                 }
                 other => {
+                    let names: Vec<&str> = LbPolicy::NAMED.iter().map(|(n, _)| *n).collect();
                     let message = format!(
-                        "unknown lb {other:?} (expected one of: round_robin, least_requests, random, or {{ hash: {{ header: NAME }} }})"
+                        "unknown lb {other:?} (expected one of: {}, or {{ hash: {{ header: NAME }} }})",
+                        names.join(", ")
                     );
-                    self.error(path, with_suggestion(message, other, &LB_NAMES));
+                    let mut candidates = names;
+                    candidates.push("hash");
+                    self.error(path, with_suggestion(message, other, &candidates));
                     LbPolicy::RoundRobin
                 }
             },

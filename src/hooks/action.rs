@@ -1,15 +1,16 @@
-//! Executing one attempt of one hook action inside forkyard.
+//! Executing one attempt of one hook action (inside forkyard, or inside a new
+//! worker process for `post_fork`).
 
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::time::{sleep, timeout, Instant};
 
-use super::runner::HookContext;
+use super::runner::{HookContext, Recorder};
 use super::FailureReason;
 use crate::config::{fill_placeholders, Hook, HookAction, HttpTarget, WaitTarget};
 use crate::probe;
-use crate::process::output::{forward_lines, OutputLabel, Tail};
+use crate::process::output::{forward_lines, Tail};
 use crate::process::signal::signal_group;
 use crate::process::{spawn, ExitStatus, Reaper, SpawnSpec};
 
@@ -19,12 +20,13 @@ const WAIT_INTERVAL: Duration = Duration::from_millis(200);
 const OUTPUT_LINGER: Duration = Duration::from_secs(1);
 
 /// A failed attempt: why, and a message for the log (with the output tail).
-pub struct AttemptError {
-    pub reason: FailureReason,
-    pub message: String,
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct AttemptError {
+    pub(crate) reason: FailureReason,
+    pub(crate) message: String,
 }
 
-fn fail(reason: FailureReason, message: impl Into<String>) -> AttemptError {
+pub(crate) fn fail(reason: FailureReason, message: impl Into<String>) -> AttemptError {
     AttemptError {
         reason,
         message: message.into(),
@@ -32,9 +34,14 @@ fn fail(reason: FailureReason, message: impl Into<String>) -> AttemptError {
 }
 
 /// Run one attempt of `hook`, bounded by its timeout.
-pub async fn attempt(hook: &Hook, ctx: &HookContext, reaper: &Reaper) -> Result<(), AttemptError> {
+pub(crate) async fn attempt(
+    hook: &Hook,
+    ctx: &HookContext,
+    reaper: &Reaper,
+    recorder: &dyn Recorder,
+) -> Result<(), AttemptError> {
     match &hook.action {
-        HookAction::Run(argv) => run(hook, argv, ctx, reaper).await,
+        HookAction::Run(argv) => run(hook, argv, ctx, reaper, recorder).await,
         HookAction::Http {
             target,
             method,
@@ -90,7 +97,8 @@ pub async fn attempt(hook: &Hook, ctx: &HookContext, reaper: &Reaper) -> Result<
             }
         }
         HookAction::WaitFor(target) => wait_for(target, hook.timeout).await,
-        // Built-ins only exist in post_fork, which runs in the worker process.
+        // Built-ins exist only in post_fork, where the worker process applies them
+        // itself before it runs the other hooks (`process::child`).
         HookAction::Builtin(_) => Ok(()),
     }
 }
@@ -149,6 +157,7 @@ async fn run(
     argv: &[String],
     ctx: &HookContext,
     reaper: &Reaper,
+    recorder: &dyn Recorder,
 ) -> Result<(), AttemptError> {
     let fill = |s: &String| match (ctx.worker, ctx.port, &ctx.socket) {
         (Some(w), Some(p), _) => fill_placeholders(s, &ctx.pool, w, p),
@@ -162,38 +171,55 @@ async fn run(
     let spec = SpawnSpec {
         argv: argv.iter().map(fill).collect(),
         env,
+        env_clear: ctx.base_env.is_some(),
         cwd: ctx.cwd.clone(),
-        child: None,
-        inherit: None,
+        ..SpawnSpec::default()
     };
     let child = spawn(&spec).map_err(|e| fail(FailureReason::SpawnError, e.to_string()))?;
     let tail = Tail::default();
-    let mut forwarders = Vec::new();
-    for (pipe, stream) in [(child.stdout, "stdout"), (child.stderr, "stderr")] {
-        if let Some(pipe) = pipe {
-            let label = OutputLabel {
-                pool: ctx.pool.clone(),
-                worker: ctx.worker,
-                stream,
-                hook: Some((ctx.phase.as_str(), hook.name.as_str().into())),
-                tail: Some(tail.clone()),
-            };
-            forwarders.push(tokio::spawn(forward_lines(pipe, label)));
-        }
-    }
+    let pipes = [child.stdout, child.stderr];
+    let forwarding = async {
+        let forward = |pipe, stream| {
+            let tail = &tail;
+            async move {
+                if let Some(pipe) = pipe {
+                    forward_lines(pipe, |line, _| {
+                        tail.push(line);
+                        recorder.output(ctx, &hook.name, stream, line);
+                    })
+                    .await;
+                }
+            }
+        };
+        let [out, err] = pipes;
+        tokio::join!(forward(out, "stdout"), forward(err, "stderr"));
+    };
+    tokio::pin!(forwarding);
     let mut exit = reaper.watch(child.pid);
-    let status = match timeout(hook.timeout, &mut exit).await {
-        Ok(status) => status.ok(),
-        Err(_) => {
+    // Output is read while the hook runs (a full pipe would block it).
+    let mut output_closed = false;
+    let finished = {
+        let waiting = timeout(hook.timeout, &mut exit);
+        tokio::pin!(waiting);
+        loop {
+            tokio::select! {
+                r = &mut waiting => break r.ok().map(|s| s.ok()),
+                _ = &mut forwarding, if !output_closed => output_closed = true,
+            }
+        }
+    };
+    let status = match finished {
+        Some(status) => status,
+        None => {
             let _ = signal_group(child.pid, Signal::SIGKILL);
-            let _ = exit.await;
+            let _ = (&mut exit).await;
             None
         }
     };
-    // Whatever the hook left running in its group goes too.
+    // Whatever the hook left running in its group goes too; its last lines follow.
     let _ = signal_group(child.pid, Signal::SIGKILL);
-    for f in forwarders {
-        let _ = timeout(OUTPUT_LINGER, f).await;
+    if !output_closed {
+        let _ = timeout(OUTPUT_LINGER, forwarding).await;
     }
     let with_tail = |m: String| {
         let t = tail.text();

@@ -1,26 +1,37 @@
 //! Lifecycle hooks declared in config.yaml: running them with timeouts, retries and
-//! failure policies, and counting them in metrics.
+//! failure policies.
 //!
-//! Hooks of every phase but `post_fork` run here, inside forkyard, as tasks of the
-//! control runtime: a running hook never blocks the supervisor (other worker actors,
-//! the reaper and signals keep running). `post_fork` hooks run inside the new worker
-//! process instead; see `process::child`, which reports their results back over a
-//! pipe so they are logged and counted the same way.
+//! One runner ([`HookRunner`]) serves both sides of the fork. Inside forkyard it
+//! runs every phase but `post_fork`, as tasks of the control runtime, so a running
+//! hook never blocks the supervisor. Inside a new worker process (`forkyard
+//! __child`, see `process::child`) the same runner runs the `post_fork` hooks, on a
+//! small runtime of that process's own. What differs is only where results go: a
+//! [`Recorder`]. forkyard's recorder logs, counts and shows each attempt
+//! (`crate::record`); the child's sends it to forkyard as a typed
+//! [`PostForkReport`] over a pipe, and forkyard hands it to the same recorder
+//! ([`post_fork`]), so a `post_fork` hook is logged and counted exactly like the
+//! others.
 //!
 //! A `run:` hook is started like a worker (fork+exec of an argv, own process group),
-//! its exit is observed through the reaper, its output goes to the log labelled with
-//! pool, worker, phase and hook, and the last lines are kept for the error message.
+//! its exit is observed through the process's one reaper, its output is handed to
+//! the recorder line by line, and the last lines are kept for the error message.
 //! When it exceeds its timeout, its whole process group is SIGKILLed; after it ends,
 //! the group is SIGKILLed again so no grandchild it left behind survives.
 
 mod action;
-pub mod post_fork;
+pub(crate) mod post_fork;
+mod report;
 mod runner;
 
-pub use runner::{HookContext, HookFailure, HookRunner, WorkerExit};
+pub(crate) use action::AttemptError;
+pub(crate) use report::PostForkReport;
+pub(crate) use runner::{Attempt, HookContext, HookFailure, HookRunner, Recorder, WorkerExit};
+
+use serde::{Deserialize, Serialize};
 
 /// Why a hook attempt failed: the `reason` label of `forkyard_hook_failures_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     /// `run:` exited with a non-zero code.
     Exit,
@@ -37,7 +48,7 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 6] = [
+    pub(crate) const ALL: [FailureReason; 6] = [
         FailureReason::Exit,
         FailureReason::Signal,
         FailureReason::Timeout,
@@ -46,7 +57,7 @@ impl FailureReason {
         FailureReason::Connect,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             FailureReason::Exit => "exit",
             FailureReason::Signal => "signal",
@@ -55,9 +66,5 @@ impl FailureReason {
             FailureReason::HttpStatus => "http_status",
             FailureReason::Connect => "connect",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<FailureReason> {
-        FailureReason::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }

@@ -1,45 +1,48 @@
-//! Running the hooks of one phase in order, with retries and failure policies.
+//! Running the hooks of one phase in order, with retries and failure policies. The
+//! same code runs inside forkyard and inside a new worker process; a [`Recorder`]
+//! says where the results go.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::action::attempt;
+use super::action::{attempt, AttemptError};
 use super::FailureReason;
 use crate::config::{Hook, OnFailure, Phase};
-use crate::events;
-use crate::metrics::Metrics;
 use crate::process::{ExitReason, ExitStatus, Reaper};
-use crate::status::StatusBoard;
 
 /// How a worker ended, for `on_exit` hooks.
 #[derive(Debug, Clone, Copy)]
-pub struct WorkerExit {
-    pub status: Option<ExitStatus>,
-    pub reason: ExitReason,
+pub(crate) struct WorkerExit {
+    pub(crate) status: Option<ExitStatus>,
+    pub(crate) reason: ExitReason,
 }
 
 /// Where a phase runs: the pool and worker it is about, and their environment.
 #[derive(Debug, Clone)]
-pub struct HookContext {
+pub(crate) struct HookContext {
     /// Empty for forkyard-wide phases.
-    pub pool: Arc<str>,
-    pub worker: Option<usize>,
-    pub port: Option<u16>,
+    pub(crate) pool: Arc<str>,
+    pub(crate) worker: Option<usize>,
+    pub(crate) port: Option<u16>,
     /// `bind: unix`: the worker's socket (then `port` is `None`).
-    pub socket: Option<PathBuf>,
-    pub phase: Phase,
-    pub exit: Option<WorkerExit>,
+    pub(crate) socket: Option<PathBuf>,
+    pub(crate) phase: Phase,
+    pub(crate) exit: Option<WorkerExit>,
     /// The pool's own `env` (placeholders filled), or nothing.
-    pub pool_env: Vec<(String, String)>,
-    pub cwd: PathBuf,
+    pub(crate) pool_env: Vec<(String, String)>,
+    pub(crate) cwd: PathBuf,
+    /// The whole environment `run:` hooks start from, instead of forkyard's own
+    /// (minus its private variables): set in a new worker process, where the
+    /// `post_fork` built-ins have shaped it (`seed_env`, `user`).
+    pub(crate) base_env: Option<Vec<(String, String)>>,
 }
 
 impl HookContext {
     /// forkyard-wide phases (`on_start`, `on_shutdown`).
-    pub fn global(phase: Phase) -> HookContext {
+    pub(crate) fn global(phase: Phase) -> HookContext {
         HookContext {
             pool: Arc::from(""),
             worker: None,
@@ -49,20 +52,14 @@ impl HookContext {
             exit: None,
             pool_env: Vec::new(),
             cwd: PathBuf::from("."),
-        }
-    }
-
-    /// The same context for another phase.
-    pub fn at(&self, phase: Phase) -> HookContext {
-        HookContext {
-            phase,
-            ..self.clone()
+            base_env: None,
         }
     }
 
     /// The environment a `run:` hook gets on top of forkyard's.
-    pub fn env(&self) -> Vec<(String, String)> {
-        let mut env = self.pool_env.clone();
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.base_env.clone().unwrap_or_default();
+        env.extend(self.pool_env.iter().cloned());
         if !self.pool.is_empty() {
             env.push(("FORKYARD_POOL".into(), self.pool.to_string()));
         }
@@ -96,27 +93,53 @@ impl HookContext {
 /// A hook that failed (after its retries) with a policy other than `skip`.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{phase} hook {hook:?} failed ({reason}): {message}", phase = phase.as_str(), reason = reason.as_str())]
-pub struct HookFailure {
-    pub phase: Phase,
-    pub hook: String,
-    pub reason: FailureReason,
-    pub policy: OnFailure,
-    pub message: String,
+pub(crate) struct HookFailure {
+    pub(crate) phase: Phase,
+    pub(crate) hook: String,
+    pub(crate) reason: FailureReason,
+    pub(crate) policy: OnFailure,
+    pub(crate) message: String,
 }
 
-/// Runs hooks and records them.
+/// One finished attempt of one hook.
+#[derive(Debug, Clone)]
+pub(crate) struct Attempt<'a> {
+    pub(crate) hook: &'a str,
+    /// A `post_fork` built-in (logged at debug: one line per spawn lists them).
+    pub(crate) builtin: bool,
+    /// 1-based.
+    pub(crate) number: u32,
+    pub(crate) of: u32,
+    pub(crate) on_failure: OnFailure,
+    pub(crate) took: Duration,
+    pub(crate) result: &'a Result<(), AttemptError>,
+}
+
+/// Where a runner's results go.
+pub(crate) trait Recorder: Send + Sync {
+    /// An attempt starts.
+    fn started(&self, ctx: &HookContext, hook: &str, number: u32);
+    /// An attempt ended.
+    fn finished(&self, ctx: &HookContext, attempt: &Attempt<'_>);
+    /// A line a `run:` hook wrote on `stream` (`stdout` or `stderr`).
+    fn output(&self, ctx: &HookContext, hook: &str, stream: &str, line: &str);
+}
+
+/// Runs hooks and hands each result to its recorder.
 #[derive(Clone)]
-pub struct HookRunner {
-    pub reaper: Arc<Reaper>,
-    pub metrics: Arc<Metrics>,
-    /// Where `/status` reads each hook's last result.
-    pub board: Arc<StatusBoard>,
+pub(crate) struct HookRunner {
+    pub(crate) reaper: Arc<Reaper>,
+    pub(crate) recorder: Arc<dyn Recorder>,
 }
 
 impl HookRunner {
     /// Run `hooks` in order. Stops at the first hook that fails (after its retries)
     /// with a policy other than `skip`, and returns that failure.
-    pub async fn run_phase(&self, hooks: &[Hook], ctx: &HookContext) -> Result<(), HookFailure> {
+    pub(crate) async fn run_phase(
+        &self,
+        hooks: &[Hook],
+        ctx: &HookContext,
+    ) -> Result<(), HookFailure> {
         for hook in hooks {
             self.run_hook(hook, ctx).await?;
         }
@@ -124,60 +147,27 @@ impl HookRunner {
     }
 
     async fn run_hook(&self, hook: &Hook, ctx: &HookContext) -> Result<(), HookFailure> {
-        let (pool, phase, name) = (&*ctx.pool, ctx.phase, hook.name.as_str());
         let attempts = hook.retries.saturating_add(1);
         for n in 1..=attempts {
-            tracing::info!(
-                event = events::HOOK_START,
-                pool,
-                worker = ctx.worker,
-                phase = phase.as_str(),
-                hook = name,
-                attempt = n,
-                "hook started"
-            );
+            self.recorder.started(ctx, &hook.name, n);
             let started = Instant::now();
-            let result = attempt(hook, ctx, &self.reaper).await;
-            let seconds = started.elapsed().as_secs_f64();
-            self.metrics.hook_ran(pool, phase, name, seconds);
-            let took = started.elapsed();
-            let result_label = result
-                .as_ref()
-                .map_or_else(|e| e.reason.as_str(), |()| "ok");
-            self.board
-                .hook_finished(pool, phase.as_str(), name, result_label, took);
-            let err = match result {
-                Ok(()) => {
-                    tracing::info!(
-                        event = events::HOOK_FINISH,
-                        pool,
-                        worker = ctx.worker,
-                        phase = phase.as_str(),
-                        hook = name,
-                        duration_s = seconds,
-                        "hook finished"
-                    );
-                    return Ok(());
-                }
-                Err(e) => e,
-            };
-            self.metrics.hook_failed(pool, phase, name, err.reason);
-            let last = n == attempts;
-            tracing::warn!(
-                event = events::HOOK_FAIL,
-                pool,
-                worker = ctx.worker,
-                phase = phase.as_str(),
-                hook = name,
-                attempt = n,
-                of = attempts,
-                reason = err.reason.as_str(),
-                on_failure = hook.on_failure.as_str(),
-                "hook failed: {}{}",
-                err.message,
-                if last { "" } else { " (will retry)" }
+            let result = attempt(hook, ctx, &self.reaper, &*self.recorder).await;
+            self.recorder.finished(
+                ctx,
+                &Attempt {
+                    hook: &hook.name,
+                    builtin: false,
+                    number: n,
+                    of: attempts,
+                    on_failure: hook.on_failure,
+                    took: started.elapsed(),
+                    result: &result,
+                },
             );
-            if !last {
+            let Err(err) = result else {
+                return Ok(());
+            };
+            if n < attempts {
                 tokio::time::sleep(hook.retry_delay).await;
                 continue;
             }
@@ -185,8 +175,8 @@ impl HookRunner {
                 return Ok(());
             }
             return Err(HookFailure {
-                phase,
-                hook: name.to_string(),
+                phase: ctx.phase,
+                hook: hook.name.clone(),
                 reason: err.reason,
                 policy: hook.on_failure,
                 message: err.message,

@@ -17,11 +17,19 @@ use prometheus::{CounterVec, GaugeVec, Opts};
 use crate::process::usage;
 use crate::status::StatusBoard;
 
-pub struct WorkerResources {
+pub(crate) struct WorkerResources {
     board: Arc<StatusBoard>,
     descs: Vec<Desc>,
     /// Refilled from scratch at each scrape, one scrape at a time.
     families: Mutex<(GaugeVec, CounterVec)>,
+}
+
+impl WorkerResources {
+    /// The metrics this collector reports.
+    pub(crate) const NAMES: [&'static str; 2] = [
+        "forkyard_worker_resident_memory_bytes",
+        "forkyard_worker_cpu_seconds_total",
+    ];
 }
 
 // The `expect`s below are infallible in practice: constant names and labels,
@@ -29,7 +37,7 @@ pub struct WorkerResources {
 fn rss_vec() -> GaugeVec {
     GaugeVec::new(
         Opts::new(
-            "forkyard_worker_resident_memory_bytes",
+            WorkerResources::NAMES[0],
             "Resident memory of each live worker process, from /proc.",
         ),
         &["pool", "worker"],
@@ -40,7 +48,7 @@ fn rss_vec() -> GaugeVec {
 fn cpu_vec() -> CounterVec {
     CounterVec::new(
         Opts::new(
-            "forkyard_worker_cpu_seconds_total",
+            WorkerResources::NAMES[1],
             "User and system CPU time of each live worker process, from /proc.",
         ),
         &["pool", "worker"],
@@ -49,7 +57,7 @@ fn cpu_vec() -> CounterVec {
 }
 
 impl WorkerResources {
-    pub fn new(board: Arc<StatusBoard>) -> WorkerResources {
+    pub(crate) fn new(board: Arc<StatusBoard>) -> WorkerResources {
         let (rss, cpu) = (rss_vec(), cpu_vec());
         let descs = rss.desc().into_iter().chain(cpu.desc()).cloned().collect();
         WorkerResources {

@@ -4,9 +4,10 @@
 //! image. Instead each worker is started as a fresh, single-threaded `forkyard
 //! __child` process (same pid as the worker will have) that reads its
 //! [`ChildSpec`], applies the `post_fork` built-ins, closes inherited fds, runs the
-//! `post_fork` `run:` hooks with timeouts, reports each result to forkyard over a
-//! pipe, and finally execs the app with the same pid, environment (minus the spec),
-//! working directory, user and limits.
+//! `post_fork` `run:` hooks with forkyard's own hook runner (on a small runtime of
+//! this process, with its own reaper), reports each result to forkyard over a pipe
+//! as a typed `PostForkReport`, and finally execs the app with the same pid,
+//! environment (minus the spec), working directory, user and limits.
 //!
 //! A failure with `on_failure: abort` or `kill_worker` ends the process with
 //! [`EXIT_ABORTED`] before the app runs; forkyard counts it as a failed spawn.
@@ -14,23 +15,29 @@
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
 
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
+use parking_lot::Mutex;
 
-use super::child_spec::{BuiltinAction, ChildBuiltin, ChildHook, ChildSpec, Report, SPEC_ENV};
+use super::child_spec::{ChildSpec, SPEC_ENV};
+use crate::config::{Builtin, Hook, HookAction, OnFailure, Phase, Rlimit};
+use crate::hooks::{
+    Attempt, AttemptError, FailureReason, HookContext, HookRunner, PostForkReport, Recorder,
+};
 
 /// Exit code when a post_fork hook or built-in failed with a non-skip policy.
-pub const EXIT_ABORTED: i32 = 125;
+pub(crate) const EXIT_ABORTED: i32 = 125;
 /// Exit code when the spec is missing or unreadable, or the app cannot be exec'd.
-pub const EXIT_SETUP: i32 = 127;
+pub(crate) const EXIT_SETUP: i32 = 127;
 
-struct Reporter(Option<File>);
+/// The report pipe to forkyard; a broken pipe (forkyard gone) never stops the
+/// worker.
+struct Reporter(Mutex<Option<File>>);
 
 /// Where the passed socket must be, by the systemd protocol.
 const LISTEN_FD: i32 = 3;
@@ -38,10 +45,11 @@ const LISTEN_FD: i32 = 3;
 /// Put the inherited listening socket at fd 3 (moving the report pipe away from 3
 /// first if it sits there) and make sure the app inherits it.
 #[allow(unsafe_code)]
-fn pass_listener(fd: i32, reporter: &mut Reporter) -> std::io::Result<()> {
+fn pass_listener(fd: i32, reporter: &Reporter) -> std::io::Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd};
     if reporter.fd() == Some(LISTEN_FD) {
-        if let Some(f) = reporter.0.take() {
+        let mut pipe = reporter.0.lock();
+        if let Some(f) = pipe.take() {
             // F_DUPFD_CLOEXEC to a number above 3, then the old one closes with `f`.
             // SAFETY: fcntl with F_DUPFD_CLOEXEC only duplicates a valid fd we own.
             let moved = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
@@ -50,7 +58,7 @@ fn pass_listener(fd: i32, reporter: &mut Reporter) -> std::io::Result<()> {
             }
             drop(f);
             // SAFETY: `moved` was just created by fcntl and nothing else owns it.
-            reporter.0 = Some(unsafe { File::from_raw_fd(moved) });
+            *pipe = Some(unsafe { File::from_raw_fd(moved) });
         }
     }
     if fd != LISTEN_FD {
@@ -76,15 +84,42 @@ fn pass_listener(fd: i32, reporter: &mut Reporter) -> std::io::Result<()> {
 impl Reporter {
     fn fd(&self) -> Option<i32> {
         use std::os::fd::AsRawFd;
-        self.0.as_ref().map(|f| f.as_raw_fd())
+        self.0.lock().as_ref().map(|f| f.as_raw_fd())
     }
 
-    fn send(&mut self, report: &Report) {
-        if let (Some(f), Ok(mut line)) = (self.0.as_mut(), serde_json::to_string(report)) {
-            line.push('\n');
-            // A broken report pipe (forkyard gone) must not stop the worker.
-            let _ = f.write_all(line.as_bytes());
+    fn send(&self, report: &PostForkReport) {
+        if let Some(f) = self.0.lock().as_mut() {
+            let _ = f.write_all(report.line().as_bytes());
         }
+    }
+
+    fn close(&self) {
+        self.0.lock().take();
+    }
+}
+
+impl Recorder for Reporter {
+    /// forkyard logs the result of each attempt; the start needs no report.
+    fn started(&self, _: &HookContext, _: &str, _: u32) {}
+
+    fn finished(&self, _: &HookContext, a: &Attempt<'_>) {
+        self.send(&PostForkReport::Attempt {
+            hook: a.hook.to_owned(),
+            builtin: a.builtin,
+            number: a.number,
+            of: a.of,
+            on_failure: a.on_failure,
+            duration_s: a.took.as_secs_f64(),
+            result: a.result.clone(),
+        });
+    }
+
+    fn output(&self, _: &HookContext, hook: &str, stream: &str, line: &str) {
+        self.send(&PostForkReport::Output {
+            hook: hook.to_owned(),
+            stream: stream.to_owned(),
+            line: line.to_owned(),
+        });
     }
 }
 
@@ -147,18 +182,51 @@ pub fn main() -> ! {
             std::process::exit(EXIT_SETUP);
         }
     };
-    let mut reporter = Reporter(report_pipe(spec.report_fd));
+    let reporter = Arc::new(Reporter(Mutex::new(report_pipe(spec.report_fd))));
     let parent = nix::unistd::getppid();
     let mut env: Vec<(OsString, OsString)> =
         std::env::vars_os().filter(|(k, _)| k != SPEC_ENV).collect();
+    let ctx = HookContext {
+        pool: spec.pool.as_str().into(),
+        worker: Some(spec.worker),
+        port: spec.port,
+        socket: spec.socket.clone(),
+        phase: Phase::PostFork,
+        exit: None,
+        pool_env: Vec::new(),
+        cwd: spec.cwd.clone(),
+        base_env: None,
+    };
 
-    for b in &spec.builtins {
+    for hook in &spec.builtins {
+        let HookAction::Builtin(b) = &hook.action else {
+            continue;
+        };
         let started = Instant::now();
-        let result = apply_builtin(&b.action, &mut env, parent);
-        finish(&mut reporter, b, started, result);
+        let result = apply_builtin(b, &mut env, parent).map_err(|message| AttemptError {
+            reason: FailureReason::SpawnError,
+            message,
+        });
+        reporter.finished(
+            &ctx,
+            &Attempt {
+                hook: &hook.name,
+                builtin: true,
+                number: 1,
+                of: 1,
+                on_failure: hook.on_failure,
+                took: started.elapsed(),
+                result: &result,
+            },
+        );
+        if let Err(e) = result {
+            if hook.on_failure != OnFailure::Skip {
+                abort(&reporter, hook, &e.message);
+            }
+        }
     }
     if let Some(fd) = spec.listen_fd {
-        if let Err(e) = pass_listener(fd, &mut reporter) {
+        if let Err(e) = pass_listener(fd, &reporter) {
             eprintln!("forkyard: cannot pass the listening socket: {e}");
             std::process::exit(EXIT_SETUP);
         }
@@ -174,12 +242,32 @@ pub fn main() -> ! {
         }
         close_inherited_fds(&keep);
     }
-    for hook in &spec.hooks {
-        run_hook(&mut reporter, hook, &env);
+    if !spec.hooks.is_empty() {
+        let ctx = HookContext {
+            base_env: Some(
+                env.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string_lossy().into_owned(),
+                            v.to_string_lossy().into_owned(),
+                        )
+                    })
+                    // The hook context adds the worker's own variables again.
+                    .filter(|(k, _)| !k.starts_with("FORKYARD_"))
+                    .collect(),
+            ),
+            ..ctx
+        };
+        if let Err(failure) = run_hooks(&spec.hooks, &ctx, reporter.clone()) {
+            if let Some(hook) = spec.hooks.iter().find(|h| h.name == failure.hook) {
+                abort(&reporter, hook, &failure.message);
+            }
+            std::process::exit(EXIT_ABORTED);
+        }
     }
 
-    reporter.send(&Report::Exec);
-    drop(reporter);
+    reporter.send(&PostForkReport::Exec);
+    reporter.close();
     let Some((program, args)) = spec.argv.split_first() else {
         std::process::exit(EXIT_SETUP);
     };
@@ -196,66 +284,92 @@ pub fn main() -> ! {
     });
 }
 
-fn finish(reporter: &mut Reporter, b: &ChildBuiltin, started: Instant, result: Result<(), String>) {
-    let ok = result.is_ok();
-    let message = result.err().unwrap_or_default();
-    reporter.send(&Report::Attempt {
-        hook: b.name.clone(),
-        ok,
-        reason: (!ok).then(|| "spawn_error".to_string()),
-        duration_s: started.elapsed().as_secs_f64(),
-        message: message.clone(),
-        attempt: 1,
-        last: true,
+/// Run the `post_fork` `run:` hooks on a runtime of this process, with forkyard's
+/// hook runner. The runtime is gone before the app is exec'd.
+fn run_hooks(
+    hooks: &[Hook],
+    ctx: &HookContext,
+    reporter: Arc<Reporter>,
+) -> Result<(), crate::hooks::HookFailure> {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("forkyard: cannot run the post_fork hooks: {e}");
+            std::process::exit(EXIT_SETUP);
+        }
+    };
+    runtime.block_on(async {
+        let reaper = match crate::process::Reaper::start() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("forkyard: cannot run the post_fork hooks: {e}");
+                std::process::exit(EXIT_SETUP);
+            }
+        };
+        HookRunner {
+            reaper,
+            recorder: reporter,
+        }
+        .run_phase(hooks, ctx)
+        .await
+    })
+}
+
+/// A hook failed with a policy that stops the worker: tell forkyard, and exit
+/// before the app runs.
+fn abort(reporter: &Reporter, hook: &Hook, message: &str) -> ! {
+    reporter.send(&PostForkReport::Abort {
+        hook: hook.name.clone(),
     });
-    if !ok && b.abort_on_failure {
-        reporter.send(&Report::Abort {
-            hook: b.name.clone(),
-            reason: "spawn_error".into(),
-        });
-        eprintln!("forkyard: post_fork {}: {message}", b.name);
-        std::process::exit(EXIT_ABORTED);
+    eprintln!("forkyard: post_fork {}: {message}", hook.name);
+    std::process::exit(EXIT_ABORTED);
+}
+
+fn resource(r: Rlimit) -> nix::sys::resource::Resource {
+    use nix::sys::resource::Resource;
+    match r {
+        Rlimit::Nofile => Resource::RLIMIT_NOFILE,
+        Rlimit::Core => Resource::RLIMIT_CORE,
+        Rlimit::Nproc => Resource::RLIMIT_NPROC,
+        Rlimit::As => Resource::RLIMIT_AS,
+        Rlimit::Fsize => Resource::RLIMIT_FSIZE,
+        Rlimit::Memlock => Resource::RLIMIT_MEMLOCK,
+        Rlimit::Stack => Resource::RLIMIT_STACK,
+        Rlimit::Cpu => Resource::RLIMIT_CPU,
+        Rlimit::Data => Resource::RLIMIT_DATA,
     }
 }
 
 fn apply_builtin(
-    action: &BuiltinAction,
+    action: &Builtin,
     env: &mut Vec<(OsString, OsString)>,
     parent: Pid,
 ) -> Result<(), String> {
-    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    use nix::sys::resource::{setrlimit, RLIM_INFINITY};
     let root = nix::unistd::geteuid().is_root();
     match action {
-        BuiltinAction::Setsid => nix::unistd::setsid()
+        Builtin::Setsid(_) => nix::unistd::setsid()
             .map(|_| ())
             .map_err(|e| format!("setsid: {e}")),
-        BuiltinAction::Umask(m) => {
+        Builtin::Umask(m) => {
             nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(*m as _));
             Ok(())
         }
-        BuiltinAction::Rlimits(limits) => {
-            for (name, value) in limits {
-                let resource = match name.as_str() {
-                    "nofile" => Resource::RLIMIT_NOFILE,
-                    "core" => Resource::RLIMIT_CORE,
-                    "nproc" => Resource::RLIMIT_NPROC,
-                    "as" => Resource::RLIMIT_AS,
-                    "fsize" => Resource::RLIMIT_FSIZE,
-                    "memlock" => Resource::RLIMIT_MEMLOCK,
-                    "stack" => Resource::RLIMIT_STACK,
-                    "cpu" => Resource::RLIMIT_CPU,
-                    "data" => Resource::RLIMIT_DATA,
-                    other => return Err(format!("unknown resource limit {other}")),
-                };
+        Builtin::Rlimits(limits) => {
+            for (r, value) in limits {
                 let v = value.unwrap_or(RLIM_INFINITY);
-                setrlimit(resource, v, v).map_err(|e| format!("rlimits {name}={v}: {e}"))?;
+                setrlimit(resource(*r), v, v)
+                    .map_err(|e| format!("rlimits {}={v}: {e}", r.name()))?;
             }
             Ok(())
         }
-        BuiltinAction::Nice(n) => set_nice(*n),
-        BuiltinAction::OomScoreAdj(n) => std::fs::write("/proc/self/oom_score_adj", n.to_string())
+        Builtin::Nice(n) => set_nice(*n),
+        Builtin::OomScoreAdj(n) => std::fs::write("/proc/self/oom_score_adj", n.to_string())
             .map_err(|e| format!("oom_score_adj {n}: {e}")),
-        BuiltinAction::Group(name) => {
+        Builtin::Group(name) => {
             if !root {
                 return Ok(());
             }
@@ -263,7 +377,7 @@ fn apply_builtin(
             nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
             nix::unistd::setgid(gid).map_err(|e| format!("setgid {gid}: {e}"))
         }
-        BuiltinAction::User(name) => {
+        Builtin::User(name) => {
             if !root {
                 return Ok(());
             }
@@ -288,23 +402,23 @@ fn apply_builtin(
             env.push(("LOGNAME".into(), user.name.into()));
             Ok(())
         }
-        BuiltinAction::ParentDeathSignal(n) => {
-            let sig = Signal::try_from(*n).map_err(|e| format!("signal {n}: {e}"))?;
-            nix::sys::prctl::set_pdeathsig(sig).map_err(|e| format!("parent_death_signal: {e}"))?;
+        Builtin::ParentDeathSignal(sig) => {
+            nix::sys::prctl::set_pdeathsig(*sig)
+                .map_err(|e| format!("parent_death_signal: {e}"))?;
             // forkyard may have died before the signal was armed.
             if nix::unistd::getppid() != parent {
                 std::process::exit(EXIT_ABORTED);
             }
             Ok(())
         }
-        BuiltinAction::SeedEnv(name) => {
+        Builtin::SeedEnv(name) => {
             let seed: [u8; 32] = rand::random();
             let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
             env.retain(|(k, _)| k != name.as_str());
             env.push((name.into(), hex.into()));
             Ok(())
         }
-        BuiltinAction::CloseFds(_) => Ok(()),
+        Builtin::CloseFds(_) => Ok(()),
     }
 }
 
@@ -316,150 +430,5 @@ fn set_nice(n: i32) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("nice {n}: {}", std::io::Error::last_os_error()))
-    }
-}
-
-/// Run one `run:` hook with retries; on a final failure with abort, exit.
-fn run_hook(reporter: &mut Reporter, hook: &ChildHook, env: &[(OsString, OsString)]) {
-    let attempts = hook.retries.saturating_add(1);
-    for n in 1..=attempts {
-        let started = Instant::now();
-        let result = run_once(reporter, hook, env);
-        let last = n == attempts;
-        let (ok, reason, message) = match result {
-            Ok(()) => (true, None, String::new()),
-            Err((reason, message)) => (false, Some(reason), message),
-        };
-        reporter.send(&Report::Attempt {
-            hook: hook.name.clone(),
-            ok,
-            reason: reason.map(str::to_string),
-            duration_s: started.elapsed().as_secs_f64(),
-            message: message.clone(),
-            attempt: n,
-            last,
-        });
-        if ok {
-            return;
-        }
-        if !last {
-            std::thread::sleep(Duration::from_millis(hook.retry_delay_ms));
-            continue;
-        }
-        if hook.abort_on_failure {
-            reporter.send(&Report::Abort {
-                hook: hook.name.clone(),
-                reason: reason.unwrap_or("exit").into(),
-            });
-            eprintln!("forkyard: post_fork hook {} failed: {message}", hook.name);
-            std::process::exit(EXIT_ABORTED);
-        }
-    }
-}
-
-/// One attempt: `Err((reason, message))` on failure.
-fn run_once(
-    reporter: &mut Reporter,
-    hook: &ChildHook,
-    env: &[(OsString, OsString)],
-) -> Result<(), (&'static str, String)> {
-    let (program, args) = hook
-        .argv
-        .split_first()
-        .ok_or(("spawn_error", "empty command".to_string()))?;
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| ("spawn_error", format!("pipe: {e}")))?;
-    let write2 = write
-        .try_clone()
-        .map_err(|e| ("spawn_error", format!("pipe: {e}")))?;
-    let mut child = Command::new(program)
-        .args(args)
-        .env_clear()
-        .envs(env.iter().cloned())
-        .envs(hook.env.iter().map(|(k, v)| (k, v)))
-        .env("FORKYARD_PHASE", "post_fork")
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(write))
-        .stderr(Stdio::from(write2))
-        .spawn()
-        .map_err(|e| ("spawn_error", format!("cannot start {program:?}: {e}")))?;
-    let pgid = child.id() as i32;
-
-    // Output lines come back through a thread; the last ones are kept for the error.
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(File::from(read))
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_millis(hook.timeout_ms);
-    let mut tail: Vec<String> = Vec::new();
-    let mut forward = |line: String, reporter: &mut Reporter| {
-        reporter.send(&Report::Output {
-            hook: hook.name.clone(),
-            stream: "output".into(),
-            line: line.clone(),
-        });
-        tail.push(line);
-        if tail.len() > super::output::TAIL_LINES {
-            tail.remove(0);
-        }
-    };
-    let status = loop {
-        while let Ok(line) = rx.try_recv() {
-            forward(line, reporter);
-        }
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = nix::sys::signal::killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => {
-                if let Ok(line) = rx.recv_timeout(Duration::from_millis(10)) {
-                    forward(line, reporter);
-                }
-            }
-            Err(e) => return Err(("spawn_error", format!("wait: {e}"))),
-        }
-    };
-    // Nothing the hook started may outlive it.
-    let _ = nix::sys::signal::killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-    let linger = Instant::now() + Duration::from_secs(1);
-    while let Ok(line) = rx.recv_timeout(linger.saturating_duration_since(Instant::now())) {
-        forward(line, reporter);
-    }
-    drop(reader);
-    let with_tail = |m: String| {
-        if tail.is_empty() {
-            m
-        } else {
-            format!("{m}; last output:\n{}", tail.join("\n"))
-        }
-    };
-    use std::os::unix::process::ExitStatusExt;
-    match status {
-        None => Err((
-            "timeout",
-            with_tail(format!(
-                "still running after its timeout of {}ms; killed with its process group",
-                hook.timeout_ms
-            )),
-        )),
-        Some(s) if s.success() => Ok(()),
-        Some(s) => match s.signal() {
-            Some(sig) => Err(("signal", with_tail(format!("killed by signal {sig}")))),
-            None => Err((
-                "exit",
-                with_tail(format!("exited with code {}", s.code().unwrap_or(-1))),
-            )),
-        },
     }
 }

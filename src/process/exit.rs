@@ -23,14 +23,6 @@ impl ExitStatus {
             _ => None,
         }
     }
-
-    /// The conventional shell exit code: the code itself, or 128+N for signal N.
-    pub fn shell_code(self) -> i32 {
-        match self {
-            ExitStatus::Code(c) => c,
-            ExitStatus::Signal(n) => 128 + n,
-        }
-    }
 }
 
 impl fmt::Display for ExitStatus {
@@ -167,7 +159,6 @@ mod tests {
         let (_, s) =
             ExitStatus::from_wait(WaitStatus::Signaled(pid, Signal::SIGKILL, false)).unwrap();
         assert_eq!(s, ExitStatus::Signal(9));
-        assert_eq!(s.shell_code(), 137);
         assert_eq!(s.to_string(), "signal SIGKILL");
         assert_eq!(ExitReason::of_unplanned(s), ExitReason::Signal);
         assert_eq!(

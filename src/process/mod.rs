@@ -8,18 +8,18 @@
 //! for *any* child, it also reaps orphans re-parented to forkyard when it runs as
 //! PID 1 or as a child subreaper.
 
-pub mod account;
-pub mod child;
-pub mod child_spec;
-pub mod exit;
-pub mod oom;
-pub mod output;
-pub mod reaper;
-pub mod signal;
-pub mod spawn;
-pub mod strays;
-pub mod usage;
+pub(crate) mod account;
+pub(crate) mod child;
+pub(crate) mod child_spec;
+pub(crate) mod exit;
+pub(crate) mod oom;
+pub(crate) mod output;
+pub(crate) mod reaper;
+pub(crate) mod signal;
+pub(crate) mod spawn;
+pub(crate) mod strays;
+pub(crate) mod usage;
 
-pub use exit::{ExitReason, ExitStatus};
-pub use reaper::Reaper;
-pub use spawn::{spawn, SpawnError, SpawnSpec, Spawned};
+pub(crate) use exit::{ExitReason, ExitStatus};
+pub(crate) use reaper::Reaper;
+pub(crate) use spawn::{spawn, SpawnError, SpawnSpec};

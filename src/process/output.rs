@@ -1,4 +1,5 @@
-//! Forwarding a child's stdout/stderr into forkyard's log, one event per line.
+//! Reading a child's stdout/stderr line by line: worker output goes into forkyard's
+//! log, one event per line; hook output goes to the hook's recorder.
 //!
 //! Lines longer than [`MAX_LINE`] bytes are cut there and marked, so a child that
 //! writes without newlines cannot grow forkyard's memory.
@@ -10,17 +11,17 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
 
 /// Longest line forwarded as is; the rest of a longer line is dropped.
-pub const MAX_LINE: usize = 16 * 1024;
+pub(crate) const MAX_LINE: usize = 16 * 1024;
 
 /// How many lines a [`Tail`] keeps.
-pub const TAIL_LINES: usize = 20;
+pub(crate) const TAIL_LINES: usize = 20;
 
 /// The last lines a child wrote, for error messages.
 #[derive(Debug, Clone, Default)]
-pub struct Tail(Arc<Mutex<VecDeque<String>>>);
+pub(crate) struct Tail(Arc<Mutex<VecDeque<String>>>);
 
 impl Tail {
-    fn push(&self, line: &str) {
+    pub(crate) fn push(&self, line: &str) {
         let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if t.len() == TAIL_LINES {
             t.pop_front();
@@ -29,34 +30,25 @@ impl Tail {
     }
 
     /// The kept lines, oldest first, joined with newlines.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let t = self.0.lock().unwrap_or_else(|e| e.into_inner());
         t.iter().map(String::as_str).collect::<Vec<_>>().join("\n")
     }
 }
 
-/// Who wrote the lines, for the log fields.
-#[derive(Debug, Clone)]
-pub struct OutputLabel {
-    /// Empty for forkyard-wide hooks.
-    pub pool: Arc<str>,
-    pub worker: Option<usize>,
-    pub stream: &'static str,
-    /// Set for hook output: (phase, hook name).
-    pub hook: Option<(&'static str, Arc<str>)>,
-    /// Where to keep the last lines, if anywhere.
-    pub tail: Option<Tail>,
-}
-
-/// Read `pipe` until EOF, logging each line with `label`.
-pub async fn forward_lines(pipe: pipe::Receiver, label: OutputLabel) {
+/// Read `pipe` until EOF, handing each line (and whether it was cut) to `sink`.
+pub(crate) async fn forward_lines(pipe: pipe::Receiver, mut sink: impl FnMut(&str, bool)) {
     let mut reader = BufReader::with_capacity(8 * 1024, pipe);
     let mut line: Vec<u8> = Vec::with_capacity(256);
     let mut truncated = false;
+    let mut emit = |line: &[u8], truncated: bool| {
+        let text = String::from_utf8_lossy(line);
+        sink(text.trim_end_matches('\r'), truncated);
+    };
     while let Ok(buf) = reader.fill_buf().await {
         if buf.is_empty() {
             if !line.is_empty() {
-                emit(&label, &line, truncated);
+                emit(&line, truncated);
             }
             break;
         }
@@ -72,37 +64,30 @@ pub async fn forward_lines(pipe: pipe::Receiver, label: OutputLabel) {
         let used = chunk.len() + usize::from(found_newline);
         reader.consume(used);
         if found_newline {
-            emit(&label, &line, truncated);
+            emit(&line, truncated);
             line.clear();
             truncated = false;
         }
     }
 }
 
-fn emit(label: &OutputLabel, line: &[u8], truncated: bool) {
-    let text = String::from_utf8_lossy(line);
-    let text = text.trim_end_matches('\r');
-    if let Some(tail) = &label.tail {
-        tail.push(text);
-    }
-    match &label.hook {
-        None => tracing::info!(
+/// Log a worker's output until it closes its pipes: target `forkyard::worker`,
+/// with its pool, slot and stream.
+pub(crate) async fn log_worker_output(
+    pipe: pipe::Receiver,
+    pool: Arc<str>,
+    worker: usize,
+    stream: &'static str,
+) {
+    forward_lines(pipe, |text, truncated| {
+        tracing::info!(
             target: "forkyard::worker",
-            pool = %label.pool,
-            worker = label.worker,
-            stream = label.stream,
+            pool = %pool,
+            worker,
+            stream,
             truncated,
             "{text}"
-        ),
-        Some((phase, hook)) => tracing::info!(
-            target: "forkyard::hook",
-            pool = %label.pool,
-            worker = label.worker,
-            phase,
-            hook = %hook,
-            stream = label.stream,
-            truncated,
-            "{text}"
-        ),
-    }
+        )
+    })
+    .await
 }

@@ -27,11 +27,14 @@ const PRIVATE_ENV_PREFIX: &str = "FORKYARD_";
 const PRIVATE_ENV: [&str; 1] = ["NOTIFY_SOCKET"];
 
 /// What to start.
-#[derive(Debug, Clone)]
-pub struct SpawnSpec {
-    pub argv: Vec<String>,
-    /// Added to forkyard's environment (minus its own `FORKYARD_*` variables).
-    pub env: Vec<(String, String)>,
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SpawnSpec {
+    pub(crate) argv: Vec<String>,
+    /// Added to forkyard's environment (minus its own `FORKYARD_*` variables), or
+    /// the whole environment with `env_clear`.
+    pub(crate) env: Vec<(String, String)>,
+    /// Start from an empty environment instead of forkyard's.
+    pub(crate) env_clear: bool,
     pub cwd: PathBuf,
     /// Start through `forkyard __child` with this spec (workers), or exec `argv`
     /// directly (hooks).
@@ -103,11 +106,16 @@ pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for (key, _) in std::env::vars_os() {
-        let k = key.to_string_lossy();
-        if (k.starts_with(PRIVATE_ENV_PREFIX) && k != SPEC_ENV) || PRIVATE_ENV.contains(&k.as_ref())
-        {
-            cmd.env_remove(key);
+    if spec.env_clear {
+        cmd.env_clear();
+    } else {
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            if (k.starts_with(PRIVATE_ENV_PREFIX) && k != SPEC_ENV)
+                || PRIVATE_ENV.contains(&k.as_ref())
+            {
+                cmd.env_remove(key);
+            }
         }
     }
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));

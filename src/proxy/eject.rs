@@ -3,32 +3,52 @@
 //! for `base_time` × the number of times it has been ejected, at most `max_time`.
 //! No more than `max_percent` of a pool's workers are out at once.
 //!
-//! State is a few atomics per slot, written only on failures and on the first
-//! success after a failure, so the common path costs one relaxed load.
+//! State is a few atomics per worker process ([`EjectState`], which a new process
+//! of the slot starts afresh) plus the pool's count of ejected workers
+//! ([`EjectClock`]), written only on failures and on the first success after a
+//! failure, so the common path costs one relaxed load. The policy is read from the
+//! pool's current settings at each call, so a reload that changes `eject` applies
+//! to the next request.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crate::config::EjectPolicy;
 
-/// One slot's ejection state.
+/// One worker process's ejection state.
 #[derive(Debug, Default)]
 pub struct EjectState {
     failures: AtomicU32,
-    /// How many times this worker has been ejected since it (re)started.
+    /// How many times this worker has been ejected.
     times: AtomicU32,
-    /// Milliseconds since the pool's epoch until which the slot is out; 0 when in.
+    /// Milliseconds since the pool's epoch until which the worker is out; 0 when in.
     until_ms: AtomicU64,
 }
 
-/// The pool-wide side: the policy, the clock and how many slots are out.
+/// The pool-wide side that outlives any one settings or membership change: the
+/// clock and how many workers are out.
 #[derive(Debug)]
-pub struct Ejector {
-    policy: Option<EjectPolicy>,
+pub struct EjectClock {
     epoch: Instant,
     out: AtomicUsize,
-    /// Most slots that may be out at once.
-    max_out: usize,
+}
+
+impl Default for EjectClock {
+    fn default() -> Self {
+        EjectClock {
+            epoch: Instant::now(),
+            out: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The policy applied to one pool's workers at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct Ejector<'a> {
+    pub policy: Option<EjectPolicy>,
+    pub clock: &'a EjectClock,
+    /// Most workers that may be out at once.
+    pub max_out: usize,
 }
 
 /// What `record` did, for metrics and logs.
@@ -38,23 +58,18 @@ pub enum Outcome {
     Ejected(Duration),
 }
 
-impl Ejector {
-    pub fn new(policy: Option<EjectPolicy>, slots: usize) -> Ejector {
-        let max_out = policy.map_or(0, |p| slots * p.max_percent as usize / 100);
-        Ejector {
-            policy,
-            epoch: Instant::now(),
-            out: AtomicUsize::new(0),
-            max_out,
-        }
-    }
+/// How many of `workers` may be out at once under `policy`.
+pub fn max_out(policy: Option<EjectPolicy>, workers: usize) -> usize {
+    policy.map_or(0, |p| workers * p.max_percent as usize / 100)
+}
 
+impl EjectClock {
     fn now_ms(&self) -> u64 {
         // +1 so that 0 always means "not ejected".
         self.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    /// Whether any slot may be out; when false, `is_out` need not be asked.
+    /// Whether any worker may be out; when false, `is_out` need not be asked.
     pub fn any_out(&self) -> bool {
         self.out.load(Relaxed) > 0
     }
@@ -68,16 +83,26 @@ impl Ejector {
         if self.now_ms() < until {
             return true;
         }
-        if s.until_ms
-            .compare_exchange(until, 0, Relaxed, Relaxed)
-            .is_ok()
-        {
-            self.out.fetch_sub(1, Relaxed);
-        }
+        self.release(s);
         false
     }
 
-    /// Record one attempt's result on slot `s`.
+    /// The worker behind `s` left the pool (or its ejection expired): give back
+    /// its place among the ejected.
+    pub fn release(&self, s: &EjectState) {
+        let until = s.until_ms.load(Relaxed);
+        if until != 0
+            && s.until_ms
+                .compare_exchange(until, 0, Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.out.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+impl Ejector<'_> {
+    /// Record one attempt's result on worker `s`.
     pub fn record(&self, s: &EjectState, failed: bool) -> Outcome {
         let Some(policy) = self.policy else {
             return Outcome::Nothing;
@@ -89,11 +114,12 @@ impl Ejector {
             return Outcome::Nothing;
         }
         let n = s.failures.fetch_add(1, Relaxed) + 1;
-        if n < policy.consecutive_failures || self.is_out(s) {
+        if n < policy.consecutive_failures || self.clock.is_out(s) {
             return Outcome::Nothing;
         }
         // Claim one of the allowed ejection places.
         let claimed = self
+            .clock
             .out
             .fetch_update(Relaxed, Relaxed, |out| {
                 (out < self.max_out).then_some(out + 1)
@@ -106,18 +132,8 @@ impl Ejector {
         let d = policy.base_time.saturating_mul(times).min(policy.max_time);
         s.failures.store(0, Relaxed);
         s.until_ms
-            .store(self.now_ms() + d.as_millis() as u64, Relaxed);
+            .store(self.clock.now_ms() + d.as_millis() as u64, Relaxed);
         Outcome::Ejected(d)
-    }
-
-    /// A new process took the slot: forget its history.
-    pub fn reset(&self, s: &EjectState) {
-        s.failures.store(0, Relaxed);
-        s.times.store(0, Relaxed);
-        let until = s.until_ms.swap(0, Relaxed);
-        if until != 0 {
-            self.out.fetch_sub(1, Relaxed);
-        }
     }
 }
 
@@ -134,9 +150,18 @@ mod tests {
         })
     }
 
+    fn ejector(clock: &EjectClock, p: Option<EjectPolicy>, workers: usize) -> Ejector<'_> {
+        Ejector {
+            policy: p,
+            clock,
+            max_out: max_out(p, workers),
+        }
+    }
+
     #[test]
     fn ejects_after_consecutive_failures_and_grows() {
-        let e = Ejector::new(policy(10_000, 25_000, 50), 4);
+        let clock = EjectClock::default();
+        let e = ejector(&clock, policy(10_000, 25_000, 50), 4);
         let s = EjectState::default();
         assert_eq!(e.record(&s, true), Outcome::Nothing);
         assert_eq!(
@@ -150,11 +175,11 @@ mod tests {
             e.record(&s, true),
             Outcome::Ejected(Duration::from_secs(10))
         );
-        assert!(e.is_out(&s) && e.any_out());
+        assert!(clock.is_out(&s) && clock.any_out());
         // Expire it by hand and fail again: the second ejection lasts twice as long,
         // the third is capped at max_time.
         s.until_ms.store(1, Relaxed);
-        assert!(!e.is_out(&s) && !e.any_out());
+        assert!(!clock.is_out(&s) && !clock.any_out());
         for _ in 0..2 {
             e.record(&s, true);
         }
@@ -163,7 +188,7 @@ mod tests {
             Outcome::Ejected(Duration::from_secs(20))
         );
         s.until_ms.store(1, Relaxed);
-        e.is_out(&s);
+        clock.is_out(&s);
         for _ in 0..2 {
             e.record(&s, true);
         }
@@ -171,15 +196,18 @@ mod tests {
             e.record(&s, true),
             Outcome::Ejected(Duration::from_secs(25))
         );
-        e.reset(&s);
-        assert!(!e.is_out(&s) && !e.any_out());
+        clock.release(&s);
+        assert!(!clock.is_out(&s) && !clock.any_out());
+        clock.release(&s);
+        assert!(!clock.any_out(), "a second release gives back nothing");
     }
 
     #[test]
     fn max_percent_caps_how_many_are_out() {
-        let e = Ejector::new(policy(10_000, 10_000, 50), 4);
-        let slots: Vec<EjectState> = (0..4).map(|_| EjectState::default()).collect();
-        let ejected = slots
+        let clock = EjectClock::default();
+        let e = ejector(&clock, policy(10_000, 10_000, 50), 4);
+        let workers: Vec<EjectState> = (0..4).map(|_| EjectState::default()).collect();
+        let ejected = workers
             .iter()
             .filter(|s| {
                 (0..3)
@@ -189,14 +217,16 @@ mod tests {
             .count();
         assert_eq!(ejected, 2, "50% of 4");
         // A single-worker pool never ejects its only worker.
-        let one = Ejector::new(policy(10_000, 10_000, 50), 1);
+        let clock = EjectClock::default();
+        let one = ejector(&clock, policy(10_000, 10_000, 50), 1);
         let s = EjectState::default();
         assert!((0..10).all(|_| one.record(&s, true) == Outcome::Nothing));
     }
 
     #[test]
     fn disabled_does_nothing() {
-        let e = Ejector::new(None, 4);
+        let clock = EjectClock::default();
+        let e = ejector(&clock, None, 4);
         let s = EjectState::default();
         assert!((0..10).all(|_| e.record(&s, true) == Outcome::Nothing));
     }

@@ -50,7 +50,7 @@ const RESPONSE_400: &[u8] =
 const RESPONSE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// Limits on the request head.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeadLimits {
     pub timeout: Duration,
     pub max_size: usize,
@@ -312,10 +312,11 @@ impl Peek for GuardedStream {
 }
 
 /// A Pingora [`ServerApp`] that guards each connection, then hands it to `inner`
-/// (the HTTP proxy) with the connection state in scope.
+/// (the HTTP proxy) with the connection state in scope. The head limits are read
+/// from the proxy settings when the connection opens.
 pub struct FrontApp<A> {
     pub inner: Arc<A>,
-    pub limits: HeadLimits,
+    pub settings: Arc<arc_swap::ArcSwap<super::ProxySettings>>,
 }
 
 #[async_trait]
@@ -326,7 +327,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for FrontApp<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let state = Arc::new(ConnState::default());
-        let guarded: Stream = Box::new(GuardedStream::new(stream, state.clone(), self.limits));
+        let limits = self.settings.load().head;
+        let guarded: Stream = Box::new(GuardedStream::new(stream, state.clone(), limits));
         // The inner app loops over keep-alive requests itself and returns `None`.
         CONN.scope(state, self.inner.process_new(guarded, shutdown))
             .await

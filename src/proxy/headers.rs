@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 
-use super::address::fnv1a;
 use crate::config::HashKey;
 
 pub const X_REQUEST_ID: &str = "x-request-id";
@@ -158,6 +157,17 @@ fn cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
         let eq = pair.iter().position(|b| *b == b'=')?;
         (pair[..eq].trim_ascii() == name).then(|| pair[eq + 1..].trim_ascii())
     })
+}
+
+/// FNV-1a: a small, fixed (seedless) hash, so a key maps to the same worker in
+/// every run of forkyard.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 #[cfg(test)]

@@ -15,25 +15,28 @@
 //! - Every request holds an [`InFlight`] guard, so shutdown can wait for the proxy to
 //!   drain.
 //!
+//! Every setting is read from its one owner at the moment it is used: a pool's
+//! from its [`upstreams::Table`], the client limits from [`ProxySettings`], the
+//! routes from the [`Router`], so a reload applies to the next request.
 //! Per-request work avoids locks and label lookups: metric handles are resolved when
-//! the proxy is built, worker state is atomics, and selection does not allocate.
+//! a worker is admitted, worker state is atomics, and selection does not allocate.
 
-pub mod access_log;
-pub mod address;
-pub mod eject;
+pub(crate) mod access_log;
+pub(crate) mod eject;
 #[cfg(feature = "fault-injection")]
-pub mod fault;
-pub mod front;
-pub mod headers;
-pub mod inflight;
-pub mod router;
-pub mod runtime;
-pub mod selection;
-pub mod upstreams;
+pub(crate) mod fault;
+pub(crate) mod front;
+pub(crate) mod headers;
+pub(crate) mod inflight;
+pub(crate) mod router;
+pub(crate) mod runtime;
+pub(crate) mod selection;
+pub(crate) mod upstreams;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -42,27 +45,17 @@ use pingora::modules::http::HttpModules;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
-use prometheus::{IntCounter, IntGauge};
+use prometheus::IntCounter;
 
-use crate::config::{HashKey, RetryOn};
-use crate::metrics::PoolRequestMetrics;
-pub use address::WorkerAddr;
-pub use inflight::{InFlight, InFlightGuard};
-pub use router::Router;
-use upstreams::PoolUpstreams;
-
-/// One pool as the proxy uses it.
-pub struct ProxyPool {
-    pub name: Arc<str>,
-    pub upstreams: Arc<PoolUpstreams>,
-    pub metrics: PoolRequestMetrics,
-    pub retries: u32,
-    pub retry_on: RetryOn,
-    pub hash: Option<HashKey>,
-}
+use crate::config::{LbPolicy, ProxyConfig};
+pub(crate) use front::HeadLimits;
+pub(crate) use inflight::{InFlight, InFlightGuard};
+pub(crate) use router::Router;
+pub(crate) use upstreams::Upstream;
+use upstreams::{Lease, Table};
 
 /// Limits on what clients may send and how long they may stall.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClientLimits {
     /// Each read of a request body, each write of a response.
     pub io_timeout: Duration,
@@ -72,36 +65,49 @@ pub struct ClientLimits {
     pub max_body: u64,
 }
 
+/// The proxy-wide settings (`proxy.*` but the listeners and threads), replaced
+/// whole by a reload.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProxySettings {
+    pub client: ClientLimits,
+    pub head: HeadLimits,
+}
+
+impl ProxySettings {
+    pub fn of(proxy: &ProxyConfig) -> ProxySettings {
+        ProxySettings {
+            client: ClientLimits {
+                io_timeout: proxy.client_timeout,
+                idle_secs: proxy.idle_timeout.as_secs().max(1),
+                max_header_size: proxy.max_header_size,
+                max_body: proxy.max_body,
+            },
+            head: HeadLimits {
+                timeout: proxy.client_header_timeout,
+                max_size: proxy.max_header_size,
+            },
+        }
+    }
+}
+
 pub struct ForkyardProxy {
-    pub pools: Vec<ProxyPool>,
-    /// Swapped whole by a reload that changes `routes`.
-    pub router: Arc<arc_swap::ArcSwap<Router>>,
+    /// In config order; the router's indexes point here.
+    pub pools: Vec<Arc<Upstream>>,
+    pub router: Arc<ArcSwap<Router>>,
+    pub settings: Arc<ArcSwap<ProxySettings>>,
     pub inflight: Arc<InFlight>,
     pub unrouted: IntCounter,
-    pub limits: ClientLimits,
-    pub access_log: Option<access_log::AccessLog>,
-}
-
-/// The attempt in progress: its slot, and the slot's in-flight gauge, which the
-/// lease holds up by one until it is dropped (on any path).
-struct Lease {
-    slot: usize,
-    gauge: IntGauge,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
+    pub access_log: Arc<ArcSwapOption<access_log::AccessLog>>,
 }
 
 pub struct RequestCtx {
     _inflight: InFlightGuard,
     start: Instant,
     pool: Option<usize>,
+    /// The attempt in progress.
     current: Option<Lease>,
-    /// Slots of earlier attempts (the current one is in `current`).
-    tried: Vec<usize>,
+    /// Members tried by earlier attempts (the current one is in `current`).
+    tried: Vec<u64>,
     attempts: u32,
     hash_key: Option<u64>,
     /// `upstream_response_filter` turned a response into a retry.
@@ -109,22 +115,23 @@ pub struct RequestCtx {
     body_bytes: u64,
     /// Generated here, when the client sent none.
     request_id: Option<HeaderValue>,
+    /// The slot of the last attempt.
     last_worker: Option<usize>,
 }
 
 impl ForkyardProxy {
-    fn pool(&self, ctx: &RequestCtx) -> Option<&ProxyPool> {
-        ctx.pool.and_then(|i| self.pools.get(i))
+    fn pool(&self, ctx: &RequestCtx) -> Option<&Upstream> {
+        ctx.pool.and_then(|i| self.pools.get(i)).map(|p| &**p)
     }
 }
 
 /// Whether a response-side failure may be retried on another worker.
-fn may_retry(session: &Session, ctx: &RequestCtx, pool: &ProxyPool) -> bool {
-    ctx.attempts <= pool.retries
+fn may_retry(session: &Session, ctx: &RequestCtx, table: &Table) -> bool {
+    ctx.attempts <= table.upstream().retries
         && session.req_header().method.is_idempotent()
         && session.response_written().is_none()
         && !session.as_ref().retry_buffer_truncated()
-        && pool.upstreams.ready_count() > ctx.tried.len() + 1
+        && table.entries.len() > ctx.tried.len() + 1
 }
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
@@ -164,7 +171,7 @@ impl ProxyHttp for ForkyardProxy {
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
         let _ = front::with_conn(|c| c.head_done());
-        let limits = self.limits;
+        let limits = self.settings.load().client;
         session.set_read_timeout(Some(limits.io_timeout));
         session.set_write_timeout(Some(limits.io_timeout));
         if session
@@ -219,11 +226,12 @@ impl ProxyHttp for ForkyardProxy {
             return Ok(true);
         };
         ctx.pool = Some(idx);
-        if pool.upstreams.ready_count() == 0 {
+        let table = pool.table();
+        if table.entries.is_empty() {
             respond_text(session, 503, "forkyard: no ready worker in this pool\n").await?;
             return Ok(true);
         }
-        if let Some(key) = &pool.hash {
+        if let LbPolicy::Hash(key) = &table.upstream().lb {
             ctx.hash_key = headers::hash_key(req, key, client_ip(session));
         }
         Ok(false)
@@ -238,7 +246,7 @@ impl ProxyHttp for ForkyardProxy {
     ) -> Result<()> {
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
-            if ctx.body_bytes > self.limits.max_body {
+            if ctx.body_bytes > self.settings.load().client.max_body {
                 return Error::e_explain(
                     ErrorType::HTTPStatus(413),
                     "request body larger than max_body",
@@ -258,9 +266,9 @@ impl ProxyHttp for ForkyardProxy {
             .and_then(|i| self.pools.get(i))
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no pool"))?;
         if let Some(prev) = ctx.current.take() {
-            ctx.tried.push(prev.slot);
+            ctx.tried.push(prev.entry().member.id);
         }
-        let Some(slot) = pool.upstreams.select(&ctx.tried, ctx.hash_key) else {
+        let Some(lease) = pool.select(&ctx.tried, ctx.hash_key) else {
             let (code, why) = if ctx.attempts == 0 {
                 (503, "no ready worker")
             } else {
@@ -269,18 +277,13 @@ impl ProxyHttp for ForkyardProxy {
             return Error::e_explain(ErrorType::HTTPStatus(code), why);
         };
         if ctx.attempts > 0 {
-            pool.metrics.retries.inc();
+            pool.requests.retries.inc();
         }
         ctx.attempts += 1;
-        ctx.last_worker = Some(slot);
-        let s = pool.upstreams.slot(slot);
-        s.in_flight.inc();
-        s.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ctx.current = Some(Lease {
-            slot,
-            gauge: s.in_flight.clone(),
-        });
-        Ok(s.peer())
+        ctx.last_worker = Some(lease.entry().member.slot.index());
+        let peer = lease.entry().peer();
+        ctx.current = Some(lease);
+        Ok(peer)
     }
 
     fn fail_to_connect(
@@ -291,12 +294,12 @@ impl ProxyHttp for ForkyardProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(pool) = self.pool(ctx) {
-            pool.metrics.connect_errors.inc();
+            pool.requests.connect_errors.inc();
             if let Some(l) = &ctx.current {
-                pool.upstreams.record(l.slot, true);
+                pool.record(l.entry(), true);
             }
             // Nothing reached the worker, so any method may go to another one.
-            e.set_retry(ctx.attempts <= pool.retries);
+            e.set_retry(ctx.attempts <= pool.table().upstream().retries);
         }
         e
     }
@@ -341,8 +344,9 @@ impl ProxyHttp for ForkyardProxy {
             return Ok(());
         }
         if let (Some(pool), Some(l)) = (self.pool(ctx), &ctx.current) {
-            pool.upstreams.record(l.slot, status >= 500);
-            if pool.retry_on.status(status) && may_retry(session, ctx, pool) {
+            pool.record(l.entry(), status >= 500);
+            let table = pool.table();
+            if table.upstream().retry_on.status(status) && may_retry(session, ctx, &table) {
                 ctx.retry_response = true;
                 return Error::e_explain(
                     ErrorType::HTTPStatus(status),
@@ -370,14 +374,16 @@ impl ProxyHttp for ForkyardProxy {
             e.set_retry(false);
             return e;
         };
+        let table = pool.table();
+        let policy = table.upstream();
         let head_timeout = e.etype == ErrorType::ReadTimedout
             && e.esource == ErrorSource::Upstream
             && session.response_written().is_none();
         if head_timeout {
             if let Some(l) = &ctx.current {
-                pool.upstreams.record(l.slot, true);
+                pool.record(l.entry(), true);
             }
-            e.set_retry(pool.retry_on.timeout && may_retry(session, ctx, pool));
+            e.set_retry(policy.retry_on.timeout && may_retry(session, ctx, &table));
             return e;
         }
         // The worker reset or closed the connection before any of its answer reached
@@ -387,13 +393,13 @@ impl ProxyHttp for ForkyardProxy {
         // (Unlike `may_retry`, no check for an untried ready worker: there is no
         // answer to fall back on, and `upstream_peer` answers 502 when none is left.)
         let resend = e.esource == ErrorSource::Upstream
-            && ctx.attempts <= pool.retries
+            && ctx.attempts <= policy.retries
             && session.req_header().method.is_idempotent()
             && session.response_written().is_none()
             && !session.as_ref().retry_buffer_truncated();
         if resend {
             if let Some(l) = &ctx.current {
-                pool.upstreams.record(l.slot, true);
+                pool.record(l.entry(), true);
             }
             e.set_retry(true);
             return e;
@@ -402,7 +408,7 @@ impl ProxyHttp for ForkyardProxy {
         // worker closed it) is retried for idempotent requests; nothing else is.
         if !session.req_header().method.is_idempotent()
             || session.as_ref().retry_buffer_truncated()
-            || ctx.attempts > pool.retries
+            || ctx.attempts > policy.retries
         {
             e.set_retry(false);
         } else {
@@ -443,17 +449,17 @@ impl ProxyHttp for ForkyardProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let _ = front::with_conn(|c| c.request_done());
+        if let (None, Some(lease)) = (e, ctx.current.take()) {
+            lease.entry().member.served();
+        }
         ctx.current = None;
         let Some(pool) = self.pool(ctx) else {
             return;
         };
-        if let (None, Some(s)) = (e, ctx.last_worker) {
-            pool.upstreams.count_served(s);
-        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.start.elapsed();
-        pool.metrics.record(status, elapsed.as_secs_f64());
-        if let Some(log) = &self.access_log {
+        pool.requests.record(status, elapsed.as_secs_f64());
+        if let Some(log) = &*self.access_log.load() {
             let req = session.req_header();
             let id = req
                 .headers

@@ -9,13 +9,20 @@
 //! - Random is weighted random.
 //! - Hash is rendezvous (highest random weight) hashing: each key goes to the
 //!   available slot with the highest score for (key, slot identity). Removing a slot
-//!   moves only that slot's keys, and its keys return when it does. Slot identity
-//!   is the worker's address, so Unix-socket workers hash like TCP ones.
+//!   moves only that slot's keys, and its keys return when it does. The identity is
+//!   the worker's slot ([`crate::slot::SlotId::hash_id`]), not its port or socket,
+//!   so keys stay with a slot across restarts and rolling replacements.
+//!
+//! [`Selector::new`] matches every [`LbPolicy`] without a fallback arm: a new
+//! algorithm that is not handled here does not compile.
 //!
 //! None of this allocates for pools of up to 64 workers.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use crate::config::LbPolicy;
+pub use crate::slot::mix;
 
 /// What selection needs to know about a pool's slots.
 pub trait View {
@@ -27,17 +34,9 @@ pub trait View {
     fn hash_id(&self, slot: usize) -> u64;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    RoundRobin,
-    LeastRequests,
-    Random,
-    Hash,
-}
-
 #[derive(Debug)]
 pub struct Selector {
-    algorithm: Algorithm,
+    policy: LbPolicy,
     /// Slot order for round robin, each slot `weight` times, interleaved.
     schedule: Box<[u32]>,
     next: AtomicUsize,
@@ -45,27 +44,26 @@ pub struct Selector {
 }
 
 impl Selector {
-    pub fn new(algorithm: Algorithm, weights: &[u32]) -> Selector {
+    pub fn new(policy: &LbPolicy, weights: &[u32]) -> Selector {
         Selector {
-            algorithm,
+            policy: policy.clone(),
             schedule: smooth_schedule(weights).into_boxed_slice(),
             next: AtomicUsize::new(0),
             uniform: weights.windows(2).all(|w| w[0] == w[1]),
         }
     }
 
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
     /// The slot for the next attempt, or `None` when no slot is available. `key` is
     /// the request's hash key (hash only; without one, round robin is used).
     pub fn pick(&self, view: &impl View, key: Option<u64>) -> Option<usize> {
-        match (self.algorithm, key) {
-            (Algorithm::Hash, Some(key)) => self.rendezvous(view, key),
-            (Algorithm::LeastRequests, _) => two_choices(view),
-            (Algorithm::Random, _) => weighted_random(view),
-            _ => self.round_robin(view),
+        match &self.policy {
+            LbPolicy::RoundRobin => self.round_robin(view),
+            LbPolicy::LeastRequests => two_choices(view),
+            LbPolicy::Random => weighted_random(view),
+            LbPolicy::Hash(_) => match key {
+                Some(key) => self.rendezvous(view, key),
+                None => self.round_robin(view),
+            },
         }
     }
 
@@ -184,13 +182,6 @@ fn smooth_schedule(weights: &[u32]) -> Vec<u32> {
     out
 }
 
-/// splitmix64's finaliser: spreads any 64-bit input over all 64 bits.
-pub fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 thread_local! {
     static RNG: Cell<u64> = Cell::new(rand::random::<u64>() | 1);
 }
@@ -242,7 +233,7 @@ mod tests {
             self.weights[s]
         }
         fn hash_id(&self, s: usize) -> u64 {
-            crate::proxy::address::fnv1a(format!("127.0.0.1:{}", 9000 + s).as_bytes())
+            crate::slot::SlotId(s).hash_id()
         }
     }
 
@@ -262,7 +253,7 @@ mod tests {
     #[test]
     fn round_robin_is_even_and_skips_unavailable() {
         let view = Fake::new(4);
-        let sel = Selector::new(Algorithm::RoundRobin, &view.weights);
+        let sel = Selector::new(&LbPolicy::RoundRobin, &view.weights);
         assert_eq!(counts(&sel, &view, 40, |_| None), [10, 10, 10, 10]);
         view.up.borrow_mut()[2] = false;
         let c = counts(&sel, &view, 30, |_| None);
@@ -276,10 +267,10 @@ mod tests {
     fn weights_shape_round_robin_and_random() {
         let mut view = Fake::new(3);
         view.weights = vec![1, 2, 5];
-        let sel = Selector::new(Algorithm::RoundRobin, &view.weights);
+        let sel = Selector::new(&LbPolicy::RoundRobin, &view.weights);
         assert_eq!(counts(&sel, &view, 80, |_| None), [10, 20, 50]);
         assert_eq!(smooth_schedule(&[5, 1, 1]), [0, 0, 1, 0, 2, 0, 0]);
-        let sel = Selector::new(Algorithm::Random, &view.weights);
+        let sel = Selector::new(&LbPolicy::Random, &view.weights);
         let c = counts(&sel, &view, 8000, |_| None);
         assert!(
             (700..1300).contains(&c[0]) && (4500..5500).contains(&c[2]),
@@ -291,7 +282,7 @@ mod tests {
     fn least_requests_prefers_the_idle_slot() {
         let mut view = Fake::new(2);
         view.load = vec![5, 0];
-        let sel = Selector::new(Algorithm::LeastRequests, &view.weights);
+        let sel = Selector::new(&LbPolicy::LeastRequests, &view.weights);
         assert_eq!(counts(&sel, &view, 100, |_| None), [0, 100]);
         // With many slots, the busiest one is almost never picked.
         let mut view = Fake::new(8);
@@ -307,10 +298,11 @@ mod tests {
     #[test]
     fn hash_moves_only_the_removed_slots_keys() {
         let view = Fake::new(5);
-        let sel = Selector::new(Algorithm::Hash, &view.weights);
-        let keys: Vec<u64> = (0..2000u64)
-            .map(|k| crate::proxy::address::fnv1a(&k.to_le_bytes()))
-            .collect();
+        let sel = Selector::new(
+            &LbPolicy::Hash(crate::config::HashKey::ClientIp),
+            &view.weights,
+        );
+        let keys: Vec<u64> = (0..2000u64).map(|k| mix(k * 7919)).collect();
         let before: Vec<usize> = keys
             .iter()
             .map(|k| sel.pick(&view, Some(*k)).unwrap())
@@ -347,7 +339,10 @@ mod tests {
     fn weighted_hash_follows_weights() {
         let mut view = Fake::new(2);
         view.weights = vec![1, 3];
-        let sel = Selector::new(Algorithm::Hash, &view.weights);
+        let sel = Selector::new(
+            &LbPolicy::Hash(crate::config::HashKey::ClientIp),
+            &view.weights,
+        );
         let c = counts(&sel, &view, 4000, |i| Some(mix(i as u64)));
         assert!((800..1200).contains(&c[0]), "{c:?}");
     }
@@ -355,7 +350,7 @@ mod tests {
     #[test]
     fn large_pools_work_too() {
         let view = Fake::new(100);
-        let sel = Selector::new(Algorithm::LeastRequests, &view.weights);
+        let sel = Selector::new(&LbPolicy::LeastRequests, &view.weights);
         let c = counts(&sel, &view, 1000, |_| None);
         assert!(c.iter().filter(|n| **n > 0).count() > 50);
     }

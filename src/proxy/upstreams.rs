@@ -1,274 +1,213 @@
-//! The worker slots of one pool as the proxy sees them: address, readiness, weight,
-//! in-flight count and ejection state, plus the pool's selector.
+//! One pool as the proxy sees it: its current settings and its ready worker
+//! processes, compiled into a [`Table`] that each request reads without a lock.
 //!
-//! The slot set is fixed when forkyard starts (one per configured worker), so the
-//! request path reads plain atomics and never takes a lock. The supervisor is the
-//! only writer of readiness: it marks a worker ready once its probe passes and
-//! unready before it is stopped or as soon as it has exited.
+//! The pool ([`crate::pool::Pool`]) owns the settings and decides who is in; on
+//! every change it calls [`Upstream::update`] ([`Balance`]) with the whole new
+//! picture, and the table is rebuilt and swapped in whole: the selector (with its
+//! round-robin schedule from `weights`), the peers (with the `timeouts`), the
+//! ejection limit. A request loads the current table at each attempt, so a reload
+//! that changes `lb`, `weights`, `retries`, `retry_on`, `eject` or `timeouts`
+//! applies to the next request.
+//!
+//! An entry's weight and hash identity are those of its *slot*, so a worker that
+//! was restarted, recycled or replaced on another port keeps both. Per-slot metric
+//! handles (`worker` = the slot) are resolved when a worker is admitted, never per
+//! request.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use pingora::prelude::HttpPeer;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use prometheus::{IntCounter, IntGauge};
 
-use super::address::{PeerSettings, WorkerAddr};
-use super::eject::{EjectState, Ejector, Outcome};
-use super::selection::{Algorithm, Selector, View};
-use crate::config::{LbPolicy, PoolConfig, UpstreamPolicy};
-use crate::metrics::Metrics;
+use super::eject::{max_out, EjectClock, EjectState, Ejector, Outcome};
+use super::selection::{Selector, View};
+use crate::config::{PoolConfig, UpstreamPolicy};
+use crate::metrics::{Metrics, PoolRequestMetrics};
+use crate::pool::{Balance, Member};
+use crate::slot::Endpoint;
 
-/// One worker slot.
-pub struct Slot {
-    pub addr: WorkerAddr,
+/// One ready worker process, as requests use it.
+pub struct Entry {
+    pub member: Arc<Member>,
     peer: HttpPeer,
     weight: u32,
     hash_id: u64,
-    ready: AtomicBool,
-    /// Requests being proxied to this slot right now (also the exported gauge).
-    pub in_flight: IntGauge,
-    /// Requests ever sent to this slot, whatever process listened there (for
-    /// recycling after `max_requests`).
-    pub sent: AtomicU64,
-    /// The status board's "requests served" counter of the worker now here.
-    served: std::sync::RwLock<Option<Arc<AtomicU64>>>,
-    eject: EjectState,
+    eject: Arc<EjectState>,
+    /// `forkyard_worker_in_flight_requests{pool,worker}` of the entry's slot.
+    in_flight: IntGauge,
     ejections: IntCounter,
 }
 
-impl Slot {
+impl Entry {
     /// The Pingora peer to connect to this worker.
     pub fn peer(&self) -> Box<HttpPeer> {
         Box::new(self.peer.clone())
     }
 }
 
-pub struct PoolUpstreams {
-    pub name: Arc<str>,
-    slots: Box<[Slot]>,
+/// The pool's settings and ready workers, as of the last change.
+pub struct Table {
+    pub settings: Arc<PoolConfig>,
+    pub entries: Box<[Arc<Entry>]>,
     selector: Selector,
-    ejector: Ejector,
-    ready: AtomicUsize,
+    max_out: usize,
 }
 
-/// A pool's slots as seen by one request: `tried` slots are left out.
+impl Table {
+    pub fn upstream(&self) -> &UpstreamPolicy {
+        &self.settings.upstream
+    }
+}
+
+pub struct Upstream {
+    pub name: Arc<str>,
+    table: ArcSwap<Table>,
+    eject: EjectClock,
+    metrics: Arc<Metrics>,
+    /// Pre-resolved request metrics of the pool.
+    pub requests: PoolRequestMetrics,
+}
+
+/// A request in progress on one entry: the entry's counters stay up by one until
+/// it is dropped, on any path.
+pub struct Lease(Arc<Entry>);
+
+impl Lease {
+    pub fn entry(&self) -> &Arc<Entry> {
+        &self.0
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.member.end();
+        self.0.in_flight.dec();
+    }
+}
+
+/// A pool's entries as seen by one request: `tried` members are left out.
 struct RequestView<'a> {
-    pool: &'a PoolUpstreams,
-    tried: &'a [usize],
-    honour_ejection: bool,
+    entries: &'a [Arc<Entry>],
+    tried: &'a [u64],
+    ejection: Option<&'a EjectClock>,
 }
 
 impl View for RequestView<'_> {
     fn slots(&self) -> usize {
-        self.pool.slots.len()
+        self.entries.len()
     }
-    fn available(&self, s: usize) -> bool {
-        let slot = &self.pool.slots[s];
-        slot.ready.load(Relaxed)
-            && !self.tried.contains(&s)
-            && !(self.honour_ejection
-                && self.pool.ejector.any_out()
-                && self.pool.ejector.is_out(&slot.eject))
+    fn available(&self, i: usize) -> bool {
+        let e = &self.entries[i];
+        !self.tried.contains(&e.member.id)
+            && !self
+                .ejection
+                .is_some_and(|c| c.any_out() && c.is_out(&e.eject))
     }
-    fn in_flight(&self, s: usize) -> i64 {
-        self.pool.slots[s].in_flight.get()
+    fn in_flight(&self, i: usize) -> i64 {
+        self.entries[i].member.in_flight() as i64
     }
-    fn weight(&self, s: usize) -> u32 {
-        self.pool.slots[s].weight
+    fn weight(&self, i: usize) -> u32 {
+        self.entries[i].weight
     }
-    fn hash_id(&self, s: usize) -> u64 {
-        self.pool.slots[s].hash_id
+    fn hash_id(&self, i: usize) -> u64 {
+        self.entries[i].hash_id
     }
 }
 
-impl PoolUpstreams {
-    /// One slot per port of `pool`'s range (127.0.0.1:<port>), so scaling, rolling
-    /// reloads and recycling can start workers on spare ports; unused slots are
-    /// simply never ready.
-    pub fn new(pool: &PoolConfig, metrics: &Metrics) -> Arc<PoolUpstreams> {
-        let addrs = (0..pool.ports.len())
-            .map(|i| WorkerAddr::of_slot(pool, pool.slot_port(i)))
-            .collect();
-        Self::with_addrs(&pool.name, addrs, &pool.upstream, metrics)
-    }
+/// The Pingora peer for `endpoint` with `policy`'s timeouts.
+fn peer(endpoint: &Endpoint, policy: &UpstreamPolicy) -> HttpPeer {
+    // `HttpPeer::new` would panic on a Unix address (its `ToSocketAddrs` fails),
+    // so the address is set directly.
+    let mut peer = HttpPeer::new(
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        false,
+        String::new(),
+    );
+    peer._address = match endpoint {
+        Endpoint::Tcp(a) => PingoraAddr::Inet(*a),
+        Endpoint::Unix(p) => match std::os::unix::net::SocketAddr::from_pathname(p) {
+            Ok(a) => PingoraAddr::Unix(a),
+            // Too long for sun_path: validated earlier; keep the placeholder, which
+            // refuses connections and is retried elsewhere.
+            Err(_) => peer._address.clone(),
+        },
+    };
+    peer.options.connection_timeout = Some(policy.connect_timeout);
+    peer.options.read_timeout = Some(policy.response_header_timeout);
+    peer.options.write_timeout = Some(policy.response_header_timeout);
+    peer.options.idle_timeout = Some(policy.idle_timeout);
+    peer
+}
 
-    /// Slots at the given addresses, in slot order.
-    pub fn with_addrs(
-        name: &str,
-        addrs: Vec<WorkerAddr>,
-        policy: &UpstreamPolicy,
-        metrics: &Metrics,
-    ) -> Arc<PoolUpstreams> {
-        let settings = PeerSettings {
-            connect_timeout: policy.connect_timeout,
-            io_timeout: policy.response_header_timeout,
-            idle_timeout: policy.idle_timeout,
-        };
-        let weights: Vec<u32> = (0..addrs.len())
-            .map(|i| policy.weights.get(i).copied().unwrap_or(1))
-            .collect();
-        let slots = addrs
-            .into_iter()
-            .enumerate()
-            .map(|(i, addr)| {
-                let worker = i.to_string();
-                Slot {
-                    peer: addr.peer(settings),
-                    hash_id: addr.hash_id(),
-                    addr,
-                    weight: weights[i],
-                    ready: AtomicBool::new(false),
-                    in_flight: metrics.worker_in_flight(name, &worker),
-                    sent: AtomicU64::new(0),
-                    served: std::sync::RwLock::new(None),
-                    eject: EjectState::default(),
-                    ejections: metrics.worker_ejections(name, &worker),
-                }
-            })
-            .collect::<Box<[Slot]>>();
-        let algorithm = match policy.lb {
-            LbPolicy::RoundRobin => Algorithm::RoundRobin,
-            LbPolicy::LeastRequests => Algorithm::LeastRequests,
-            LbPolicy::Random => Algorithm::Random,
-            LbPolicy::Hash(_) => Algorithm::Hash,
-        };
-        Arc::new(PoolUpstreams {
+impl Upstream {
+    /// The proxy's side of the pool `settings` names, with no worker yet.
+    pub fn new(settings: &PoolConfig, metrics: Arc<Metrics>) -> Arc<Upstream> {
+        let name = settings.name.as_str();
+        let settings = Arc::new(settings.clone());
+        Arc::new(Upstream {
             name: Arc::from(name),
-            ejector: Ejector::new(policy.eject, slots.len()),
-            selector: Selector::new(algorithm, &weights),
-            slots,
-            ready: AtomicUsize::new(0),
+            table: ArcSwap::from_pointee(Table {
+                selector: Selector::new(&settings.upstream.lb, &[]),
+                settings,
+                entries: Box::new([]),
+                max_out: 0,
+            }),
+            eject: EjectClock::default(),
+            requests: metrics.pool_requests(name),
+            metrics,
         })
     }
 
-    /// Start sending traffic to the worker at `addr` (a new process: its ejection
-    /// history is forgotten).
-    pub async fn add(&self, addr: &WorkerAddr) {
-        self.set_ready(addr, true);
+    /// The current table (cheap: no lock, no allocation).
+    pub fn table(&self) -> arc_swap::Guard<Arc<Table>> {
+        self.table.load()
     }
 
-    /// Like `add`, counting the worker's answered requests in `served`.
-    pub async fn add_counted(&self, addr: &WorkerAddr, served: Arc<AtomicU64>) {
-        if let Some(slot) = self.slot_at(addr) {
-            *slot.served.write().unwrap_or_else(|e| e.into_inner()) = Some(served);
-        }
-        self.add(addr).await
+    /// How many workers take traffic now.
+    #[cfg(test)]
+    pub fn ready(&self) -> usize {
+        self.table.load().entries.len()
     }
 
-    /// Count one answered request of the worker in slot `s`.
-    pub fn count_served(&self, s: usize) {
-        if let Some(slot) = self.slots.get(s) {
-            if let Some(c) = slot
-                .served
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-            {
-                c.fetch_add(1, Relaxed);
-            }
-        }
-    }
-
-    /// Stop sending new traffic to the worker at `addr`.
-    pub async fn remove(&self, addr: &WorkerAddr) {
-        self.set_ready(addr, false);
-    }
-
-    /// Mark the slot at `addr` ready or not; false when no slot has that address.
-    pub fn set_ready(&self, addr: &WorkerAddr, ready: bool) -> bool {
-        let Some(slot) = self.slots.iter().find(|s| s.addr == *addr) else {
-            tracing::error!(pool = %self.name, %addr, "no worker slot has this address");
-            return false;
-        };
-        if ready {
-            self.ejector.reset(&slot.eject);
-        }
-        if slot.ready.swap(ready, Relaxed) != ready {
-            if ready {
-                self.ready.fetch_add(1, Relaxed);
-            } else {
-                self.ready.fetch_sub(1, Relaxed);
-            }
-        }
-        true
-    }
-
-    fn slot_at(&self, addr: &WorkerAddr) -> Option<&Slot> {
-        self.slots.iter().find(|s| s.addr == *addr)
-    }
-
-    /// Requests in progress at `addr`.
-    pub fn in_flight(&self, addr: &WorkerAddr) -> usize {
-        self.slot_at(addr)
-            .map_or(0, |s| s.in_flight.get().max(0) as usize)
-    }
-
-    /// Requests ever sent to `addr`.
-    pub fn sent(&self, addr: &WorkerAddr) -> u64 {
-        self.slot_at(addr).map_or(0, |s| s.sent.load(Relaxed))
-    }
-
-    /// Wait until `addr` (already marked unready) has no request in progress, at
-    /// most `limit`. Returns how many were still running when it gave up.
-    pub async fn drain(&self, addr: &WorkerAddr, limit: Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let n = self.in_flight(addr);
-            if n == 0 || tokio::time::Instant::now() >= deadline {
-                return n;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// How many workers currently take traffic.
-    pub fn ready_count(&self) -> usize {
-        self.ready.load(Relaxed)
-    }
-
-    pub fn slot(&self, i: usize) -> &Slot {
-        &self.slots[i]
-    }
-
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
-    /// The slot for the next attempt, never one in `tried`. Ejected workers are left
-    /// out unless nothing else is left.
-    pub fn select(&self, tried: &[usize], key: Option<u64>) -> Option<usize> {
-        let view = RequestView {
-            pool: self,
+    /// The worker for the next attempt, never one in `tried` (member ids). Ejected
+    /// workers are left out unless nothing else is left.
+    pub fn select(&self, tried: &[u64], key: Option<u64>) -> Option<Lease> {
+        let table = self.table.load();
+        let mut view = RequestView {
+            entries: &table.entries,
             tried,
-            honour_ejection: true,
+            ejection: Some(&self.eject),
         };
-        self.selector.pick(&view, key).or_else(|| {
-            if !self.ejector.any_out() {
+        let i = table.selector.pick(&view, key).or_else(|| {
+            if !self.eject.any_out() {
                 return None;
             }
-            let view = RequestView {
-                honour_ejection: false,
-                ..view
-            };
-            self.selector.pick(&view, key)
-        })
+            view.ejection = None;
+            table.selector.pick(&view, key)
+        })?;
+        let entry = table.entries[i].clone();
+        entry.member.begin();
+        entry.in_flight.inc();
+        Some(Lease(entry))
     }
 
-    /// Record an attempt's result on `slot` for outlier ejection.
-    pub fn record(&self, slot: usize, failed: bool) {
-        let s = &self.slots[slot];
-        if let Outcome::Ejected(d) = self.ejector.record(&s.eject, failed) {
-            s.ejections.inc();
+    /// Record an attempt's result on `entry` for outlier ejection.
+    pub fn record(&self, entry: &Entry, failed: bool) {
+        let table = self.table.load();
+        let ejector = Ejector {
+            policy: table.upstream().eject,
+            clock: &self.eject,
+            max_out: table.max_out,
+        };
+        if let Outcome::Ejected(d) = ejector.record(&entry.eject, failed) {
+            entry.ejections.inc();
             tracing::warn!(
                 event = crate::events::EJECTION,
                 pool = %self.name,
-                worker = slot,
-                addr = %s.addr,
+                worker = entry.member.slot.index(),
+                endpoint = %entry.member.endpoint,
                 duration_ms = d.as_millis() as u64,
                 "worker ejected after consecutive failures"
             );
@@ -276,113 +215,171 @@ impl PoolUpstreams {
     }
 }
 
+impl Balance for Upstream {
+    fn update(&self, settings: &Arc<PoolConfig>, members: &[Arc<Member>]) {
+        let old = self.table.load();
+        let policy = &settings.upstream;
+        let same_policy = *policy == old.settings.upstream;
+        let entries: Box<[Arc<Entry>]> = members
+            .iter()
+            .map(|m| {
+                let kept = old.entries.iter().find(|e| e.member.id == m.id);
+                match kept {
+                    Some(e) if same_policy => e.clone(),
+                    _ => {
+                        let worker = m.slot.label();
+                        Arc::new(Entry {
+                            member: m.clone(),
+                            peer: peer(&m.endpoint, policy),
+                            weight: policy.weights.get(m.slot.index()).copied().unwrap_or(1),
+                            hash_id: m.slot.hash_id(),
+                            eject: kept.map_or_else(Default::default, |e| e.eject.clone()),
+                            in_flight: self.metrics.worker_in_flight(&self.name, &worker),
+                            ejections: self.metrics.worker_ejections(&self.name, &worker),
+                        })
+                    }
+                }
+            })
+            .collect();
+        // A worker that left while ejected gives its place back.
+        for gone in old
+            .entries
+            .iter()
+            .filter(|e| !members.iter().any(|m| m.id == e.member.id))
+        {
+            self.eject.release(&gone.eject);
+        }
+        let weights: Vec<u32> = entries.iter().map(|e| e.weight).collect();
+        self.table.store(Arc::new(Table {
+            selector: Selector::new(&policy.lb, &weights),
+            max_out: max_out(policy.eject, entries.len()),
+            settings: settings.clone(),
+            entries,
+        }));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RetryOn;
+    use crate::config::{EjectPolicy, HashKey, LbPolicy};
+    use crate::pool::Pool;
+    use crate::slot::SlotId;
+    use std::time::Duration;
 
-    pub fn policy(lb: LbPolicy) -> UpstreamPolicy {
-        UpstreamPolicy {
-            lb,
-            weights: vec![],
-            retries: 2,
-            retry_on: RetryOn::default(),
-            eject: None,
-            connect_timeout: Duration::from_secs(1),
-            response_header_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-            keepalive: 8,
-        }
+    fn member(slot: usize, endpoint: &str) -> Arc<Member> {
+        Arc::new(Member::new(
+            SlotId(slot),
+            endpoint.parse().unwrap(),
+            Default::default(),
+        ))
     }
 
-    #[tokio::test]
-    async fn selects_only_ready_slots_and_never_a_tried_one() {
-        let m = Metrics::new(&["web"], &[]);
-        let addrs: Vec<WorkerAddr> = vec![
-            "127.0.0.1:9001".parse().unwrap(),
-            "unix:/tmp/forkyard-test-w1.sock".parse().unwrap(),
-        ];
-        let ups =
-            PoolUpstreams::with_addrs("web", addrs.clone(), &policy(LbPolicy::RoundRobin), &m);
-        assert_eq!(ups.select(&[], None), None);
-        ups.add(&addrs[0]).await;
-        assert!(ups.set_ready(&addrs[1], true));
-        assert_eq!(ups.ready_count(), 2);
-        let picks: Vec<_> = (0..10).map(|_| ups.select(&[], None).unwrap()).collect();
+    fn pool(policy: impl FnOnce(&mut UpstreamPolicy)) -> (Arc<Pool>, Arc<Upstream>) {
+        let metrics = Arc::new(Metrics::new(&["web"], &[]));
+        let mut config = crate::config::test_pool("web");
+        policy(&mut config.upstream);
+        let up = Upstream::new(&config, metrics);
+        (Pool::new(config, up.clone()), up)
+    }
+
+    fn pick(up: &Upstream, tried: &[u64], key: Option<u64>) -> Option<usize> {
+        up.select(tried, key).map(|l| l.entry().member.slot.index())
+    }
+
+    #[test]
+    fn selects_only_admitted_workers_and_never_a_tried_one() {
+        let (pool, up) = pool(|_| {});
+        assert_eq!(pick(&up, &[], None), None);
+        let (a, b) = (member(0, "127.0.0.1:9001"), member(1, "unix:/tmp/w1.sock"));
+        pool.admit(a.clone());
+        pool.admit(b.clone());
+        assert_eq!(up.ready(), 2);
+        let picks: Vec<_> = (0..10).map(|_| pick(&up, &[], None).unwrap()).collect();
         assert_eq!(picks.iter().filter(|p| **p == 0).count(), 5, "{picks:?}");
-        assert_eq!(ups.select(&[0], None), Some(1));
-        assert_eq!(ups.select(&[0, 1], None), None);
-        ups.remove(&addrs[0]).await;
-        assert_eq!(ups.ready_count(), 1);
-        assert!((0..5).all(|_| ups.select(&[], None) == Some(1)));
-        assert!(!ups.set_ready(&"127.0.0.1:1".parse().unwrap(), true));
+        assert_eq!(pick(&up, &[a.id], None), Some(1));
+        assert_eq!(pick(&up, &[a.id, b.id], None), None);
+        pool.withdraw(&a);
+        assert_eq!(up.ready(), 1);
+        assert!((0..5).all(|_| pick(&up, &[], None) == Some(1)));
     }
 
-    #[tokio::test]
-    async fn counts_and_drains_per_address() {
-        let m = Metrics::new(&["web"], &[]);
-        let a: WorkerAddr = "127.0.0.1:9301".parse().unwrap();
-        let ups =
-            PoolUpstreams::with_addrs("web", vec![a.clone()], &policy(LbPolicy::RoundRobin), &m);
-        ups.add(&a).await;
-        let s = ups.slot(0);
-        s.in_flight.inc();
-        s.sent.fetch_add(1, Relaxed);
-        assert_eq!((ups.in_flight(&a), ups.sent(&a)), (1, 1));
-        assert_eq!(
-            ups.drain(&a, Duration::from_millis(30)).await,
-            1,
-            "gives up"
-        );
-        s.in_flight.dec();
-        assert_eq!(ups.drain(&a, Duration::from_secs(5)).await, 0);
-        assert_eq!(ups.in_flight(&"127.0.0.1:1".parse().unwrap()), 0);
+    #[test]
+    fn a_lease_counts_in_flight_and_sent_until_dropped() {
+        let (pool, up) = pool(|_| {});
+        let a = member(0, "127.0.0.1:9001");
+        pool.admit(a.clone());
+        let lease = up.select(&[], None).unwrap();
+        assert_eq!((a.in_flight(), a.sent()), (1, 1));
+        assert_eq!(lease.entry().in_flight.get(), 1);
+        drop(lease);
+        assert_eq!((a.in_flight(), a.sent()), (0, 1));
     }
 
-    #[tokio::test]
-    async fn hash_works_with_unix_socket_workers() {
-        let m = Metrics::new(&["web"], &[]);
-        let addrs: Vec<WorkerAddr> = (0..3)
-            .map(|i| format!("unix:/tmp/forkyard-w{i}.sock").parse().unwrap())
-            .collect();
-        let p = policy(LbPolicy::Hash(crate::config::HashKey::ClientIp));
-        let ups = PoolUpstreams::with_addrs("web", addrs.clone(), &p, &m);
-        for a in &addrs {
-            ups.set_ready(a, true);
-        }
-        let key = Some(12345);
-        let first = ups.select(&[], key).unwrap();
-        assert!((0..10).all(|_| ups.select(&[], key) == Some(first)));
-        let other = (first + 1) % 3;
-        ups.set_ready(&addrs[other], false);
-        assert_eq!(ups.select(&[], key), Some(first));
-    }
-
-    #[tokio::test]
-    async fn ejected_slots_are_skipped_unless_nothing_else_is_left() {
-        let m = Metrics::new(&["web"], &[]);
-        let addrs: Vec<WorkerAddr> = (0..2)
-            .map(|i| format!("127.0.0.1:{}", 9100 + i).parse().unwrap())
-            .collect();
-        let mut p = policy(LbPolicy::RoundRobin);
-        p.eject = Some(crate::config::EjectPolicy {
-            consecutive_failures: 2,
-            base_time: Duration::from_secs(60),
-            max_time: Duration::from_secs(60),
-            max_percent: 100,
+    #[test]
+    fn weights_and_hash_keys_follow_the_slot_not_the_endpoint() {
+        let (pool, up) = pool(|p| {
+            p.lb = LbPolicy::Hash(HashKey::ClientIp);
+            p.weights = vec![1, 1, 1];
         });
-        let ups = PoolUpstreams::with_addrs("web", addrs.clone(), &p, &m);
-        for a in &addrs {
-            ups.set_ready(a, true);
+        let ms: Vec<_> = (0..3)
+            .map(|i| member(i, &format!("127.0.0.1:{}", 9001 + i)))
+            .collect();
+        for m in &ms {
+            pool.admit(m.clone());
         }
-        ups.record(0, true);
-        ups.record(0, true);
-        assert_eq!(ups.slot(0).ejections.get(), 1);
-        assert!((0..6).all(|_| ups.select(&[], None) == Some(1)));
-        assert_eq!(ups.select(&[1], None), Some(0), "ejected beats nothing");
-        // A restart (ready again) brings it back.
-        ups.set_ready(&addrs[0], false);
-        ups.set_ready(&addrs[0], true);
-        assert!((0..6).any(|_| ups.select(&[], None) == Some(0)));
+        let keys: Vec<u64> = (0..200).map(crate::slot::mix).collect();
+        let before: Vec<_> = keys.iter().map(|k| pick(&up, &[], Some(*k))).collect();
+        // Slot 1 is replaced by a process on a spare port: its keys stay with slot 1.
+        let replacement = member(1, "127.0.0.1:9009");
+        pool.admit(replacement.clone());
+        pool.withdraw(&ms[1]);
+        let after: Vec<_> = keys.iter().map(|k| pick(&up, &[], Some(*k))).collect();
+        assert_eq!(before, after);
+    }
+
+    #[test]
+    fn a_new_policy_applies_to_the_next_request() {
+        let (pool, up) = pool(|_| {});
+        for i in 0..3 {
+            pool.admit(member(i, &format!("127.0.0.1:{}", 9001 + i)));
+        }
+        let rotates = |up: &Upstream| {
+            let picks: Vec<_> = (0..6).map(|_| pick(up, &[], Some(42)).unwrap()).collect();
+            picks.iter().collect::<std::collections::HashSet<_>>().len() > 1
+        };
+        assert!(rotates(&up), "round robin ignores the key");
+        let mut next = (*pool.settings()).clone();
+        next.upstream.lb = LbPolicy::Hash(HashKey::Header("x-k".into()));
+        next.upstream.retries = 0;
+        pool.replace(Arc::new(next));
+        assert!(!rotates(&up), "hash sticks");
+        assert_eq!(up.table().upstream().retries, 0);
+    }
+
+    #[test]
+    fn ejected_workers_are_skipped_unless_nothing_else_is_left() {
+        let (pool, up) = pool(|p| {
+            p.eject = Some(EjectPolicy {
+                consecutive_failures: 2,
+                base_time: Duration::from_secs(60),
+                max_time: Duration::from_secs(60),
+                max_percent: 100,
+            });
+        });
+        let (a, b) = (member(0, "127.0.0.1:9001"), member(1, "127.0.0.1:9002"));
+        pool.admit(a.clone());
+        pool.admit(b.clone());
+        let entry = up.table().entries[0].clone();
+        up.record(&entry, true);
+        up.record(&entry, true);
+        assert_eq!(entry.ejections.get(), 1);
+        assert!((0..6).all(|_| pick(&up, &[], None) == Some(1)));
+        assert_eq!(pick(&up, &[b.id], None), Some(0), "ejected beats nothing");
+        // The ejected process leaves; its replacement starts clean.
+        pool.withdraw(&a);
+        assert!(!up.eject.any_out());
+        pool.admit(member(0, "127.0.0.1:9003"));
+        assert!((0..6).any(|_| pick(&up, &[], None) == Some(0)));
     }
 }

@@ -17,4 +17,4 @@ pub mod report;
 pub mod table;
 
 pub use board::{PoolStatus, SlotStatus, StatusBoard};
-pub use report::{HookReport, PoolReport, StatusReport, WorkerReport};
+pub use report::StatusReport;

@@ -25,6 +25,12 @@ impl Backoff {
         }
     }
 
+    /// New bounds (a reload changed `restart`); the count of failures stays.
+    pub(crate) fn set_bounds(&mut self, min: Duration, max: Duration) {
+        self.min = min;
+        self.max = max.max(min);
+    }
+
     /// Forget past failures (the worker stayed up for `reset_after`).
     pub fn reset(&mut self) {
         self.attempt = 0;

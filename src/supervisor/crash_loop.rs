@@ -9,55 +9,55 @@ use std::time::{Duration, Instant};
 
 use prometheus::IntGauge;
 
-pub struct CrashLoop {
+/// The thresholds come from the pool's current `restart.crash_loop` settings at
+/// each failure, so a reload applies to the next one.
+pub(crate) struct CrashLoop {
     pool: String,
-    failures: usize,
-    window: Duration,
     recent: Mutex<VecDeque<Instant>>,
     degraded: AtomicBool,
     gauge: IntGauge,
 }
 
 impl CrashLoop {
-    pub fn new(pool: &str, failures: usize, window: Duration, gauge: IntGauge) -> CrashLoop {
+    pub(crate) fn new(pool: &str, gauge: IntGauge) -> CrashLoop {
         gauge.set(0);
         CrashLoop {
             pool: pool.to_string(),
-            failures,
-            window,
             recent: Mutex::new(VecDeque::new()),
             degraded: AtomicBool::new(false),
             gauge,
         }
     }
 
-    fn count_recent(&self, now: Instant) -> usize {
+    fn count_recent(&self, now: Instant, window: Duration) -> usize {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         while recent
             .front()
-            .is_some_and(|t| now.duration_since(*t) > self.window)
+            .is_some_and(|t| now.duration_since(*t) > window)
         {
             recent.pop_front();
         }
         recent.len()
     }
 
-    /// Record one unplanned restart; returns whether the pool is now degraded.
-    pub fn record_failure(&self) -> bool {
-        self.record_failure_at(Instant::now())
+    /// Record one unplanned restart; returns whether the pool is now degraded
+    /// (`failures` restarts within `window`).
+    pub(crate) fn record_failure(&self, failures: usize, window: Duration) -> bool {
+        self.record_failure_at(Instant::now(), failures, window)
     }
 
-    fn record_failure_at(&self, now: Instant) -> bool {
+    fn record_failure_at(&self, now: Instant, failures: usize, window: Duration) -> bool {
         self.recent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(now);
-        if self.count_recent(now) >= self.failures && !self.degraded.swap(true, Ordering::AcqRel) {
+        if self.count_recent(now, window) >= failures && !self.degraded.swap(true, Ordering::AcqRel)
+        {
             self.gauge.set(1);
             tracing::error!(
                 pool = %self.pool,
-                failures = self.failures,
-                window_ms = self.window.as_millis() as u64,
+                failures,
+                window_ms = window.as_millis() as u64,
                 "pool degraded: workers keep failing; retrying at backoff_max"
             );
         }
@@ -66,7 +66,7 @@ impl CrashLoop {
 
     /// A worker of the pool became ready: its command works again, so leave the
     /// degraded state (a new run of failures trips it again).
-    pub fn on_ready(&self) {
+    pub(crate) fn on_ready(&self) {
         if self.is_degraded() {
             self.degraded.store(false, Ordering::Release);
             self.gauge.set(0);
@@ -74,7 +74,7 @@ impl CrashLoop {
         }
     }
 
-    pub fn is_degraded(&self) -> bool {
+    pub(crate) fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Acquire)
     }
 }
@@ -86,21 +86,23 @@ mod tests {
     #[test]
     fn failures_spread_wider_than_the_window_never_trip() {
         let g = IntGauge::new("g", "h").unwrap();
-        let c = CrashLoop::new("web", 3, Duration::from_secs(10), g);
+        let c = CrashLoop::new("web", g);
+        let w = Duration::from_secs(10);
         let t0 = Instant::now();
         for i in 0..10 {
-            assert!(!c.record_failure_at(t0 + Duration::from_secs(6 * i)));
+            assert!(!c.record_failure_at(t0 + Duration::from_secs(6 * i), 3, w));
         }
     }
 
     #[test]
     fn trips_at_the_threshold_and_recovers_when_a_worker_is_ready() {
         let g = IntGauge::new("g", "h").unwrap();
-        let c = CrashLoop::new("web", 3, Duration::from_secs(60), g.clone());
+        let c = CrashLoop::new("web", g.clone());
+        let w = Duration::from_secs(60);
         let t0 = Instant::now();
-        assert!(!c.record_failure_at(t0));
-        assert!(!c.record_failure_at(t0 + Duration::from_secs(1)));
-        assert!(c.record_failure_at(t0 + Duration::from_secs(2)));
+        assert!(!c.record_failure_at(t0, 3, w));
+        assert!(!c.record_failure_at(t0 + Duration::from_secs(1), 3, w));
+        assert!(c.record_failure_at(t0 + Duration::from_secs(2), 3, w));
         assert_eq!(g.get(), 1);
         c.on_ready();
         assert!(!c.is_degraded());

@@ -15,12 +15,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::events;
 use crate::metrics::{Metrics, SlotMetrics};
 use crate::process::{oom, ExitReason, ExitStatus};
+use crate::slot::{Endpoint, SlotId};
 use crate::status::{PoolStatus, SlotStatus};
 
-pub struct SlotRecord {
+pub(crate) struct SlotRecord {
     pool: Arc<str>,
     slot: usize,
-    port: u16,
+    endpoint: Endpoint,
     metrics: SlotMetrics,
     all_metrics: Arc<Metrics>,
     status: Arc<SlotStatus>,
@@ -37,10 +38,10 @@ fn millis(d: Duration) -> u64 {
 }
 
 impl SlotRecord {
-    pub fn new(
+    pub(crate) fn new(
         pool: Arc<str>,
-        slot: usize,
-        port: u16,
+        slot: SlotId,
+        endpoint: Endpoint,
         metrics: Arc<Metrics>,
         status: Arc<SlotStatus>,
         pool_status: Arc<PoolStatus>,
@@ -49,8 +50,8 @@ impl SlotRecord {
             metrics: metrics.slot(&pool, slot),
             all_metrics: metrics,
             pool,
-            slot,
-            port,
+            slot: slot.index(),
+            endpoint,
             status,
             pool_status,
             current: None,
@@ -59,7 +60,7 @@ impl SlotRecord {
         }
     }
 
-    pub fn spawned(&mut self, pid: i32) {
+    pub(crate) fn spawned(&mut self, pid: i32) {
         self.current = Some((pid, Instant::now()));
         self.oom_before = oom::kills();
         self.metrics.starts.inc();
@@ -73,12 +74,16 @@ impl SlotRecord {
             pool = %self.pool,
             worker = self.slot,
             pid,
-            port = self.port,
+            port = match &self.endpoint {
+                Endpoint::Tcp(a) => Some(a.port()),
+                Endpoint::Unix(_) => None,
+            },
+            endpoint = %self.endpoint,
             "worker spawned"
         );
     }
 
-    pub fn spawn_failed(&mut self, error: &dyn Display) {
+    pub(crate) fn spawn_failed(&mut self, error: &dyn Display) {
         tracing::error!(
             event = events::SPAWN_FAILED,
             pool = %self.pool,
@@ -88,7 +93,7 @@ impl SlotRecord {
         );
     }
 
-    pub fn ready(&mut self) {
+    pub(crate) fn ready(&mut self) {
         let Some((pid, spawned)) = self.current else {
             return;
         };
@@ -107,12 +112,12 @@ impl SlotRecord {
     /// The reason for an exit of the current process that forkyard did not cause:
     /// `exit_code`, `signal`, or `oom_killed` (a SIGKILL while the cgroup's OOM-kill
     /// count rose).
-    pub fn unplanned(&self, status: ExitStatus) -> ExitReason {
+    pub(crate) fn unplanned(&self, status: ExitStatus) -> ExitReason {
         ExitReason::of_unplanned_oom(status, self.oom_before, oom::kills())
     }
 
     /// The process ended, for `reason`.
-    pub fn exited(&mut self, status: ExitStatus, reason: ExitReason, message: &str) {
+    pub(crate) fn exited(&mut self, status: ExitStatus, reason: ExitReason, message: &str) {
         let (pid, uptime) = match self.current.take() {
             Some((pid, t)) => (Some(pid), Some(millis(t.elapsed()))),
             None => (None, None),
@@ -156,7 +161,7 @@ impl SlotRecord {
     }
 
     /// The slot will be started again after `delay`.
-    pub fn restarting(&mut self, reason: ExitReason, delay: Duration) {
+    pub(crate) fn restarting(&mut self, reason: ExitReason, delay: Duration) {
         self.restarts += 1;
         self.metrics.restart(reason);
         self.status.restarting();
@@ -175,7 +180,7 @@ impl SlotRecord {
 impl Drop for SlotRecord {
     fn drop(&mut self) {
         if !self.pool_status.detach(&self.status) {
-            self.all_metrics.forget_slot(&self.pool, self.slot);
+            self.all_metrics.forget_slot(&self.pool, SlotId(self.slot));
         }
     }
 }

@@ -1,47 +1,56 @@
-//! The supervisor: one actor task per worker slot of every pool (see `worker.rs`),
-//! each with its own stop channel, through which scaling down and forkyard's
-//! shutdown reach them.
+//! The supervisor: one actor task per worker slot of every pool (see `actor.rs`),
+//! each with its own stop channel, through which scaling down, rolling
+//! replacements and forkyard's shutdown reach them.
+//!
+//! - [`actor`]: one slot's life (spawn, ready, serve, stop, restart) and its one
+//!   exit path; [`launch`] is the seam through which it touches processes.
+//! - [`state`], [`lifecycle`]: the slot's state machine, and the one call per step
+//!   that records it in the log, the metrics and the status board.
+//! - [`backoff`], [`crash_loop`], [`health`], [`recycle`], [`readiness`]: the
+//!   policies, each reading the pool's current settings when it decides.
+//!
+//! A slot ([`SlotId`]) keeps its number for its whole life. A rolling replacement
+//! or a recycle starts the slot's new worker on a spare endpoint of the pool's
+//! range, waits until it is ready, then retires the old one, so for a moment the
+//! slot has two workers; both carry the slot's number, weight and hash identity.
 
+mod actor;
 mod backoff;
 mod crash_loop;
 mod health;
+pub(crate) mod launch;
 mod lifecycle;
 mod readiness;
+mod recycle;
 mod state;
-mod worker;
 
-pub use backoff::Backoff;
-pub use crash_loop::CrashLoop;
-pub use readiness::probe_once;
-pub use state::{WorkerEvent, WorkerState};
-pub use worker::{RecycleRequest, StopMode};
+pub(crate) use crash_loop::CrashLoop;
+pub(crate) use recycle::RecycleRequest;
 
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use actor::StopMode;
+use launch::Os;
+
 use crate::config::{Bind, PoolConfig};
-use crate::hooks::HookRunner;
+use crate::metrics::Metrics;
+use crate::pool::Pool;
 use crate::process::ExitReason;
-use crate::proxy::upstreams::PoolUpstreams;
+use crate::slot::{Endpoint, SlotId};
 use crate::status::StatusBoard;
 
-/// A running pool: its config and the proxy's view of its ready workers.
-#[derive(Clone)]
-pub struct PoolHandle {
-    pub config: Arc<PoolConfig>,
-    pub upstreams: Arc<PoolUpstreams>,
-    pub crash_loop: Arc<CrashLoop>,
-}
-
-/// One slot: its stop channel (the actor's only source of stop requests) and port.
+/// One running slot: its number, its stop channel (the actor's only source of stop
+/// requests), its endpoint number and the generation it runs.
 struct Slot {
+    id: SlotId,
     stop: watch::Sender<StopMode>,
     port: u16,
 }
 
-/// `bind: inherit`: forkyard's own listening socket for a slot's port. Held by the
+/// `bind: inherit`: forkyard's own listening socket for an endpoint. Held by the
 /// actor for its whole life, so connections wait in the backlog while the worker
 /// restarts.
 fn slot_listener(config: &PoolConfig, port: u16) -> Option<Arc<std::net::TcpListener>> {
@@ -57,9 +66,9 @@ fn slot_listener(config: &PoolConfig, port: u16) -> Option<Arc<std::net::TcpList
     }
 }
 
-/// Why a scale request was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ScaleError {
+/// Why a request about a pool was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum PoolError {
     #[error("no pool named {0:?}")]
     UnknownPool(String),
     #[error("pool {pool:?} can run 1 to {max} workers (its port range has {max} ports); asked for {asked}")]
@@ -70,26 +79,36 @@ pub enum ScaleError {
     },
 }
 
+/// A pool's worker count before and after a scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Scaled {
+    pub(crate) from: usize,
+    pub(crate) to: usize,
+}
+
 /// How a rolling replacement of one pool ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rollout {
-    /// Every slot runs the new config.
+pub(crate) enum Rollout {
+    /// Every slot runs the new generation.
     Done,
-    /// A new worker failed to become ready: the new generation was removed and the
-    /// old one keeps serving.
-    RolledBack,
+    /// A new worker failed to become ready (in this slot): the slots already
+    /// replaced were rolled back and the old generation keeps serving.
+    RolledBack { slot: SlotId },
 }
 
 struct PoolSlots {
-    handle: PoolHandle,
+    pool: Arc<Pool>,
+    crash_loop: Arc<CrashLoop>,
+    /// The generation new slots start with.
+    generation: Arc<PoolConfig>,
     slots: Vec<Slot>,
-    /// Slots told to stop; their ports stay taken until their actor ends.
+    /// Slots told to stop; their endpoints stay taken until their actor ends.
     retiring: Vec<Slot>,
 }
 
 impl PoolSlots {
-    /// A port of the pool's range not used by a live or still-running slot.
-    fn free_port(&mut self, config: &PoolConfig) -> Option<u16> {
+    /// An endpoint of the pool's range not used by a live or still-running slot.
+    fn free_port(&mut self) -> Option<u16> {
         self.retiring.retain(|s| !s.stop.is_closed());
         let used: Vec<u16> = self
             .slots
@@ -97,12 +116,14 @@ impl PoolSlots {
             .chain(&self.retiring)
             .map(|s| s.port)
             .collect();
-        (config.ports.start..=config.ports.end).find(|p| !used.contains(p))
+        let ports = self.generation.ports;
+        (ports.start..=ports.end).find(|p| !used.contains(p))
     }
 }
 
-pub struct Supervisor {
-    hooks: HookRunner,
+pub(crate) struct Supervisor {
+    os: Os,
+    metrics: Arc<Metrics>,
     /// Each actor has its entry here while it runs (see `lifecycle`).
     board: Arc<StatusBoard>,
     pools: Vec<PoolSlots>,
@@ -110,24 +131,32 @@ pub struct Supervisor {
     tasks: JoinSet<()>,
     /// Every stop channel ever handed out; shutdown and kill reach them all.
     all_stops: Arc<Mutex<Vec<watch::Sender<StopMode>>>>,
-    /// Workers ask here to be replaced (recycling); the server loop reads it.
+    /// Workers ask here to be replaced (recycling); the control loop reads it.
     recycle_tx: mpsc::UnboundedSender<RecycleRequest>,
     recycle_rx: Option<mpsc::UnboundedReceiver<RecycleRequest>>,
 }
 
 impl Supervisor {
     /// Start every slot of every pool. Must run inside the control runtime.
-    pub fn start(pools: &[PoolHandle], hooks: HookRunner, board: &Arc<StatusBoard>) -> Supervisor {
+    pub(crate) fn start(
+        pools: &[(Arc<Pool>, Arc<CrashLoop>)],
+        os: Os,
+        metrics: Arc<Metrics>,
+        board: Arc<StatusBoard>,
+    ) -> Supervisor {
         let (recycle_tx, recycle_rx) = mpsc::unbounded_channel();
         let mut sup = Supervisor {
+            os,
+            metrics,
             recycle_tx,
             recycle_rx: Some(recycle_rx),
-            hooks,
-            board: board.clone(),
+            board,
             pools: pools
                 .iter()
-                .map(|p| PoolSlots {
-                    handle: p.clone(),
+                .map(|(pool, crash_loop)| PoolSlots {
+                    generation: pool.settings(),
+                    pool: pool.clone(),
+                    crash_loop: crash_loop.clone(),
                     slots: Vec::new(),
                     retiring: Vec::new(),
                 })
@@ -136,18 +165,19 @@ impl Supervisor {
             all_stops: Arc::new(Mutex::new(Vec::new())),
         };
         for i in 0..sup.pools.len() {
-            let n = sup.pools[i].handle.config.workers.get();
+            let n = sup.pools[i].generation.workers.get();
             sup.grow(i, n);
         }
         sup
     }
 
-    /// Start an actor for `slot` of pool `i` with `config` on `port`.
+    /// Start an actor for slot `id` of pool `i` running `generation` on endpoint
+    /// number `port`.
     fn spawn_slot(
         &mut self,
         i: usize,
-        slot: usize,
-        config: Arc<PoolConfig>,
+        id: SlotId,
+        generation: Arc<PoolConfig>,
         port: u16,
         boot_report: Option<oneshot::Sender<bool>>,
     ) -> Slot {
@@ -157,86 +187,91 @@ impl Supervisor {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|s| !s.is_closed());
-        let handle = &self.pools[i].handle;
+        let p = &self.pools[i];
         let (stop, rx) = watch::channel(StopMode::Run);
-        let listener = slot_listener(&config, port);
-        let pool_status = self.board.add_pool(&handle.config.name);
-        let (upstreams, crash_loop) = (handle.upstreams.clone(), handle.crash_loop.clone());
-        let (recycle, hooks) = (self.recycle_tx.clone(), self.hooks.clone());
-        let make = move |boot_report| worker::WorkerCtx {
+        let listener = slot_listener(&generation, port);
+        let pool_status = self.board.add_pool(&p.pool.name);
+        let (pool, crash_loop) = (p.pool.clone(), p.crash_loop.clone());
+        let (recycle, os, metrics) = (
+            self.recycle_tx.clone(),
+            self.os.clone(),
+            self.metrics.clone(),
+        );
+        let endpoint = Endpoint::of(&generation, port);
+        let make = move |boot_report| actor::WorkerCtx {
             listener: listener.clone(),
-            status: pool_status.attach(slot, port),
+            status: pool_status.attach(id.index(), port),
             pool_status: pool_status.clone(),
-            addr: crate::proxy::WorkerAddr::of_slot(&config, port),
-            pool: config.clone(),
-            slot,
+            endpoint: endpoint.clone(),
+            pool: pool.clone(),
+            generation: generation.clone(),
+            slot: id,
             port,
             boot_report: Mutex::new(boot_report),
             recycle: recycle.clone(),
-            upstreams: upstreams.clone(),
+            os: os.clone(),
             crash_loop: crash_loop.clone(),
-            metrics: hooks.metrics.clone(),
-            hooks: hooks.clone(),
+            metrics: metrics.clone(),
         };
         self.tasks
-            .spawn(worker::run_supervised(make, boot_report, rx));
+            .spawn(actor::run_supervised(make, boot_report, rx));
         self.all_stops
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(stop.clone());
-        Slot { stop, port }
+        Slot { id, stop, port }
     }
 
     /// Start slots until pool `i` has `n`.
     fn grow(&mut self, i: usize, n: usize) {
-        let config = self.pools[i].handle.config.clone();
         while self.pools[i].slots.len() < n {
-            let slot = self.pools[i].slots.len();
-            let Some(port) = self.pools[i].free_port(&config) else {
-                tracing::error!(pool = %config.name, "no free port left in the pool's range");
+            let id = SlotId(self.pools[i].slots.len());
+            let Some(port) = self.pools[i].free_port() else {
+                tracing::error!(pool = %self.pools[i].pool.name, "no free port left in the pool's range");
                 return;
             };
-            let s = self.spawn_slot(i, slot, config.clone(), port, None);
+            let generation = self.pools[i].generation.clone();
+            let s = self.spawn_slot(i, id, generation, port, None);
             self.pools[i].slots.push(s);
         }
     }
 
-    /// Tell `slot` to stop gracefully (recorded as `reason`) and keep its port
+    /// Tell `slot` to stop gracefully (recorded as `reason`) and keep its endpoint
     /// reserved until it has.
     fn retire(&mut self, i: usize, slot: Slot, reason: ExitReason) {
         let _ = slot.stop.send(StopMode::Graceful(reason));
         self.pools[i].retiring.push(slot);
     }
 
-    fn index(&self, pool: &str) -> Result<usize, ScaleError> {
+    fn index(&self, pool: &str) -> Result<usize, PoolError> {
         self.pools
             .iter()
-            .position(|p| p.handle.config.name == pool)
-            .ok_or_else(|| ScaleError::UnknownPool(pool.to_string()))
+            .position(|p| &*p.pool.name == pool)
+            .ok_or_else(|| PoolError::UnknownPool(pool.to_string()))
     }
 
     /// The worker counts of every pool, in config order.
-    pub fn sizes(&self) -> Vec<(String, usize)> {
+    pub(crate) fn sizes(&self) -> Vec<(String, usize)> {
         self.pools
             .iter()
-            .map(|p| (p.handle.config.name.clone(), p.slots.len()))
+            .map(|p| (p.pool.name.to_string(), p.slots.len()))
             .collect()
     }
 
     /// Run `workers` workers in `pool`: new slots start at once; removed slots (the
     /// highest) leave the load balancer and stop gracefully in the background.
-    pub fn scale(&mut self, pool: &str, workers: usize) -> Result<(usize, usize), ScaleError> {
+    pub(crate) fn scale(&mut self, pool: &str, workers: usize) -> Result<Scaled, PoolError> {
         let i = self.index(pool)?;
-        let max = self.pools[i].handle.config.ports.len();
+        let max = self.pools[i].generation.ports.len();
         if workers == 0 || workers > max {
-            return Err(ScaleError::OutOfRange {
+            return Err(PoolError::OutOfRange {
                 pool: pool.to_string(),
                 asked: workers,
                 max,
             });
         }
-        let before = self.pools[i].slots.len();
-        if workers > before {
+        let from = self.pools[i].slots.len();
+        if workers > from {
             self.grow(i, workers);
         } else {
             let removed: Vec<Slot> = self.pools[i].slots.drain(workers..).collect();
@@ -244,12 +279,14 @@ impl Supervisor {
                 self.retire(i, slot, ExitReason::ScaleDown);
             }
         }
-        tracing::info!(pool, from = before, to = workers, "pool scaled");
-        Ok((before, workers))
+        if workers != from {
+            tracing::info!(pool, from, to = workers, "pool scaled");
+        }
+        Ok(Scaled { from, to: workers })
     }
 
     /// One worker more (`delta` 1) or less (-1) in every pool, within bounds.
-    pub fn scale_all(&mut self, delta: isize) {
+    pub(crate) fn scale_all(&mut self, delta: isize) {
         for (name, n) in self.sizes() {
             let target = n.saturating_add_signed(delta);
             if let Err(e) = self.scale(&name, target) {
@@ -258,30 +295,30 @@ impl Supervisor {
         }
     }
 
-    /// The config pool `pool` currently runs.
-    pub fn pool_config(&self, pool: &str) -> Option<Arc<PoolConfig>> {
-        let i = self.index(pool).ok()?;
-        Some(self.pools[i].handle.config.clone())
+    /// The generation `pool` starts its workers with.
+    pub(crate) fn generation(&self, pool: &str) -> Result<Arc<PoolConfig>, PoolError> {
+        Ok(self.pools[self.index(pool)?].generation.clone())
     }
 
-    /// Replace every worker of `pool` by one running `new`, one at a time: each new
-    /// worker must become ready (and pass `post_spawn`) before the old one of its
-    /// slot is drained and stopped. If a new worker fails, the slots already
-    /// replaced are rolled back the same way and the old config stays.
-    pub async fn roll(&mut self, pool: &str, new: Arc<PoolConfig>) -> Rollout {
-        let Ok(i) = self.index(pool) else {
-            return Rollout::RolledBack;
-        };
-        let old = self.pools[i].handle.config.clone();
-        let n = self.pools[i].slots.len().min(new.workers.get());
-        for k in 0..n {
+    /// Replace every worker of `pool` by one of generation `new`, one slot at a
+    /// time: each new worker must become ready (and pass `post_spawn`) before the
+    /// old one of its slot is drained and stopped. If a new worker fails, the slots
+    /// already replaced are rolled back the same way and the old generation stays.
+    pub(crate) async fn roll(
+        &mut self,
+        pool: &str,
+        new: Arc<PoolConfig>,
+    ) -> Result<Rollout, PoolError> {
+        let i = self.index(pool)?;
+        let old = self.pools[i].generation.clone();
+        for k in 0..self.pools[i].slots.len() {
             if !self
                 .replace_slot(i, k, new.clone(), ExitReason::Reload)
                 .await
             {
                 tracing::warn!(
                     pool,
-                    slot = k,
+                    worker = k,
                     "new worker failed to become ready; rolling back"
                 );
                 for j in (0..k).rev() {
@@ -289,34 +326,33 @@ impl Supervisor {
                         .replace_slot(i, j, old.clone(), ExitReason::Reload)
                         .await
                     {
-                        tracing::error!(pool, slot = j, "rollback of this slot failed too; it keeps restarting with the old config");
+                        tracing::error!(pool, worker = j, "rollback of this slot failed too; it keeps restarting with the old config");
                     }
                 }
-                return Rollout::RolledBack;
+                return Ok(Rollout::RolledBack { slot: SlotId(k) });
             }
         }
-        self.pools[i].handle.config = new.clone();
-        // A changed worker count is applied after the replacement.
-        let _ = self.scale(pool, new.workers.get().min(new.ports.len()));
-        Rollout::Done
+        self.pools[i].generation = new;
+        Ok(Rollout::Done)
     }
 
-    /// Start a worker for slot `k` with `config` on a spare port; once it is ready,
-    /// retire the old one (recorded as `reason`). `false` (and the new one removed,
-    /// as `reload`) if it never got ready.
+    /// Start a worker for slot `k` with `generation` on a spare endpoint; once it is
+    /// ready, retire the old one (recorded as `reason`). `false` (and the new one
+    /// removed, as `reload`) if it never got ready.
     async fn replace_slot(
         &mut self,
         i: usize,
         k: usize,
-        config: Arc<PoolConfig>,
+        generation: Arc<PoolConfig>,
         reason: ExitReason,
     ) -> bool {
-        let Some(port) = self.pools[i].free_port(&config) else {
-            tracing::error!(pool = %config.name, "no spare port in the pool's range for a rolling replacement");
+        let Some(port) = self.pools[i].free_port() else {
+            tracing::error!(pool = %self.pools[i].pool.name, "no spare port in the pool's range for a rolling replacement");
             return false;
         };
         let (tx, rx) = oneshot::channel();
-        let fresh = self.spawn_slot(i, k, config, port, Some(tx));
+        let id = self.pools[i].slots[k].id;
+        let fresh = self.spawn_slot(i, id, generation, port, Some(tx));
         if rx.await.unwrap_or(false) {
             let old = std::mem::replace(&mut self.pools[i].slots[k], fresh);
             self.retire(i, old, reason);
@@ -327,8 +363,8 @@ impl Supervisor {
         }
     }
 
-    /// The stream of recycle requests (taken once by the server loop).
-    pub fn take_recycle_requests(&mut self) -> mpsc::UnboundedReceiver<RecycleRequest> {
+    /// The stream of recycle requests (taken once by the control loop).
+    pub(crate) fn take_recycle_requests(&mut self) -> mpsc::UnboundedReceiver<RecycleRequest> {
         self.recycle_rx
             .take()
             .unwrap_or_else(|| mpsc::unbounded_channel().1)
@@ -336,23 +372,24 @@ impl Supervisor {
 
     /// Replace one worker that asked for it: its replacement starts first and must
     /// be ready before it is drained and stopped.
-    pub async fn recycle(&mut self, req: RecycleRequest) {
+    pub(crate) async fn recycle(&mut self, req: RecycleRequest) {
         let Ok(i) = self.index(&req.pool) else { return };
+        let k = req.slot.index();
         // The slot may have been replaced or removed since it asked.
-        if self.pools[i].slots.get(req.slot).map(|s| s.port) != Some(req.port) {
+        if self.pools[i].slots.get(k).map(|s| s.port) != Some(req.port) {
             return;
         }
-        let config = self.pools[i].handle.config.clone();
-        if self.replace_slot(i, req.slot, config, req.reason).await {
-            self.hooks.metrics.restart(&req.pool, req.reason);
-            tracing::info!(pool = %req.pool, worker = req.slot, reason = req.reason.as_str(), "worker recycled");
+        let generation = self.pools[i].generation.clone();
+        if self.replace_slot(i, k, generation, req.reason).await {
+            self.metrics.restart(&req.pool, req.reason);
+            tracing::info!(pool = %req.pool, worker = k, reason = req.reason.as_str(), "worker recycled");
         } else {
-            tracing::warn!(pool = %req.pool, worker = req.slot, "the replacement did not become ready; the worker keeps serving");
+            tracing::warn!(pool = %req.pool, worker = k, "the replacement did not become ready; the worker keeps serving");
         }
     }
 
     /// A handle that can escalate a running stop to SIGKILL.
-    pub fn killer(&self) -> impl Fn() + Send + 'static {
+    pub(crate) fn killer(&self) -> impl Fn() + Send + 'static {
         let stops = self.all_stops.clone();
         move || {
             for stop in stops.lock().unwrap_or_else(|e| e.into_inner()).iter() {
@@ -362,7 +399,7 @@ impl Supervisor {
     }
 
     /// Stop every worker (signal, grace, SIGKILL) and wait until all have exited.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         for stop in self
             .all_stops
             .lock()

@@ -8,29 +8,12 @@
 //!  any running state ── stop requested ──▶ Stopping ── exited ──▶ Stopped
 //! ```
 
-use std::fmt;
-
 use std::sync::Arc;
 
 use prometheus::IntGauge;
 
+use crate::slot::WorkerState;
 use crate::status::SlotStatus;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WorkerState {
-    /// Spawned, not yet ready: gets no traffic.
-    Starting,
-    /// Passed its ready probe: in the load balancer.
-    Ready,
-    /// Ready, but failing its health checks: out of the load balancer.
-    Unhealthy,
-    /// Exited (or failed to start); waiting before the next spawn.
-    Backoff,
-    /// Out of the load balancer, being signalled to stop.
-    Stopping,
-    /// Stopped for good (forkyard is shutting down).
-    Stopped,
-}
 
 /// What happened to a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,53 +31,25 @@ pub enum WorkerEvent {
     Respawn,
 }
 
-impl WorkerState {
-    /// States exported by the `forkyard_workers` gauge.
-    pub const GAUGED: [WorkerState; 5] = [
-        WorkerState::Starting,
-        WorkerState::Ready,
-        WorkerState::Unhealthy,
-        WorkerState::Backoff,
-        WorkerState::Stopping,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkerState::Starting => "starting",
-            WorkerState::Ready => "ready",
-            WorkerState::Unhealthy => "unhealthy",
-            WorkerState::Backoff => "backoff",
-            WorkerState::Stopping => "stopping",
-            WorkerState::Stopped => "stopped",
-        }
-    }
-
-    /// The state after `event`, or `None` if the event cannot happen in this state.
-    pub fn next(self, event: WorkerEvent) -> Option<WorkerState> {
-        use WorkerEvent as E;
-        use WorkerState as S;
-        match (self, event) {
-            (S::Backoff, E::Spawned) => Some(S::Starting),
-            (S::Backoff, E::SpawnFailed) => Some(S::Backoff),
-            (S::Backoff, E::BackoffElapsed) => Some(S::Backoff),
-            (S::Starting, E::BecameReady) => Some(S::Ready),
-            (S::Starting, E::Exited) | (S::Starting, E::BootTimedOut) => Some(S::Backoff),
-            (S::Ready, E::Exited) | (S::Unhealthy, E::Exited) => Some(S::Backoff),
-            (S::Ready, E::HealthFailed) => Some(S::Unhealthy),
-            (S::Unhealthy, E::HealthRecovered) => Some(S::Ready),
-            (S::Unhealthy, E::StopRequested) => Some(S::Stopping),
-            (S::Starting, E::StopRequested) | (S::Ready, E::StopRequested) => Some(S::Stopping),
-            (S::Backoff, E::StopRequested) => Some(S::Stopped),
-            (S::Stopping, E::Exited) => Some(S::Stopped),
-            (S::Stopped, E::Respawn) => Some(S::Backoff),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for WorkerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The state after `event`, or `None` if the event cannot happen in `state`.
+pub(crate) fn next(state: WorkerState, event: WorkerEvent) -> Option<WorkerState> {
+    use WorkerEvent as E;
+    use WorkerState as S;
+    match (state, event) {
+        (S::Backoff, E::Spawned) => Some(S::Starting),
+        (S::Backoff, E::SpawnFailed) => Some(S::Backoff),
+        (S::Backoff, E::BackoffElapsed) => Some(S::Backoff),
+        (S::Starting, E::BecameReady) => Some(S::Ready),
+        (S::Starting, E::Exited) | (S::Starting, E::BootTimedOut) => Some(S::Backoff),
+        (S::Ready, E::Exited) | (S::Unhealthy, E::Exited) => Some(S::Backoff),
+        (S::Ready, E::HealthFailed) => Some(S::Unhealthy),
+        (S::Unhealthy, E::HealthRecovered) => Some(S::Ready),
+        (S::Unhealthy, E::StopRequested) => Some(S::Stopping),
+        (S::Starting, E::StopRequested) | (S::Ready, E::StopRequested) => Some(S::Stopping),
+        (S::Backoff, E::StopRequested) => Some(S::Stopped),
+        (S::Stopping, E::Exited) => Some(S::Stopped),
+        (S::Stopped, E::Respawn) => Some(S::Backoff),
+        _ => None,
     }
 }
 
@@ -134,9 +89,13 @@ impl StateCell {
             .map(|i| &self.gauges[i])
     }
 
+    pub(crate) fn state(&self) -> WorkerState {
+        self.state
+    }
+
     /// Apply `event`. An impossible event is logged and ignored rather than panicking.
     pub fn apply(&mut self, event: WorkerEvent) -> WorkerState {
-        match self.state.next(event) {
+        match next(self.state, event) {
             Some(next) => {
                 if next != self.state {
                     if let Some(g) = self.gauge(self.state) {
@@ -187,17 +146,17 @@ mod tests {
             (E::StopRequested, S::Stopping),
             (E::Exited, S::Stopped),
         ] {
-            s = s.next(ev).unwrap_or_else(|| panic!("{s:?} + {ev:?}"));
+            s = next(s, ev).unwrap_or_else(|| panic!("{s:?} + {ev:?}"));
             assert_eq!(s, want);
         }
     }
 
     #[test]
     fn impossible_transitions_are_rejected() {
-        assert_eq!(S::Ready.next(E::BecameReady), None);
-        assert_eq!(S::Stopped.next(E::Spawned), None);
-        assert_eq!(S::Stopping.next(E::BecameReady), None);
-        assert_eq!(S::Backoff.next(E::Exited), None);
+        assert_eq!(next(S::Ready, E::BecameReady), None);
+        assert_eq!(next(S::Stopped, E::Spawned), None);
+        assert_eq!(next(S::Stopping, E::BecameReady), None);
+        assert_eq!(next(S::Backoff, E::Exited), None);
     }
 
     #[test]

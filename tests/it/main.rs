@@ -38,4 +38,3 @@ mod status_page;
 mod streaming;
 mod under_load;
 mod unix_bind;
-mod unix_upstream;

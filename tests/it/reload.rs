@@ -247,7 +247,11 @@ fn a_reload_that_changes_ports_is_refused_and_changes_nothing() {
     rewrite(&fy, &config("2", "", ports + 10));
     let r = http_post(fy.admin, "/reload").unwrap();
     assert!(r.status >= 400, "{r:?}");
-    assert!(r.body.contains("ports or bind needs a restart"), "{r:?}");
+    assert!(
+        r.body
+            .contains("pools.web.ports: changing it needs a restart"),
+        "{r:?}"
+    );
     assert_eq!(
         fy.metric(r#"forkyard_config_reloads_total{result="error"}"#),
         Some(1.0)

@@ -13,7 +13,7 @@
 
 mod worker_resources;
 
-pub use worker_resources::WorkerResources;
+pub(crate) use worker_resources::WorkerResources;
 
 use prometheus::core::Collector;
 use prometheus::process_collector::ProcessCollector;
@@ -25,7 +25,7 @@ use prometheus::{
 use crate::config::Phase;
 use crate::hooks::FailureReason;
 use crate::process::ExitReason;
-use crate::supervisor::WorkerState;
+use crate::slot::{SlotId, WorkerState};
 
 /// Latency buckets for proxied requests, in seconds (1 ms .. ~16 s).
 const REQUEST_BUCKETS: [f64; 15] = [
@@ -40,29 +40,133 @@ const BOOT_BUCKETS: [f64; 12] = [
 /// HTTP status classes, indexed by `status / 100 - 1`.
 pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-pub struct Metrics {
-    registry: Registry,
-    pub worker_starts: IntCounterVec,
-    pub worker_exits: IntCounterVec,
-    pub worker_restarts: IntCounterVec,
-    pub worker_boot: HistogramVec,
-    pub worker_start_time: GaugeVec,
-    pub hook_failures: IntCounterVec,
-    pub hook_runs: IntCounterVec,
-    pub hook_duration: HistogramVec,
-    pub workers: IntGaugeVec,
-    pub pool_degraded: IntGaugeVec,
-    pub config_reloads: IntCounterVec,
-    pub requests: IntCounterVec,
-    pub request_duration: HistogramVec,
-    pub upstream_connect_errors: IntCounterVec,
-    pub unrouted_requests: IntCounter,
+/// What each kind of metric needs to be built.
+trait Build: Sized + Clone + Collector + 'static {
+    fn build(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> prometheus::Result<Self>;
+}
+
+impl Build for IntCounterVec {
+    fn build(name: &str, help: &str, labels: &[&str], _: &[f64]) -> prometheus::Result<Self> {
+        IntCounterVec::new(Opts::new(name, help), labels)
+    }
+}
+
+impl Build for IntGaugeVec {
+    fn build(name: &str, help: &str, labels: &[&str], _: &[f64]) -> prometheus::Result<Self> {
+        IntGaugeVec::new(Opts::new(name, help), labels)
+    }
+}
+
+impl Build for GaugeVec {
+    fn build(name: &str, help: &str, labels: &[&str], _: &[f64]) -> prometheus::Result<Self> {
+        GaugeVec::new(Opts::new(name, help), labels)
+    }
+}
+
+impl Build for HistogramVec {
+    fn build(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> prometheus::Result<Self> {
+        HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+            labels,
+        )
+    }
+}
+
+impl Build for IntCounter {
+    fn build(name: &str, help: &str, _: &[&str], _: &[f64]) -> prometheus::Result<Self> {
+        IntCounter::new(name, help)
+    }
+}
+
+/// Declares every metric once: its field, kind, labels, name, help and buckets.
+/// The struct, its construction, its registration and [`NAMES`] all come from
+/// this one list; adding a metric is one entry here (plus its row in
+/// `docs/metrics.md`, which a test checks).
+macro_rules! metrics {
+    (@buckets) => { &[] };
+    (@buckets $buckets:expr) => { &$buckets };
+    ($(
+        $(#[$doc:meta])*
+        $field:ident: $kind:ident[$($label:literal),*] = ($name:literal, $help:literal) $(buckets $buckets:expr)?;
+    )*) => {
+        pub(crate) struct Metrics {
+            registry: Registry,
+            $( $(#[$doc])* pub(crate) $field: $kind, )*
+        }
+
+        /// The name of every metric in [`Metrics`] (the docs test reads it).
+        #[cfg(test)]
+        pub(crate) const NAMES: &[&str] = &[$($name),*];
+
+        impl Metrics {
+            /// Build and register every metric, with no series yet.
+            ///
+            /// Its `expect`s are the panic policy's allowed kind (docs/reliability.md):
+            /// names, help texts and label names are constants, so they can only fail
+            /// by a programming error, which the unit tests that call `new` catch;
+            /// and this runs once before anything is started, never on the request
+            /// path.
+            fn declare() -> Metrics {
+                let registry = Registry::new();
+                $(
+                    let buckets: &[f64] = metrics!(@buckets $($buckets)?);
+                    let $field = <$kind as Build>::build($name, $help, &[$($label),*], buckets)
+                        .expect("static metric definition");
+                    registry
+                        .register(Box::new($field.clone()))
+                        .expect("metric names are unique");
+                )*
+                Metrics { registry, $($field,)* }
+            }
+        }
+    };
+}
+
+metrics! {
+    worker_starts: IntCounterVec["pool"] =
+        ("forkyard_worker_starts_total", "Worker processes spawned.");
+    worker_exits: IntCounterVec["pool", "reason"] =
+        ("forkyard_worker_exits_total", "Worker processes that exited, by reason (stop: forkyard stopped it).");
+    worker_restarts: IntCounterVec["pool", "reason"] =
+        ("forkyard_worker_restarts_total", "Workers restarted after they stopped, by reason.");
+    worker_boot: HistogramVec["pool"] =
+        ("forkyard_worker_boot_seconds", "Time from spawning a worker to its passing the ready probe.")
+        buckets BOOT_BUCKETS;
+    worker_start_time: GaugeVec["pool", "worker"] =
+        ("forkyard_worker_start_time_seconds", "Unix time when the slot's current process was spawned.");
+    hook_failures: IntCounterVec["pool", "phase", "hook", "reason"] =
+        ("forkyard_hook_failures_total", "Lifecycle hook runs that failed, by phase, hook and reason.");
+    hook_runs: IntCounterVec["pool", "phase", "hook"] =
+        ("forkyard_hook_runs_total", "Lifecycle hook attempts (each retry counts), by phase and hook.");
+    hook_duration: HistogramVec["pool", "phase", "hook"] =
+        ("forkyard_hook_duration_seconds", "How long lifecycle hook attempts took.")
+        buckets HOOK_BUCKETS;
+    workers: IntGaugeVec["pool", "state"] =
+        ("forkyard_workers", "Worker slots by state.");
+    pool_degraded: IntGaugeVec["pool"] =
+        ("forkyard_pool_degraded", "1 while a pool's workers are in a crash loop (restart.crash_loop).");
+    config_reloads: IntCounterVec["result"] =
+        ("forkyard_config_reloads_total", "Config reloads (SIGHUP, POST /reload), by result.");
+    requests: IntCounterVec["pool", "code_class"] =
+        ("forkyard_requests_total", "Requests proxied to a pool, by status class.");
+    request_duration: HistogramVec["pool"] =
+        ("forkyard_request_duration_seconds", "Time from reading a request's head to the end of its response.")
+        buckets REQUEST_BUCKETS;
+    upstream_connect_errors: IntCounterVec["pool"] =
+        ("forkyard_upstream_connect_errors_total", "Failed connection attempts to a pool's workers.");
+    unrouted_requests: IntCounter[] =
+        ("forkyard_unrouted_requests_total", "Requests that matched no route and were answered 404.");
     /// Log events dropped because stderr did not keep up (see `logging`).
-    pub log_dropped: IntCounter,
-    pub build_info: IntGaugeVec,
-    pub retries: IntCounterVec,
-    pub worker_ejections: IntCounterVec,
-    pub worker_in_flight: IntGaugeVec,
+    log_dropped: IntCounter[] =
+        ("forkyard_log_dropped_total", "Log events dropped because stderr was blocked or closed.");
+    build_info: IntGaugeVec["version"] =
+        ("forkyard_build_info", "Always 1; the version is a label.");
+    retries: IntCounterVec["pool"] =
+        ("forkyard_retries_total", "Requests sent again to another worker after a failed attempt.");
+    worker_ejections: IntCounterVec["pool", "worker"] =
+        ("forkyard_worker_ejections_total", "Times a worker was taken out of selection after consecutive failures.");
+    worker_in_flight: IntGaugeVec["pool", "worker"] =
+        ("forkyard_worker_in_flight_requests", "Requests being proxied to each worker slot.");
 }
 
 /// Pre-resolved per-pool handles for the request path.
@@ -85,10 +189,6 @@ impl PoolRequestMetrics {
         self.by_class[idx].inc();
         self.duration.observe(seconds);
     }
-}
-
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition")
 }
 
 /// Pre-resolved handles for one worker slot, used by its supervisor actor.
@@ -133,159 +233,29 @@ impl Metrics {
     /// names, help texts and label names are constants, so they can only fail by a
     /// programming error, which the unit tests that call `new` catch; and this runs
     /// once before anything is started, never on the request path.
-    pub fn new(pools: &[&str], hooks: &[HookSeries]) -> Metrics {
-        let registry = Registry::new();
-        let worker_starts = counter_vec(
-            "forkyard_worker_starts_total",
-            "Worker processes spawned.",
-            &["pool"],
-        );
-        let worker_exits = counter_vec(
-            "forkyard_worker_exits_total",
-            "Worker processes that exited, by reason (stop: forkyard stopped it).",
-            &["pool", "reason"],
-        );
-        let worker_boot = HistogramVec::new(
-            HistogramOpts::new(
-                "forkyard_worker_boot_seconds",
-                "Time from spawning a worker to its passing the ready probe.",
-            )
-            .buckets(BOOT_BUCKETS.to_vec()),
-            &["pool"],
-        )
-        .expect("static metric definition");
-        let worker_start_time = GaugeVec::new(
-            Opts::new(
-                "forkyard_worker_start_time_seconds",
-                "Unix time when the slot's current process was spawned.",
-            ),
-            &["pool", "worker"],
-        )
-        .expect("static metric definition");
-        let worker_restarts = counter_vec(
-            "forkyard_worker_restarts_total",
-            "Workers restarted after they stopped, by reason.",
-            &["pool", "reason"],
-        );
-        let hook_failures = counter_vec(
-            "forkyard_hook_failures_total",
-            "Lifecycle hook runs that failed, by phase, hook and reason.",
-            &["pool", "phase", "hook", "reason"],
-        );
-        let hook_runs = counter_vec(
-            "forkyard_hook_runs_total",
-            "Lifecycle hook attempts (each retry counts), by phase and hook.",
-            &["pool", "phase", "hook"],
-        );
-        let hook_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "forkyard_hook_duration_seconds",
-                "How long lifecycle hook attempts took.",
-            )
-            .buckets(HOOK_BUCKETS.to_vec()),
-            &["pool", "phase", "hook"],
-        )
-        .expect("static metric definition");
-        let workers = IntGaugeVec::new(
-            Opts::new("forkyard_workers", "Worker slots by state."),
-            &["pool", "state"],
-        )
-        .expect("static metric definition");
-        let pool_degraded = IntGaugeVec::new(
-            Opts::new(
-                "forkyard_pool_degraded",
-                "1 while a pool's workers are in a crash loop (restart.crash_loop).",
-            ),
-            &["pool"],
-        )
-        .expect("static metric definition");
-        let config_reloads = counter_vec(
-            "forkyard_config_reloads_total",
-            "Config reloads (SIGHUP, POST /reload), by result.",
-            &["result"],
-        );
+    pub(crate) fn new(pools: &[&str], hooks: &[HookSeries]) -> Metrics {
+        let m = Metrics::declare();
+        m.registry
+            .register(Box::new(ProcessCollector::for_self()))
+            .expect("metric names are unique");
+        let Metrics {
+            worker_starts,
+            worker_exits,
+            worker_restarts,
+            worker_boot,
+            workers,
+            pool_degraded,
+            config_reloads,
+            requests,
+            request_duration,
+            upstream_connect_errors,
+            build_info,
+            retries,
+            ..
+        } = &m;
         for result in ["ok", "error", "rolled_back"] {
             config_reloads.with_label_values(&[result]);
         }
-        let requests = counter_vec(
-            "forkyard_requests_total",
-            "Requests proxied to a pool, by status class.",
-            &["pool", "code_class"],
-        );
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "forkyard_request_duration_seconds",
-                "Time from reading a request's head to the end of its response.",
-            )
-            .buckets(REQUEST_BUCKETS.to_vec()),
-            &["pool"],
-        )
-        .expect("static metric definition");
-        let upstream_connect_errors = counter_vec(
-            "forkyard_upstream_connect_errors_total",
-            "Failed connection attempts to a pool's workers.",
-            &["pool"],
-        );
-        let unrouted_requests = IntCounter::new(
-            "forkyard_unrouted_requests_total",
-            "Requests that matched no route and were answered 404.",
-        )
-        .expect("static metric definition");
-        let log_dropped = IntCounter::new(
-            "forkyard_log_dropped_total",
-            "Log events dropped because stderr was blocked or closed.",
-        )
-        .expect("static metric definition");
-        let retries = counter_vec(
-            "forkyard_retries_total",
-            "Requests sent again to another worker after a failed attempt.",
-            &["pool"],
-        );
-        let worker_ejections = counter_vec(
-            "forkyard_worker_ejections_total",
-            "Times a worker was taken out of selection after consecutive failures.",
-            &["pool", "worker"],
-        );
-        let worker_in_flight = IntGaugeVec::new(
-            Opts::new(
-                "forkyard_worker_in_flight_requests",
-                "Requests being proxied to each worker slot.",
-            ),
-            &["pool", "worker"],
-        )
-        .expect("static metric definition");
-        let build_info = IntGaugeVec::new(
-            Opts::new("forkyard_build_info", "Always 1; the version is a label."),
-            &["version"],
-        )
-        .expect("static metric definition");
-
-        for c in [
-            Box::new(worker_starts.clone()) as Box<dyn Collector>,
-            Box::new(worker_exits.clone()),
-            Box::new(worker_boot.clone()),
-            Box::new(worker_start_time.clone()),
-            Box::new(worker_restarts.clone()),
-            Box::new(hook_failures.clone()),
-            Box::new(hook_runs.clone()),
-            Box::new(hook_duration.clone()),
-            Box::new(workers.clone()),
-            Box::new(pool_degraded.clone()),
-            Box::new(config_reloads.clone()),
-            Box::new(requests.clone()),
-            Box::new(request_duration.clone()),
-            Box::new(upstream_connect_errors.clone()),
-            Box::new(unrouted_requests.clone()),
-            Box::new(log_dropped.clone()),
-            Box::new(build_info.clone()),
-            Box::new(retries.clone()),
-            Box::new(worker_ejections.clone()),
-            Box::new(worker_in_flight.clone()),
-            Box::new(ProcessCollector::for_self()),
-        ] {
-            registry.register(c).expect("metric names are unique");
-        }
-
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -311,37 +281,10 @@ impl Metrics {
         }
 
         for (pool, phase, hook) in hooks {
-            let labels = [*pool, phase.as_str(), *hook];
-            hook_runs.with_label_values(&labels);
-            hook_duration.with_label_values(&labels);
-            for reason in FailureReason::ALL {
-                hook_failures.with_label_values(&[*pool, phase.as_str(), *hook, reason.as_str()]);
-            }
+            m.declare_hook(pool, *phase, hook);
         }
 
-        Metrics {
-            registry,
-            worker_starts,
-            worker_exits,
-            worker_boot,
-            worker_start_time,
-            worker_restarts,
-            hook_failures,
-            hook_runs,
-            hook_duration,
-            workers,
-            pool_degraded,
-            config_reloads,
-            requests,
-            request_duration,
-            upstream_connect_errors,
-            unrouted_requests,
-            log_dropped,
-            build_info,
-            retries,
-            worker_ejections,
-            worker_in_flight,
-        }
+        m
     }
 
     /// The in-flight gauge of one worker slot (created at 0).
@@ -377,13 +320,13 @@ impl Metrics {
     }
 
     /// Handles for the supervisor actor of slot `worker` of `pool`.
-    pub fn slot(&self, pool: &str, worker: usize) -> SlotMetrics {
+    pub(crate) fn slot(&self, pool: &str, worker: SlotId) -> SlotMetrics {
         SlotMetrics {
             starts: self.worker_starts.with_label_values(&[pool]),
             boot: self.worker_boot.with_label_values(&[pool]),
             start_time: self
                 .worker_start_time
-                .with_label_values(&[pool, worker.to_string().as_str()]),
+                .with_label_values(&[pool, worker.label().as_str()]),
             exits: self.worker_exits.clone(),
             restarts: self.worker_restarts.clone(),
             pool: pool.to_owned(),
@@ -391,40 +334,22 @@ impl Metrics {
     }
 
     /// Delete the per-worker series of a slot that no longer exists.
-    pub fn forget_slot(&self, pool: &str, worker: usize) {
-        let _ = self
-            .worker_start_time
-            .remove_label_values(&[pool, worker.to_string().as_str()]);
+    pub(crate) fn forget_slot(&self, pool: &str, worker: SlotId) {
+        let worker = worker.label();
+        let labels = [pool, worker.as_str()];
+        let _ = self.worker_start_time.remove_label_values(&labels);
+        let _ = self.worker_in_flight.remove_label_values(&labels);
+        let _ = self.worker_ejections.remove_label_values(&labels);
     }
 
-    /// Delete every series of a pool that a new config no longer has; `slots` are
-    /// its slot numbers.
-    pub fn forget_pool(&self, pool: &str, slots: impl IntoIterator<Item = usize>) {
-        for slot in slots {
-            self.forget_slot(pool, slot);
-            let worker = slot.to_string();
-            let _ = self
-                .worker_in_flight
-                .remove_label_values(&[pool, worker.as_str()]);
-            let _ = self
-                .worker_ejections
-                .remove_label_values(&[pool, worker.as_str()]);
-        }
-        let _ = self.retries.remove_label_values(&[pool]);
-        let _ = self.worker_starts.remove_label_values(&[pool]);
-        let _ = self.worker_boot.remove_label_values(&[pool]);
-        let _ = self.request_duration.remove_label_values(&[pool]);
-        let _ = self.upstream_connect_errors.remove_label_values(&[pool]);
-        for reason in ExitReason::ALL.map(ExitReason::as_str) {
-            let _ = self.worker_exits.remove_label_values(&[pool, reason]);
-            let _ = self.worker_restarts.remove_label_values(&[pool, reason]);
-        }
-        for state in WorkerState::GAUGED {
-            let _ = self.workers.remove_label_values(&[pool, state.as_str()]);
-        }
-        let _ = self.pool_degraded.remove_label_values(&[pool]);
-        for class in CODE_CLASSES {
-            let _ = self.requests.remove_label_values(&[pool, class]);
+    /// Create the series of a hook at 0 (at start, and for hooks a reload adds).
+    pub(crate) fn declare_hook(&self, pool: &str, phase: Phase, hook: &str) {
+        let labels = [pool, phase.as_str(), hook];
+        self.hook_runs.with_label_values(&labels);
+        self.hook_duration.with_label_values(&labels);
+        for reason in FailureReason::ALL {
+            self.hook_failures
+                .with_label_values(&[pool, phase.as_str(), hook, reason.as_str()]);
         }
     }
 
@@ -512,7 +437,9 @@ mod tests {
     #[test]
     fn slot_series_are_deleted_with_the_slot() {
         let m = Metrics::new(&["web"], &[]);
-        let s = m.slot("web", 1);
+        let s = m.slot("web", SlotId(1));
+        m.worker_in_flight("web", "1").inc();
+        m.worker_ejections("web", "1").inc();
         s.start_time.set(1.7e9);
         s.exit("signal");
         s.restart(ExitReason::Signal);
@@ -520,22 +447,42 @@ mod tests {
         assert!(text
             .contains(r#"forkyard_worker_start_time_seconds{pool="web",worker="1"} 1700000000"#));
         assert!(text.contains(r#"forkyard_worker_exits_total{pool="web",reason="signal"} 1"#));
-        m.forget_slot("web", 1);
+        m.forget_slot("web", SlotId(1));
         let text = String::from_utf8(m.encode()).unwrap();
-        assert!(
-            !text.contains("forkyard_worker_start_time_seconds{"),
-            "{text}"
-        );
+        assert!(!text.contains(r#"worker="1""#), "{text}");
     }
 
     #[test]
-    fn a_removed_pool_leaves_no_series() {
-        let m = Metrics::new(&["web", "api"], &[]);
-        m.slot("api", 0).start_time.set(1.0);
-        m.pool_requests("api").record(200, 0.1);
-        m.forget_pool("api", [0]);
-        let text = String::from_utf8(m.encode()).unwrap();
-        assert!(!text.contains(r#"pool="api""#), "{text}");
-        assert!(text.contains(r#"pool="web""#));
+    fn every_metric_is_in_the_docs() {
+        let docs = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/metrics.md"),
+        )
+        .unwrap();
+        let collected = NAMES.iter().chain(WorkerResources::NAMES.iter());
+        for name in collected {
+            assert!(
+                docs.contains(&format!("| `{name}` |")),
+                "{name} is registered but has no row in docs/metrics.md"
+            );
+        }
+        // And every metric is registered: the registry holds as many families.
+        let m = Metrics::new(&["web"], &[("web", Phase::PreFork, "h")]);
+        m.worker_ejections("web", "0");
+        m.worker_in_flight("web", "0");
+        m.slot("web", SlotId(0));
+        let families: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .filter(|n| n.starts_with("forkyard_"))
+            .collect();
+        for f in &families {
+            assert!(
+                NAMES.contains(&f.as_str()),
+                "{f} is not declared in metrics!"
+            );
+        }
+        assert_eq!(families.len(), NAMES.len(), "{families:?}");
     }
 }

@@ -4,44 +4,56 @@
 //!
 //! # Layers
 //!
-//! Modules depend only on the layers below them (a unit test, `layers`, checks
-//! the `use crate::…` lines of every file against this drawing):
+//! Modules depend only on the layers below them, top to bottom (a unit test,
+//! `layers`, checks every `crate::…` path in every file against this drawing):
 //!
 //! ```text
-//!  4  server   admin   control                      wiring, endpoints, reload/scale/restart
-//!  3  supervisor            proxy                   side by side; neither uses the other
-//!  2  pool   record   metrics   status              shared runtime state and its records
-//!  1  hooks                                         the hook runner (both sides of the fork)
-//!  0  config   process   slot   events   probe      the file, processes, identities
-//!     signals  sockets   watch  security  plan  logging  sd_notify  client
+//!  server                                   wiring, the control loop, shutdown
+//!  admin                                    the admin endpoints
+//!  control                                  reload (every key's class), scale, restart
+//!  supervisor · proxy                       side by side; neither uses the other
+//!  record · pool · auth                     hook records; each pool's settings and members; the token
+//!  metrics
+//!  child · status                           `forkyard __child`; the status board
+//!  hooks                                    the hook runner (both sides of the fork)
+//!  fault · logging · security · plan · slot · process
+//!  config
+//!  sockets
+//!  account · events · signals · probe · client · watch · sd_notify
 //! ```
 //!
-//! - [`config`] (0): the raw serde mirror of `config.yaml`, its validation into the
+//! - [`config`]: the raw serde mirror of `config.yaml`, its validation into the
 //!   domain types of `config::model`, durations, `${VAR}` substitution, and errors
 //!   with `file:line:column`. Nothing else ever sees the raw file.
-//! - `process` (0): spawning (fork+exec, own process group), the one reaper of
-//!   child exits, exit classification, group signalling, output forwarding,
-//!   `forkyard __child` (the fresh process image that runs `post_fork` in a
-//!   worker), adopted processes at shutdown.
-//! - `slot` (0): `SlotId`, `Endpoint` and
-//!   `WorkerState`: a slot's identity is its number, never its port.
-//! - `hooks` (1): running hooks with timeouts, retries and failure policies, in
-//!   forkyard and in a new worker process alike; results go to a `Recorder`.
-//! - `pool` (2): one pool at run time — the one owner of its settings, and the
-//!   members (ready worker processes) the supervisor admits and the proxy uses.
-//! - `metrics`, `status`, `record` (2): every Prometheus metric declared in one
-//!   list; the status board; forkyard's hook recorder.
-//! - `supervisor` (3): one actor per worker slot (its state machine, backoff,
-//!   health, recycling, crash loop), behind a seam (`supervisor::launch`) for
-//!   its processes.
-//! - `proxy` (3): the Pingora `ProxyHttp` implementation, routing, balancing,
-//!   retries, outlier ejection, the client connection guard, the access log.
-//! - `control` (4): the one place that changes what runs — reload (with the class
-//!   of every config key), scale, restart, recycle — with typed replies.
-//! - `admin` (4): `/metrics`, `/healthz`, `/readyz`, `/status`, `/` and the POST
-//!   endpoints, rendering `control`'s replies.
-//! - [`server`] (4): building and connecting the parts, the control loop, and the
+//! - `process`: spawning (fork+exec, own process group), the one reaper of child
+//!   exits, exit classification, group signalling, output forwarding, adopted
+//!   processes at shutdown. `child` is `forkyard __child`, the fresh process image
+//!   that runs `post_fork` in a worker before it execs the app.
+//! - `slot`: `SlotId`, `Endpoint` and `WorkerState`: a slot's identity is its
+//!   number, never its port.
+//! - `hooks`: running hooks with timeouts, retries and failure policies, in
+//!   forkyard and in a new worker process alike; results go to a `Recorder`
+//!   (forkyard's is `record`).
+//! - `pool`: one pool at run time — the one owner of its settings, and the members
+//!   (ready worker processes) the supervisor admits and the proxy uses.
+//! - `metrics`, `status`: every Prometheus metric, declared in one list; the
+//!   status board.
+//! - `supervisor`: one actor per worker slot (its state machine, backoff, health,
+//!   recycling, crash loop), behind a seam (`supervisor::launch`) for its
+//!   processes.
+//! - `proxy`: the Pingora `ProxyHttp` implementation, routing, balancing, retries,
+//!   outlier ejection, the client connection guard, the access log.
+//! - `control`: the one place that changes what runs — reload (with the class of
+//!   every config key), scale, restart, recycle — with typed replies.
+//! - `admin`: `/metrics`, `/healthz`, `/readyz`, `/status`, `/` and the POST
+//!   endpoints, rendering `control`'s replies; `auth` owns their token.
+//! - [`server`]: building and connecting the parts, the control loop, and the
 //!   shutdown order.
+//! - `signals` (the one owner of process signals), `sockets` (the runtime
+//!   directory of `bind: unix` sockets), `security` (start-up warnings),
+//!   `sd_notify`, [`logging`], `plan` (`forkyard check`'s output), [`client`] (the
+//!   tiny HTTP client of `forkyard status` and `probe`), `watch` (the config file
+//!   watch), `fault` (test-only fault injection).
 //!
 //! # Theory of operation
 //!
@@ -95,12 +107,19 @@
 
 #![deny(unsafe_code)]
 
+pub(crate) mod account;
 pub(crate) mod admin;
+pub(crate) mod auth;
+pub(crate) mod child;
 pub mod client;
 pub mod config;
 pub(crate) mod control;
 pub(crate) mod events;
+#[cfg(feature = "fault-injection")]
+pub(crate) mod fault;
 pub(crate) mod hooks;
+#[cfg(test)]
+mod layers;
 pub mod logging;
 pub(crate) mod metrics;
 pub(crate) mod plan;
@@ -121,8 +140,8 @@ pub(crate) mod watch;
 
 // What the `forkyard` command uses besides `config`, `server`, `logging` and
 // `client`.
+pub use child::main as child_main;
 pub use plan::describe as describe_plan;
-pub use process::child::main as child_main;
 pub use security::warnings as security_warnings;
 pub use status::table::text as status_table;
 pub use status::StatusReport;

@@ -16,8 +16,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::config::{Builtin, HookAction, PoolConfig};
-use crate::process::account;
+use crate::account;
 
 /// This process's runtime directory for worker sockets (not created yet), and
 /// whether it is systemd's (`$RUNTIME_DIRECTORY`) rather than forkyard's own.
@@ -52,19 +51,17 @@ pub fn pool_dir(pool: &str) -> PathBuf {
     runtime_dir().join(pool)
 }
 
-/// Create (or check) the runtime directory and `pool`'s directory in it. Idempotent;
-/// called before each spawn of a `bind: unix` worker.
-pub fn prepare(pool: &PoolConfig) -> io::Result<()> {
-    let Some(dir) = &pool.socket_dir else {
-        return Ok(());
-    };
+/// Create (or check) the runtime directory and a pool's socket directory `dir` in
+/// it, owned by `user`/`group` (the pool's `post_fork` user and group) when
+/// forkyard is root. Idempotent; called before each spawn of a `bind: unix` worker.
+pub(crate) fn prepare(dir: &Path, user: Option<&str>, group: Option<&str>) -> io::Result<()> {
     // An existing `$RUNTIME_DIRECTORY` is systemd's: its mode is the unit's choice.
     if let Some(top) = dir.parent() {
         private_dir(top, 0o711, !runtime().1)?;
     }
     private_dir(dir, 0o700, true)?;
     if nix::unistd::geteuid().is_root() {
-        let (uid, gid) = owner(pool)?;
+        let (uid, gid) = owner(user, group)?;
         if uid.is_some() || gid.is_some() {
             nix::unistd::chown(dir, uid, gid).map_err(io::Error::from)?;
         }
@@ -97,21 +94,19 @@ fn private_dir(dir: &Path, mode: u32, tighten: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// The uid/gid a pool's workers drop to (`post_fork` built-ins), if any.
-fn owner(pool: &PoolConfig) -> io::Result<(Option<nix::unistd::Uid>, Option<nix::unistd::Gid>)> {
+/// The uid/gid of `user` and `group` (a user's own group unless `group` is set).
+fn owner(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> io::Result<(Option<nix::unistd::Uid>, Option<nix::unistd::Gid>)> {
     let (mut uid, mut gid) = (None, None);
-    for hook in &pool.hooks.post_fork {
-        match &hook.action {
-            HookAction::Builtin(Builtin::User(name)) => {
-                let user = account::user(name).map_err(io::Error::other)?;
-                uid = Some(user.uid);
-                gid = gid.or(Some(user.gid));
-            }
-            HookAction::Builtin(Builtin::Group(name)) => {
-                gid = Some(account::gid(name).map_err(io::Error::other)?);
-            }
-            _ => {}
-        }
+    if let Some(name) = user {
+        let user = account::user(name).map_err(io::Error::other)?;
+        uid = Some(user.uid);
+        gid = Some(user.gid);
+    }
+    if let Some(name) = group {
+        gid = Some(account::gid(name).map_err(io::Error::other)?);
     }
     Ok((uid, gid))
 }
@@ -142,11 +137,8 @@ pub fn clear_stale(path: &Path) -> io::Result<()> {
 
 /// At exit: remove the sockets forkyard's workers left and the directories, if they
 /// were forkyard's own (`$RUNTIME_DIRECTORY` itself belongs to systemd).
-pub fn remove_all(pools: &[&PoolConfig]) {
-    for pool in pools {
-        let Some(dir) = &pool.socket_dir else {
-            continue;
-        };
+pub(crate) fn remove_all<'a>(dirs: impl IntoIterator<Item = &'a Path>) {
+    for dir in dirs {
         if let Ok(entries) = fs::read_dir(dir) {
             for entry in entries.flatten() {
                 let _ = clear_stale(&entry.path());

@@ -380,6 +380,19 @@ impl PoolConfig {
         }
     }
 
+    /// The `user:` and `group:` its `post_fork` built-ins drop to, if any.
+    pub fn post_fork_account(&self) -> (Option<&str>, Option<&str>) {
+        let (mut user, mut group) = (None, None);
+        for hook in &self.hooks.post_fork {
+            match &hook.action {
+                HookAction::Builtin(Builtin::User(name)) => user = Some(name.as_str()),
+                HookAction::Builtin(Builtin::Group(name)) => group = Some(name.as_str()),
+                _ => {}
+            }
+        }
+        (user, group)
+    }
+
     /// `bind: unix`: the socket path of the slot whose (internal) port is `port`.
     pub fn socket_path(&self, port: u16) -> Option<PathBuf> {
         let slot = usize::from(port.checked_sub(self.ports.start)?);

@@ -464,7 +464,7 @@ impl Checker<'_> {
         if let Some(group) = &raw.group {
             let p = path.key("group");
             let text = self.text(group, &p);
-            let known = crate::process::account::gid(&text).is_ok();
+            let known = crate::account::gid(&text).is_ok();
             if !known {
                 self.error(
                     &p,

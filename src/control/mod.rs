@@ -23,7 +23,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::oneshot;
 
-use crate::admin::AdminAuth;
+use crate::auth::AdminAuth;
 use crate::config::{self, Config, LogFormat, Phase};
 use crate::events;
 use crate::metrics::Metrics;

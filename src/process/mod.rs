@@ -1,5 +1,6 @@
 //! Processes: spawning workers, observing their exits, classifying them, signalling
-//! their process groups and forwarding their output into the log.
+//! their process groups and forwarding their output into the log. (The program a
+//! worker process runs first, `forkyard __child`, is `crate::child`.)
 //!
 //! forkyard observes child exits through exactly one path: [`reaper::Reaper`], which
 //! calls `waitpid(-1)` on every SIGCHLD and routes each `(pid, status)` to whoever
@@ -8,8 +9,6 @@
 //! for *any* child, it also reaps orphans re-parented to forkyard when it runs as
 //! PID 1 or as a child subreaper.
 
-pub(crate) mod account;
-pub(crate) mod child;
 pub(crate) mod child_spec;
 pub(crate) mod exit;
 pub(crate) mod oom;

@@ -23,8 +23,6 @@
 
 pub(crate) mod access_log;
 pub(crate) mod eject;
-#[cfg(feature = "fault-injection")]
-pub(crate) mod fault;
 pub(crate) mod front;
 pub(crate) mod headers;
 pub(crate) mod inflight;
@@ -209,7 +207,7 @@ impl ProxyHttp for ForkyardProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         #[cfg(feature = "fault-injection")]
-        fault::maybe_panic(req);
+        crate::fault::maybe_panic(req);
         let host = req
             .headers
             .get(http::header::HOST)

@@ -148,7 +148,7 @@ impl Running {
             }
         }
         // The workers are gone: remove their Unix sockets and directories.
-        crate::sockets::remove_all(&config.pools.iter().collect::<Vec<_>>());
+        crate::sockets::remove_all(config.pools.iter().filter_map(|p| p.socket_dir.as_deref()));
         // on_shutdown: failures are logged and counted; the exit goes on.
         if forced.is_none() {
             let _ = hooks

@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::RunError;
-use crate::admin::{AdminApp, AdminAuth, Readiness};
+use crate::admin::{AdminApp, Readiness};
+use crate::auth::AdminAuth;
 use crate::config::{Config, LogFormat, Phase};
 use crate::control::{Command, Control};
 use crate::events;
@@ -296,7 +297,7 @@ impl Built {
         #[cfg(feature = "fault-injection")]
         tracing::warn!(
             "built with the fault-injection feature: a request with {}: 1 panics on purpose; not for production",
-            crate::proxy::fault::PANIC_HEADER
+            crate::fault::PANIC_HEADER
         );
         let hooks = HookRunner {
             reaper,

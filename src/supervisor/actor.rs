@@ -112,7 +112,10 @@ impl WorkerCtx {
     fn prepare_socket(&self) -> std::io::Result<()> {
         match &self.endpoint {
             Endpoint::Unix(path) => {
-                crate::sockets::prepare(&self.generation)?;
+                if let Some(dir) = &self.generation.socket_dir {
+                    let (user, group) = self.generation.post_fork_account();
+                    crate::sockets::prepare(dir, user, group)?;
+                }
                 crate::sockets::clear_stale(path)
             }
             Endpoint::Tcp(_) => Ok(()),
@@ -557,7 +560,7 @@ impl Actor {
         self.ctx.report_boot(true);
         self.record.ready();
         #[cfg(feature = "fault-injection")]
-        crate::proxy::fault::maybe_panic_actor(&self.ctx.generation);
+        crate::fault::maybe_panic_actor(&self.ctx.generation);
         let mut changes = pool.subscribe();
         let mut tracker = HealthTracker::default();
         let mut next_check = Instant::now();

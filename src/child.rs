@@ -24,11 +24,11 @@ use std::time::Instant;
 use nix::unistd::Pid;
 use parking_lot::Mutex;
 
-use super::child_spec::{ChildSpec, SPEC_ENV};
 use crate::config::{Builtin, Hook, HookAction, OnFailure, Phase, Rlimit};
 use crate::hooks::{
     Attempt, AttemptError, FailureReason, HookContext, HookRunner, PostForkReport, Recorder,
 };
+use crate::process::child_spec::{ChildSpec, SPEC_ENV};
 
 /// Exit code when a post_fork hook or built-in failed with a non-skip policy.
 pub(crate) const EXIT_ABORTED: i32 = 125;
@@ -373,7 +373,7 @@ fn apply_builtin(
             if !root {
                 return Ok(());
             }
-            let gid = super::account::gid(name)?;
+            let gid = crate::account::gid(name)?;
             nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
             nix::unistd::setgid(gid).map_err(|e| format!("setgid {gid}: {e}"))
         }
@@ -381,7 +381,7 @@ fn apply_builtin(
             if !root {
                 return Ok(());
             }
-            let user = super::account::user(name)?;
+            let user = crate::account::user(name)?;
             if let Ok(cname) = std::ffi::CString::new(user.name.clone()) {
                 // Keep an explicitly chosen group; otherwise take the user's groups.
                 let gid = if nix::unistd::getegid().as_raw() == 0 {

@@ -5,7 +5,7 @@
 use nix::unistd::{Gid, Group, User};
 
 /// The account named `name` (or with uid `name`).
-pub fn user(name: &str) -> Result<User, String> {
+pub(crate) fn user(name: &str) -> Result<User, String> {
     match name.parse::<u32>() {
         Ok(id) => User::from_uid(id.into()).ok().flatten(),
         Err(_) => User::from_name(name).ok().flatten(),
@@ -14,7 +14,7 @@ pub fn user(name: &str) -> Result<User, String> {
 }
 
 /// The gid of group `name`; a number is taken as the gid itself.
-pub fn gid(name: &str) -> Result<Gid, String> {
+pub(crate) fn gid(name: &str) -> Result<Gid, String> {
     match name.parse::<u32>() {
         Ok(id) => Ok(Gid::from_raw(id)),
         Err(_) => Group::from_name(name)

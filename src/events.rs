@@ -9,58 +9,58 @@
 
 /// forkyard bound its listeners and is starting the pools. Fields: `version`,
 /// `proxy`, `admin`, `pools`.
-pub const START: &str = "start";
+pub(crate) const START: &str = "start";
 /// A thread panicked (a bug). In a proxy request task only that connection is
 /// lost; see docs/reliability.md. Fields: `thread`, `location`.
-pub const PANIC: &str = "panic";
+pub(crate) const PANIC: &str = "panic";
 /// A risky setting was found at start-up (see `security`). Fields: `check`
 /// (`admin_open`, `workers_as_root`, `file_permissions`).
-pub const SECURITY_WARNING: &str = "security_warning";
+pub(crate) const SECURITY_WARNING: &str = "security_warning";
 /// A worker process was spawned. Fields: `pool`, `worker`, `pid`, `port`.
-pub const SPAWN: &str = "spawn";
+pub(crate) const SPAWN: &str = "spawn";
 /// A worker process could not be spawned. Fields: `pool`, `worker`, `error`.
-pub const SPAWN_FAILED: &str = "spawn_failed";
+pub(crate) const SPAWN_FAILED: &str = "spawn_failed";
 /// A worker passed its ready probe and takes traffic. Fields: `pool`, `worker`,
 /// `pid`, `boot_ms`.
-pub const READY: &str = "ready";
+pub(crate) const READY: &str = "ready";
 /// Every pool has a ready worker for the first time (systemd gets `READY=1`).
 /// Fields: `pools`, `workers_ready`.
-pub const POOLS_READY: &str = "pools_ready";
+pub(crate) const POOLS_READY: &str = "pools_ready";
 /// A worker process is gone. Fields: `pool`, `worker`, `pid`, `reason`, `status`,
 /// `exit_code` or `signal`, `uptime_ms`.
-pub const EXIT: &str = "exit";
+pub(crate) const EXIT: &str = "exit";
 /// A slot will be started again after a delay. Fields: `pool`, `worker`, `reason`,
 /// `delay_ms`, `restarts`.
-pub const RESTART: &str = "restart";
+pub(crate) const RESTART: &str = "restart";
 /// A worker was taken out of load balancing after failures (outlier ejection).
 /// Fields: `pool`, `worker`, `failures`, `duration_ms`.
-pub const EJECTION: &str = "ejection";
+pub(crate) const EJECTION: &str = "ejection";
 /// A new worker process applied its `post_fork` built-ins (one line per spawn;
 /// each built-in's own result is logged at debug). Fields: `pool`, `worker`,
 /// `builtins`.
-pub const POST_FORK_DONE: &str = "post_fork_done";
+pub(crate) const POST_FORK_DONE: &str = "post_fork_done";
 /// A lifecycle hook attempt started. Fields: `pool`, `worker`, `phase`, `hook`,
 /// `attempt`.
-pub const HOOK_START: &str = "hook_start";
+pub(crate) const HOOK_START: &str = "hook_start";
 /// A lifecycle hook attempt succeeded. Fields: `pool`, `worker`, `phase`, `hook`,
 /// `duration_s`.
-pub const HOOK_FINISH: &str = "hook_finish";
+pub(crate) const HOOK_FINISH: &str = "hook_finish";
 /// A lifecycle hook attempt failed. Fields: `pool`, `worker`, `phase`, `hook`,
 /// `attempt`, `reason`, and `of`, `on_failure` for hooks forkyard runs itself.
-pub const HOOK_FAIL: &str = "hook_fail";
+pub(crate) const HOOK_FAIL: &str = "hook_fail";
 /// A config reload began (SIGHUP or `POST /reload`). Fields: `file`.
-pub const RELOAD_START: &str = "reload_start";
+pub(crate) const RELOAD_START: &str = "reload_start";
 /// A config reload ended. Fields: `result` (`ok`, `error`, `rolled_back`),
 /// `duration_ms`.
-pub const RELOAD_FINISH: &str = "reload_finish";
+pub(crate) const RELOAD_FINISH: &str = "reload_finish";
 /// The proxy stopped accepting and waits for in-flight requests (or, with `pool`
 /// and `worker`, one worker leaving the load balancer drains). Fields: `in_flight`,
 /// `timeout_ms`.
-pub const DRAIN_START: &str = "drain_start";
+pub(crate) const DRAIN_START: &str = "drain_start";
 /// Draining ended. Fields: `result` (`drained`, `timeout`, `interrupted`),
 /// `in_flight`, `duration_ms`.
-pub const DRAIN_FINISH: &str = "drain_finish";
+pub(crate) const DRAIN_FINISH: &str = "drain_finish";
 /// A shutdown signal arrived; readiness is off. Fields: `signal`, `in_flight`.
-pub const SHUTDOWN: &str = "shutdown";
+pub(crate) const SHUTDOWN: &str = "shutdown";
 /// Every worker is stopped; forkyard exits. Fields: `exit_code`, `duration_ms`.
-pub const SHUTDOWN_COMPLETE: &str = "shutdown_complete";
+pub(crate) const SHUTDOWN_COMPLETE: &str = "shutdown_complete";

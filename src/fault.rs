@@ -8,10 +8,10 @@
 
 use pingora::http::RequestHeader;
 
-pub const PANIC_HEADER: &str = "x-forkyard-test-panic";
+pub(crate) const PANIC_HEADER: &str = "x-forkyard-test-panic";
 
 /// Panic when `req` asks for it.
-pub fn maybe_panic(req: &RequestHeader) {
+pub(crate) fn maybe_panic(req: &RequestHeader) {
     if req
         .headers
         .get(PANIC_HEADER)
@@ -21,10 +21,10 @@ pub fn maybe_panic(req: &RequestHeader) {
     }
 }
 
-pub const ACTOR_PANIC_ENV: &str = "FORKYARD_TEST_ACTOR_PANIC";
+pub(crate) const ACTOR_PANIC_ENV: &str = "FORKYARD_TEST_ACTOR_PANIC";
 
 /// Panic once per process in a worker actor of a pool that asks for it.
-pub fn maybe_panic_actor(pool: &crate::config::PoolConfig) {
+pub(crate) fn maybe_panic_actor(pool: &crate::config::PoolConfig) {
     static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let asked = pool
         .env

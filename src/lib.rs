@@ -106,6 +106,7 @@
 //! skips the waiting.
 
 #![deny(unsafe_code)]
+#![deny(unreachable_pub)]
 
 pub(crate) mod account;
 pub(crate) mod admin;

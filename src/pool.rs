@@ -31,7 +31,7 @@ use crate::slot::{Endpoint, SlotId};
 
 /// One ready worker process as the proxy uses it.
 #[derive(Debug)]
-pub struct Member {
+pub(crate) struct Member {
     /// Unique for the life of forkyard (a new process of a slot is a new member).
     pub id: u64,
     pub slot: SlotId,
@@ -45,7 +45,7 @@ pub struct Member {
 }
 
 impl Member {
-    pub fn new(slot: SlotId, endpoint: Endpoint, served: Arc<AtomicU64>) -> Member {
+    pub(crate) fn new(slot: SlotId, endpoint: Endpoint, served: Arc<AtomicU64>) -> Member {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Member {
             id: NEXT.fetch_add(1, Relaxed),
@@ -58,32 +58,32 @@ impl Member {
     }
 
     /// A request starts on this process.
-    pub fn begin(&self) {
+    pub(crate) fn begin(&self) {
         self.in_flight.fetch_add(1, Relaxed);
         self.sent.fetch_add(1, Relaxed);
     }
 
     /// A request on this process ended (answered or not).
-    pub fn end(&self) {
+    pub(crate) fn end(&self) {
         self.in_flight.fetch_sub(1, Relaxed);
     }
 
     /// One request was answered by this process.
-    pub fn served(&self) {
+    pub(crate) fn served(&self) {
         self.served.fetch_add(1, Relaxed);
     }
 
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Relaxed).max(0) as usize
     }
 
-    pub fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.sent.load(Relaxed)
     }
 
     /// Wait until no request is in progress (the member was withdrawn first), at
     /// most `limit`. Returns how many were still running when it gave up.
-    pub async fn drain(&self, limit: Duration) -> usize {
+    pub(crate) async fn drain(&self, limit: Duration) -> usize {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let n = self.in_flight();
@@ -96,12 +96,12 @@ impl Member {
 }
 
 /// What a pool tells its balancer after every change.
-pub trait Balance: Send + Sync {
+pub(crate) trait Balance: Send + Sync {
     /// The pool now runs `settings`, and `members` take traffic (in admission order).
     fn update(&self, settings: &Arc<PoolConfig>, members: &[Arc<Member>]);
 }
 
-pub struct Pool {
+pub(crate) struct Pool {
     pub name: Arc<str>,
     settings: ArcSwap<PoolConfig>,
     /// Writers serialise here; the balancer gets each new picture in order.
@@ -114,7 +114,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(config: PoolConfig, balance: Arc<dyn Balance>) -> Arc<Pool> {
+    pub(crate) fn new(config: PoolConfig, balance: Arc<dyn Balance>) -> Arc<Pool> {
         let settings = Arc::new(config);
         balance.update(&settings, &[]);
         Arc::new(Pool {
@@ -128,12 +128,12 @@ impl Pool {
     }
 
     /// The settings the pool runs now.
-    pub fn settings(&self) -> Arc<PoolConfig> {
+    pub(crate) fn settings(&self) -> Arc<PoolConfig> {
         self.settings.load_full()
     }
 
     /// Run `config` from now on (a reload).
-    pub fn replace(&self, config: Arc<PoolConfig>) {
+    pub(crate) fn replace(&self, config: Arc<PoolConfig>) {
         let members = self.members.lock();
         self.settings.store(config.clone());
         self.balance.update(&config, &members);
@@ -141,12 +141,12 @@ impl Pool {
     }
 
     /// A receiver that sees a new value after every `replace`.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
     /// `member` takes traffic from now on.
-    pub fn admit(&self, member: Arc<Member>) {
+    pub(crate) fn admit(&self, member: Arc<Member>) {
         let mut members = self.members.lock();
         if members.iter().any(|m| m.id == member.id) {
             return;
@@ -157,7 +157,7 @@ impl Pool {
     }
 
     /// `member` gets no new request from now on (requests in flight go on).
-    pub fn withdraw(&self, member: &Member) {
+    pub(crate) fn withdraw(&self, member: &Member) {
         let mut members = self.members.lock();
         let before = members.len();
         members.retain(|m| m.id != member.id);
@@ -168,7 +168,7 @@ impl Pool {
     }
 
     /// How many worker processes take traffic.
-    pub fn ready(&self) -> usize {
+    pub(crate) fn ready(&self) -> usize {
         self.ready.load(Relaxed)
     }
 }

@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 #[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
+pub(crate) enum ProbeError {
     #[error("cannot connect to {target}: {source}")]
     Connect {
         target: String,
@@ -27,7 +27,7 @@ pub enum ProbeError {
 }
 
 /// Open a TCP connection to `host:port` (host names are resolved).
-pub async fn connect(host: &str, port: u16) -> Result<TcpStream, ProbeError> {
+pub(crate) async fn connect(host: &str, port: u16) -> Result<TcpStream, ProbeError> {
     TcpStream::connect((host, port))
         .await
         .map_err(|source| ProbeError::Connect {
@@ -37,7 +37,7 @@ pub async fn connect(host: &str, port: u16) -> Result<TcpStream, ProbeError> {
 }
 
 /// Send one request and return the response's status code.
-pub async fn http_status(
+pub(crate) async fn http_status(
     host: &str,
     port: u16,
     method: &str,
@@ -54,7 +54,7 @@ pub async fn http_status(
 }
 
 /// Open a connection to the Unix socket at `socket`.
-pub async fn connect_unix(socket: &Path) -> Result<UnixStream, ProbeError> {
+pub(crate) async fn connect_unix(socket: &Path) -> Result<UnixStream, ProbeError> {
     UnixStream::connect(socket)
         .await
         .map_err(|source| ProbeError::Connect {
@@ -64,7 +64,11 @@ pub async fn connect_unix(socket: &Path) -> Result<UnixStream, ProbeError> {
 }
 
 /// `http_status` over a Unix socket (`Host: localhost`).
-pub async fn http_status_unix(socket: &Path, method: &str, path: &str) -> Result<u16, ProbeError> {
+pub(crate) async fn http_status_unix(
+    socket: &Path,
+    method: &str,
+    path: &str,
+) -> Result<u16, ProbeError> {
     let target = format!("unix:{}:{path}", socket.display());
     let stream = connect_unix(socket).await?;
     request_status(stream, "localhost", method, path, target).await
@@ -98,7 +102,7 @@ async fn request_status<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Bound on one probe attempt, for callers that have no better bound.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The status code of `HTTP/1.x NNN ...`.
 fn parse_status(head: &[u8]) -> Option<u16> {

@@ -12,17 +12,17 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// The environment variable systemd sets.
-pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+pub(crate) const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
 #[derive(Debug)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     addr: SocketAddr,
     display: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot notify systemd at {socket}: {source}")]
-pub struct NotifyError {
+pub(crate) struct NotifyError {
     socket: String,
     #[source]
     source: std::io::Error,
@@ -30,7 +30,7 @@ pub struct NotifyError {
 
 impl Notifier {
     /// The notifier for `$NOTIFY_SOCKET`, if it is set to something usable.
-    pub fn from_env() -> Option<Notifier> {
+    pub(crate) fn from_env() -> Option<Notifier> {
         let value = std::env::var_os(NOTIFY_SOCKET)?;
         match Notifier::new(&value.to_string_lossy()) {
             Ok(n) => Some(n),
@@ -42,7 +42,7 @@ impl Notifier {
     }
 
     /// A notifier for a socket path, or `@name` for the abstract namespace.
-    pub fn new(socket: &str) -> Result<Notifier, NotifyError> {
+    pub(crate) fn new(socket: &str) -> Result<Notifier, NotifyError> {
         let fail = |source| NotifyError {
             socket: socket.to_owned(),
             source,
@@ -63,7 +63,7 @@ impl Notifier {
     }
 
     /// Send one notification, e.g. `"READY=1\nSTATUS=4/4 workers ready"`.
-    pub fn notify(&self, state: &str) -> Result<(), NotifyError> {
+    pub(crate) fn notify(&self, state: &str) -> Result<(), NotifyError> {
         let fail = |source| NotifyError {
             socket: self.display.clone(),
             source,

@@ -81,7 +81,7 @@ fn writable_by_others(path: &Path) -> Option<u32> {
 }
 
 /// Log each warning (after logging is set up).
-pub fn log_warnings(config: &Config) {
+pub(crate) fn log_warnings(config: &Config) {
     for w in warnings(config, nix::unistd::geteuid().is_root()) {
         tracing::warn!(
             event = crate::events::SECURITY_WARNING,

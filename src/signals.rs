@@ -8,7 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ControlEvent {
+pub(crate) enum ControlEvent {
     /// SIGTERM: graceful shutdown.
     Terminate,
     /// SIGINT: shutdown (Ctrl-C).
@@ -23,7 +23,7 @@ pub enum ControlEvent {
 
 impl ControlEvent {
     /// The signal number behind the event.
-    pub fn signal_number(self) -> i32 {
+    pub(crate) fn signal_number(self) -> i32 {
         match self {
             ControlEvent::Terminate => libc::SIGTERM,
             ControlEvent::Interrupt => libc::SIGINT,
@@ -35,7 +35,7 @@ impl ControlEvent {
 }
 
 /// Install the handlers and return the event stream. Call inside a tokio runtime.
-pub fn listen() -> std::io::Result<mpsc::UnboundedReceiver<ControlEvent>> {
+pub(crate) fn listen() -> std::io::Result<mpsc::UnboundedReceiver<ControlEvent>> {
     let (tx, rx) = mpsc::unbounded_channel();
     for (kind, event) in [
         (SignalKind::terminate(), ControlEvent::Terminate),

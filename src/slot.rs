@@ -14,21 +14,21 @@ use std::path::PathBuf;
 
 /// A worker slot of a pool: `0..workers`, stable for the life of the slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SlotId(pub usize);
+pub(crate) struct SlotId(pub usize);
 
 impl SlotId {
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self.0
     }
 
     /// The value of the `worker` label.
-    pub fn label(self) -> String {
+    pub(crate) fn label(self) -> String {
         self.0.to_string()
     }
 
     /// A stable 64-bit identity for rendezvous hashing: keys follow the slot, not
     /// the port its current process happens to use.
-    pub fn hash_id(self) -> u64 {
+    pub(crate) fn hash_id(self) -> u64 {
         mix(self.0 as u64 ^ 0x5157_0000_0000_0000)
     }
 }
@@ -41,7 +41,7 @@ impl fmt::Display for SlotId {
 
 /// Where one worker process listens: a TCP address or a Unix socket path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Tcp(SocketAddr),
     Unix(PathBuf),
 }
@@ -82,7 +82,7 @@ impl Endpoint {
     /// Where the worker on endpoint number `port` of `pool` listens:
     /// `127.0.0.1:<port>`, or its Unix socket for `bind: unix` (there the number
     /// only names the socket file).
-    pub fn of(pool: &crate::config::PoolConfig, port: u16) -> Endpoint {
+    pub(crate) fn of(pool: &crate::config::PoolConfig, port: u16) -> Endpoint {
         match pool.socket_path(port) {
             Some(path) => Endpoint::Unix(path),
             None => Endpoint::Tcp(SocketAddr::from(([127, 0, 0, 1], port))),
@@ -92,7 +92,7 @@ impl Endpoint {
 
 /// The state of one worker slot's current process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WorkerState {
+pub(crate) enum WorkerState {
     /// Spawned, not yet ready: gets no traffic.
     Starting,
     /// Passed its ready probe: in the load balancer.
@@ -109,7 +109,7 @@ pub enum WorkerState {
 
 impl WorkerState {
     /// States exported by the `forkyard_workers` gauge.
-    pub const GAUGED: [WorkerState; 5] = [
+    pub(crate) const GAUGED: [WorkerState; 5] = [
         WorkerState::Starting,
         WorkerState::Ready,
         WorkerState::Unhealthy,
@@ -117,7 +117,7 @@ impl WorkerState {
         WorkerState::Stopping,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             WorkerState::Starting => "starting",
             WorkerState::Ready => "ready",
@@ -136,7 +136,7 @@ impl fmt::Display for WorkerState {
 }
 
 /// splitmix64's finaliser: spreads any 64-bit input over all 64 bits.
-pub fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

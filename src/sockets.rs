@@ -42,12 +42,12 @@ fn runtime() -> &'static (PathBuf, bool) {
 }
 
 /// This process's runtime directory for worker sockets (not created yet).
-pub fn runtime_dir() -> &'static Path {
+pub(crate) fn runtime_dir() -> &'static Path {
     &runtime().0
 }
 
 /// The directory of `pool`'s worker sockets.
-pub fn pool_dir(pool: &str) -> PathBuf {
+pub(crate) fn pool_dir(pool: &str) -> PathBuf {
     runtime_dir().join(pool)
 }
 
@@ -113,7 +113,7 @@ fn owner(
 
 /// Remove a socket left at `path` by a previous worker. Anything that is not a
 /// socket is left alone and reported.
-pub fn clear_stale(path: &Path) -> io::Result<()> {
+pub(crate) fn clear_stale(path: &Path) -> io::Result<()> {
     match fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(annotate(e, path)),

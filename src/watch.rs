@@ -10,16 +10,16 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 /// Quiet time after the last change before a reload starts.
-pub const DEBOUNCE: Duration = Duration::from_millis(300);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Watches one file; dropping it stops watching.
-pub struct ConfigWatch {
+pub(crate) struct ConfigWatch {
     _watcher: notify::RecommendedWatcher,
     changes: mpsc::UnboundedReceiver<()>,
 }
 
 impl ConfigWatch {
-    pub fn start(file: &Path) -> notify::Result<ConfigWatch> {
+    pub(crate) fn start(file: &Path) -> notify::Result<ConfigWatch> {
         let file: PathBuf = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
         let dir = file
             .parent()
@@ -47,7 +47,7 @@ impl ConfigWatch {
     }
 
     /// Resolves after a change followed by `DEBOUNCE` of quiet.
-    pub async fn changed(&mut self) {
+    pub(crate) async fn changed(&mut self) {
         if self.changes.recv().await.is_none() {
             std::future::pending::<()>().await;
         }
@@ -61,7 +61,7 @@ impl ConfigWatch {
 }
 
 /// `changed()` of an optional watch: never resolves without one.
-pub async fn changed(watch: &mut Option<ConfigWatch>) {
+pub(crate) async fn changed(watch: &mut Option<ConfigWatch>) {
     match watch {
         Some(w) => w.changed().await,
         None => std::future::pending().await,

@@ -111,7 +111,7 @@ pub(super) struct Issue {
 }
 
 impl Issue {
-    pub fn at(path: KeyPath, message: impl Into<String>) -> Self {
+    pub(super) fn at(path: KeyPath, message: impl Into<String>) -> Self {
         Issue {
             path,
             at_key: false,
@@ -119,7 +119,7 @@ impl Issue {
         }
     }
 
-    pub fn at_key(path: KeyPath, message: impl Into<String>) -> Self {
+    pub(super) fn at_key(path: KeyPath, message: impl Into<String>) -> Self {
         Issue {
             path,
             at_key: true,

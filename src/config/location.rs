@@ -26,37 +26,37 @@ pub(super) enum Seg {
 pub(super) struct KeyPath(Vec<Seg>);
 
 impl KeyPath {
-    pub fn root() -> Self {
+    pub(super) fn root() -> Self {
         KeyPath(Vec::new())
     }
 
-    pub fn key(&self, key: impl Into<String>) -> Self {
+    pub(super) fn key(&self, key: impl Into<String>) -> Self {
         let mut segs = self.0.clone();
         segs.push(Seg::Key(key.into()));
         KeyPath(segs)
     }
 
-    pub fn index(&self, index: usize) -> Self {
+    pub(super) fn index(&self, index: usize) -> Self {
         let mut segs = self.0.clone();
         segs.push(Seg::Index(index));
         KeyPath(segs)
     }
 
-    pub fn segs(&self) -> &[Seg] {
+    pub(super) fn segs(&self) -> &[Seg] {
         &self.0
     }
 
-    pub fn from_segs(segs: Vec<Seg>) -> Self {
+    pub(super) fn from_segs(segs: Vec<Seg>) -> Self {
         KeyPath(segs)
     }
 
-    pub fn parent(&self) -> Option<KeyPath> {
+    pub(super) fn parent(&self) -> Option<KeyPath> {
         let (_, rest) = self.0.split_last()?;
         Some(KeyPath(rest.to_vec()))
     }
 
     /// The last segment, when it is a key.
-    pub fn last_key(&self) -> Option<&str> {
+    pub(super) fn last_key(&self) -> Option<&str> {
         match self.0.last() {
             Some(Seg::Key(k)) => Some(k),
             _ => None,
@@ -64,13 +64,13 @@ impl KeyPath {
     }
 
     /// True when `self` is `other` or lies under it.
-    pub fn starts_with(&self, other: &KeyPath) -> bool {
+    pub(super) fn starts_with(&self, other: &KeyPath) -> bool {
         self.0.starts_with(&other.0)
     }
 
     /// The path serde_path_to_error reports, cut at the first segment it could not
     /// name (a non-string map key).
-    pub fn from_serde(path: &serde_path_to_error::Path) -> Self {
+    pub(super) fn from_serde(path: &serde_path_to_error::Path) -> Self {
         use serde_path_to_error::Segment;
         let mut segs = Vec::new();
         for seg in path.iter() {
@@ -149,7 +149,7 @@ pub(super) struct LocationIndex {
 
 impl LocationIndex {
     /// Index the first YAML document in `text`.
-    pub fn build(text: &str) -> Self {
+    pub(super) fn build(text: &str) -> Self {
         // The index is optional; a panic inside the YAML parser on hostile input must
         // cost positions, not the load.
         std::panic::catch_unwind(|| Builder::default().run(text)).unwrap_or_default()
@@ -157,7 +157,7 @@ impl LocationIndex {
 
     /// Where to point for a problem at `path`: its key or value if indexed,
     /// otherwise the nearest indexed ancestor's key.
-    pub fn locate(&self, path: &KeyPath, at_key: bool) -> Option<Mark> {
+    pub(super) fn locate(&self, path: &KeyPath, at_key: bool) -> Option<Mark> {
         if let Some(node) = self.nodes.get(path) {
             let prefer_key = at_key || !matches!(node.kind, NodeKind::Scalar { .. });
             return match (prefer_key, node.key) {
@@ -176,7 +176,7 @@ impl LocationIndex {
     }
 
     /// Whether the value at `path` was written as a plain (unquoted) scalar.
-    pub fn is_plain(&self, path: &KeyPath) -> bool {
+    pub(super) fn is_plain(&self, path: &KeyPath) -> bool {
         matches!(
             self.nodes.get(path),
             Some(Node {
@@ -188,7 +188,7 @@ impl LocationIndex {
 
     /// The text of a plain scalar as written, e.g. `3.10` where serde_yaml saw the
     /// number 3.1.
-    pub fn plain_text(&self, path: &KeyPath) -> Option<&str> {
+    pub(super) fn plain_text(&self, path: &KeyPath) -> Option<&str> {
         match self.nodes.get(path) {
             Some(Node {
                 kind: NodeKind::Scalar { plain: true, text },
@@ -199,7 +199,7 @@ impl LocationIndex {
     }
 
     /// Record the text a scalar has after env substitution.
-    pub fn set_text(&mut self, path: &KeyPath, new_text: &str) {
+    pub(super) fn set_text(&mut self, path: &KeyPath, new_text: &str) {
         if let Some(Node {
             kind: NodeKind::Scalar { text, .. },
             ..

@@ -23,7 +23,7 @@ use super::size::SIZE_HINT;
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(title = "forkyard config.yaml")]
-pub struct RawConfig {
+pub(super) struct RawConfig {
     /// The HTTP reverse proxy. Default: listen on `0.0.0.0:8080` with 1 thread.
     pub proxy: Option<RawProxy>,
     /// The admin endpoints (/metrics, /healthz, /readyz, /status). Default: `127.0.0.1:9090`.
@@ -48,7 +48,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Reload")]
-pub struct RawReload {
+pub(super) struct RawReload {
     /// Reload when the config file changes on disk. Default false.
     #[schemars(with = "Option<super::schema::Flag>")]
     pub watch: Option<bool>,
@@ -57,7 +57,7 @@ pub struct RawReload {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Proxy")]
-pub struct RawProxy {
+pub(super) struct RawProxy {
     /// One `IP:port` or a list of them. Default `"0.0.0.0:8080"`.
     pub listen: Option<RawListen>,
     /// Proxy worker threads, 1 to 1024. Default 1.
@@ -79,7 +79,7 @@ pub struct RawProxy {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Admin")]
-pub struct RawAdmin {
+pub(super) struct RawAdmin {
     /// One `IP:port`. Default `"127.0.0.1:9090"`.
     #[schemars(with = "Option<super::schema::Address>")]
     pub listen: Option<Scalar>,
@@ -96,7 +96,7 @@ pub struct RawAdmin {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Log")]
-pub struct RawLog {
+pub(super) struct RawLog {
     /// `error`, `warn`, `info`, `debug` or `trace`. Default `info`.
     #[schemars(with = "Option<super::schema::LogLevel>")]
     pub level: Option<Scalar>,
@@ -111,7 +111,7 @@ pub struct RawLog {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Shutdown")]
-pub struct RawShutdown {
+pub(super) struct RawShutdown {
     /// How long in-flight requests may take to finish after SIGTERM. Default `"30s"`.
     pub timeout: Option<RawDuration>,
     /// Time between /readyz turning 503 and the proxy closing its listeners. Default `"0s"`.
@@ -121,7 +121,7 @@ pub struct RawShutdown {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Pool")]
-pub struct RawPool {
+pub(super) struct RawPool {
     /// Required. argv, non-empty; may use `{port}` (`{socket}` for `bind: unix`),
     /// `{worker}` and `{pool}`.
     #[schemars(required)]
@@ -177,7 +177,7 @@ pub struct RawPool {
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawEject {
+pub(super) struct RawEject {
     /// Connect errors or 5xx answers in a row that eject a worker; 0 turns ejection
     /// off. Default 5.
     pub consecutive_failures: Option<u32>,
@@ -191,7 +191,7 @@ pub struct RawEject {
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawUpstreamTimeouts {
+pub(super) struct RawUpstreamTimeouts {
     /// Connecting to a worker. Default `"5s"`.
     pub connect: Option<RawDuration>,
     /// Waiting for the response head, and for each further read. Default `"60s"`.
@@ -202,21 +202,21 @@ pub struct RawUpstreamTimeouts {
 
 /// `lb`: an algorithm name, or a mapping for hashing.
 #[derive(Debug, Clone)]
-pub enum RawLb {
+pub(super) enum RawLb {
     Name(String),
     Map(RawLbMap),
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawLbMap {
+pub(super) struct RawLbMap {
     /// Consistent hashing on one request attribute.
     pub hash: Option<RawHash>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RawHash {
+pub(super) struct RawHash {
     /// Hash on this request header's value.
     pub header: Option<String>,
     /// Hash on this cookie's value.
@@ -228,7 +228,7 @@ pub struct RawHash {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Ready")]
-pub struct RawReady {
+pub(super) struct RawReady {
     /// Probe by TCP connect; only `true` is meaningful. Default: the probe when
     /// `ready` is not given.
     #[schemars(with = "Option<super::schema::Flag>")]
@@ -245,7 +245,7 @@ pub struct RawReady {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Recycle")]
-pub struct RawRecycle {
+pub(super) struct RawRecycle {
     /// Requests served by one worker. Default: no limit.
     #[schemars(with = "Option<super::schema::Integer>")]
     pub max_requests: Option<u64>,
@@ -262,7 +262,7 @@ pub struct RawRecycle {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Health")]
-pub struct RawHealth {
+pub(super) struct RawHealth {
     /// Probe by TCP connect (`true`).
     #[schemars(with = "Option<super::schema::Flag>")]
     pub tcp: Option<bool>,
@@ -285,7 +285,7 @@ pub struct RawHealth {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Restart")]
-pub struct RawRestart {
+pub(super) struct RawRestart {
     /// First restart delay, greater than 0. Default `"100ms"`.
     pub backoff_min: Option<RawDuration>,
     /// Largest restart delay, at least `backoff_min`. Default `"30s"`.
@@ -300,7 +300,7 @@ pub struct RawRestart {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "CrashLoop")]
-pub struct RawCrashLoop {
+pub(super) struct RawCrashLoop {
     /// Restarts within `window` that mark the pool degraded, at least 1. Default 5.
     #[schemars(with = "Option<super::schema::Count>")]
     pub failures: Option<usize>,
@@ -311,7 +311,7 @@ pub struct RawCrashLoop {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Stop")]
-pub struct RawStop {
+pub(super) struct RawStop {
     /// Signal name such as `SIGTERM` or `TERM`. Default `SIGTERM`.
     #[schemars(with = "Option<super::schema::SignalName>")]
     pub signal: Option<Scalar>,
@@ -325,7 +325,7 @@ pub struct RawStop {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Route")]
-pub struct RawRoute {
+pub(super) struct RawRoute {
     /// Exact host, case-insensitive, without a port. Default: any host.
     pub host: Option<String>,
     /// Path prefix starting with `/`, matched on segment boundaries. Default: any path.
@@ -339,7 +339,7 @@ pub struct RawRoute {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "GlobalHooks")]
-pub struct RawGlobalHooks {
+pub(super) struct RawGlobalHooks {
     /// Run once before any worker is spawned. Default: none.
     pub on_start: Option<Vec<RawHook>>,
     /// Run once when forkyard stops, after the workers. Default: none.
@@ -350,7 +350,7 @@ pub struct RawGlobalHooks {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "PoolHooks")]
-pub struct RawPoolHooks {
+pub(super) struct RawPoolHooks {
     /// In forkyard, before each spawn. Default: none.
     pub pre_fork: Option<Vec<RawHook>>,
     /// In the new worker process, before the app starts. Default: none.
@@ -367,7 +367,7 @@ pub struct RawPoolHooks {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Hook")]
-pub struct RawHook {
+pub(super) struct RawHook {
     /// Label in logs and metrics. Default `<phase>.<index>`.
     pub name: Option<String>,
     /// Bound on one attempt. Default `"30s"`.
@@ -419,7 +419,7 @@ pub struct RawHook {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "HttpAction")]
-pub struct RawHttpAction {
+pub(super) struct RawHttpAction {
     /// A path on the worker's address (post_spawn, pre_stop).
     pub path: Option<String>,
     /// Or any `http://host:port/path` URL.
@@ -435,7 +435,7 @@ pub struct RawHttpAction {
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "WaitFor")]
-pub struct RawWaitFor {
+pub(super) struct RawWaitFor {
     /// `host:port` that must accept a TCP connection.
     pub tcp: Option<Scalar>,
     /// `http://` URL that must answer 2xx.
@@ -444,7 +444,7 @@ pub struct RawWaitFor {
 
 /// A string, or a number or boolean written where a string is expected.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Scalar {
+pub(super) struct Scalar {
     pub text: String,
     /// True when YAML typed it as a number or boolean; its text is then
     /// serde_yaml's rendering (`3.1` for `3.10`) and the source text is better.
@@ -453,30 +453,30 @@ pub struct Scalar {
 
 /// `proxy.listen`: one address or a list of them.
 #[derive(Debug, Clone, PartialEq)]
-pub enum RawListen {
+pub(super) enum RawListen {
     One(Scalar),
     Many(Vec<Scalar>),
 }
 
 /// A pool's argv.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawCommand(pub Vec<Scalar>);
+pub(super) struct RawCommand(pub Vec<Scalar>);
 
 /// Pools in file order.
 #[derive(Debug, Clone, Default)]
-pub struct RawPools(pub Vec<(Scalar, RawPool)>);
+pub(super) struct RawPools(pub Vec<(Scalar, RawPool)>);
 
 /// Environment variables in file order.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawEnv(pub Vec<(Scalar, Scalar)>);
+pub(super) struct RawEnv(pub Vec<(Scalar, Scalar)>);
 
 /// A duration string, parsed by `validate`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawDuration(pub String);
+pub(super) struct RawDuration(pub String);
 
 /// A size string such as `"32KiB"`, parsed by `validate`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawSize(pub String);
+pub(super) struct RawSize(pub String);
 
 struct ScalarVisitor;
 

@@ -11,13 +11,13 @@ use super::validate::{is_env_name, parse_signal, Checker};
 
 const SECOND: Duration = Duration::from_secs(1);
 /// Default bound on one attempt of a hook.
-pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 const ACTIONS: &str = "run, http, wait_for";
 const BUILTINS: &str = "close_fds, seed_env, setsid, umask, rlimits, user, group, nice, oom_score_adj, parent_death_signal";
 
 /// Parse `http://host:port/path` (no TLS: forkyard is built without it).
-pub fn parse_http_url(text: &str) -> Result<HttpUrl, String> {
+pub(super) fn parse_http_url(text: &str) -> Result<HttpUrl, String> {
     let hint = r#"(expected e.g. "http://127.0.0.1:8000/healthz")"#;
     let uri: http::Uri = text
         .parse()

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 /// Why a hook attempt failed: the `reason` label of `forkyard_hook_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FailureReason {
+pub(crate) enum FailureReason {
     /// `run:` exited with a non-zero code.
     Exit,
     /// `run:` was killed by a signal.

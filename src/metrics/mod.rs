@@ -38,7 +38,7 @@ const BOOT_BUCKETS: [f64; 12] = [
 ];
 
 /// HTTP status classes, indexed by `status / 100 - 1`.
-pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+pub(crate) const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// What each kind of metric needs to be built.
 trait Build: Sized + Clone + Collector + 'static {
@@ -171,7 +171,7 @@ metrics! {
 
 /// Pre-resolved per-pool handles for the request path.
 #[derive(Clone)]
-pub struct PoolRequestMetrics {
+pub(crate) struct PoolRequestMetrics {
     pub by_class: [IntCounter; 5],
     pub duration: Histogram,
     pub connect_errors: IntCounter,
@@ -180,7 +180,7 @@ pub struct PoolRequestMetrics {
 
 impl PoolRequestMetrics {
     /// Count one finished request with `status` (0 when no response was sent).
-    pub fn record(&self, status: u16, seconds: f64) {
+    pub(crate) fn record(&self, status: u16, seconds: f64) {
         let idx = match status {
             100..=599 => usize::from(status / 100 - 1),
             // No response at all (client went away): count as a server-side failure.
@@ -193,7 +193,7 @@ impl PoolRequestMetrics {
 
 /// Pre-resolved handles for one worker slot, used by its supervisor actor.
 #[derive(Clone)]
-pub struct SlotMetrics {
+pub(crate) struct SlotMetrics {
     pub starts: IntCounter,
     pub boot: Histogram,
     pub start_time: Gauge,
@@ -204,14 +204,14 @@ pub struct SlotMetrics {
 
 impl SlotMetrics {
     /// Count an exit of this slot's process for `reason` (an [`ExitReason`] label).
-    pub fn exit(&self, reason: &str) {
+    pub(crate) fn exit(&self, reason: &str) {
         self.exits
             .with_label_values(&[self.pool.as_str(), reason])
             .inc();
     }
 
     /// Count a restart of this slot for `reason`.
-    pub fn restart(&self, reason: ExitReason) {
+    pub(crate) fn restart(&self, reason: ExitReason) {
         self.restarts
             .with_label_values(&[self.pool.as_str(), reason.as_str()])
             .inc();
@@ -219,7 +219,7 @@ impl SlotMetrics {
 }
 
 /// One declared hook: `(pool, phase, name)`, pool empty for forkyard-wide phases.
-pub type HookSeries<'a> = (&'a str, Phase, &'a str);
+pub(crate) type HookSeries<'a> = (&'a str, Phase, &'a str);
 
 /// Hook durations, in seconds (10 ms .. 10 min).
 const HOOK_BUCKETS: [f64; 12] = [
@@ -288,17 +288,17 @@ impl Metrics {
     }
 
     /// The in-flight gauge of one worker slot (created at 0).
-    pub fn worker_in_flight(&self, pool: &str, worker: &str) -> IntGauge {
+    pub(crate) fn worker_in_flight(&self, pool: &str, worker: &str) -> IntGauge {
         self.worker_in_flight.with_label_values(&[pool, worker])
     }
 
     /// The ejection counter of one worker slot (created at 0).
-    pub fn worker_ejections(&self, pool: &str, worker: &str) -> IntCounter {
+    pub(crate) fn worker_ejections(&self, pool: &str, worker: &str) -> IntCounter {
         self.worker_ejections.with_label_values(&[pool, worker])
     }
 
     /// Handles for the request path of `pool`.
-    pub fn pool_requests(&self, pool: &str) -> PoolRequestMetrics {
+    pub(crate) fn pool_requests(&self, pool: &str) -> PoolRequestMetrics {
         PoolRequestMetrics {
             by_class: CODE_CLASSES.map(|c| self.requests.with_label_values(&[pool, c])),
             duration: self.request_duration.with_label_values(&[pool]),
@@ -308,12 +308,12 @@ impl Metrics {
     }
 
     /// The gauge of `pool` workers in `state`.
-    pub fn workers_in(&self, pool: &str, state: WorkerState) -> IntGauge {
+    pub(crate) fn workers_in(&self, pool: &str, state: WorkerState) -> IntGauge {
         self.workers.with_label_values(&[pool, state.as_str()])
     }
 
     /// Count a restart of a `pool` worker.
-    pub fn restart(&self, pool: &str, reason: ExitReason) {
+    pub(crate) fn restart(&self, pool: &str, reason: ExitReason) {
         self.worker_restarts
             .with_label_values(&[pool, reason.as_str()])
             .inc();
@@ -354,12 +354,12 @@ impl Metrics {
     }
 
     /// Add a collector to the registry (for example [`WorkerResources`]).
-    pub fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
+    pub(crate) fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
         self.registry.register(collector)
     }
 
     /// Count one attempt of a hook and how long it took.
-    pub fn hook_ran(&self, pool: &str, phase: Phase, hook: &str, seconds: f64) {
+    pub(crate) fn hook_ran(&self, pool: &str, phase: Phase, hook: &str, seconds: f64) {
         let labels = [pool, phase.as_str(), hook];
         self.hook_runs.with_label_values(&labels).inc();
         self.hook_duration
@@ -368,14 +368,14 @@ impl Metrics {
     }
 
     /// Count one failed attempt of a hook.
-    pub fn hook_failed(&self, pool: &str, phase: Phase, hook: &str, reason: FailureReason) {
+    pub(crate) fn hook_failed(&self, pool: &str, phase: Phase, hook: &str, reason: FailureReason) {
         self.hook_failures
             .with_label_values(&[pool, phase.as_str(), hook, reason.as_str()])
             .inc();
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         let families = self.registry.gather();
         if let Err(e) = TextEncoder::new().encode(&families, &mut out) {

@@ -7,7 +7,7 @@ use nix::sys::wait::WaitStatus;
 
 /// The final status of a child process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
+pub(crate) enum ExitStatus {
     /// Exited by itself with this code.
     Code(i32),
     /// Killed by this signal number.
@@ -16,7 +16,7 @@ pub enum ExitStatus {
 
 impl ExitStatus {
     /// Convert a terminal `WaitStatus`; `None` for stops and continues.
-    pub fn from_wait(status: WaitStatus) -> Option<(nix::unistd::Pid, ExitStatus)> {
+    pub(crate) fn from_wait(status: WaitStatus) -> Option<(nix::unistd::Pid, ExitStatus)> {
         match status {
             WaitStatus::Exited(pid, code) => Some((pid, ExitStatus::Code(code))),
             WaitStatus::Signaled(pid, sig, _) => Some((pid, ExitStatus::Signal(sig as i32))),
@@ -39,7 +39,7 @@ impl fmt::Display for ExitStatus {
 
 /// Why a worker stopped running: the `reason` label of the worker metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExitReason {
+pub(crate) enum ExitReason {
     /// It exited by itself (or could not be executed).
     ExitCode,
     /// It was killed by a signal forkyard did not send as part of a planned stop.
@@ -70,7 +70,7 @@ pub enum ExitReason {
 impl ExitReason {
     /// Every reason, for pre-initialising the exit series; the first nine are the
     /// ones a slot is restarted or replaced for ([`ExitReason::restarts`]).
-    pub const ALL: [ExitReason; 12] = [
+    pub(crate) const ALL: [ExitReason; 12] = [
         ExitReason::ExitCode,
         ExitReason::Signal,
         ExitReason::OomKilled,
@@ -87,12 +87,12 @@ impl ExitReason {
 
     /// The reasons a worker is restarted or replaced, for pre-initialising the
     /// restart series: all but the planned stops.
-    pub fn restarts() -> &'static [ExitReason] {
+    pub(crate) fn restarts() -> &'static [ExitReason] {
         &Self::ALL[..9]
     }
 
     /// A stop forkyard asked for (not a failure).
-    pub fn is_planned(self) -> bool {
+    pub(crate) fn is_planned(self) -> bool {
         matches!(
             self,
             ExitReason::RecycleRequests
@@ -104,7 +104,7 @@ impl ExitReason {
         )
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ExitReason::ExitCode => "exit_code",
             ExitReason::Signal => "signal",
@@ -122,7 +122,7 @@ impl ExitReason {
     }
 
     /// The reason for an exit forkyard did not cause.
-    pub fn of_unplanned(status: ExitStatus) -> ExitReason {
+    pub(crate) fn of_unplanned(status: ExitStatus) -> ExitReason {
         match status {
             ExitStatus::Code(_) => ExitReason::ExitCode,
             ExitStatus::Signal(_) => ExitReason::Signal,
@@ -131,7 +131,7 @@ impl ExitReason {
 
     /// Like `of_unplanned`, given the cgroup's OOM-kill count when the process
     /// started (`before`) and now: a SIGKILL while it rose is `oom_killed`.
-    pub fn of_unplanned_oom(
+    pub(crate) fn of_unplanned_oom(
         status: ExitStatus,
         before: Option<u64>,
         now: Option<u64>,

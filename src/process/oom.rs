@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The current OOM-kill count, or `None` when it cannot be read here.
-pub fn kills() -> Option<u64> {
+pub(crate) fn kills() -> Option<u64> {
     static COUNTER: OnceLock<Option<PathBuf>> = OnceLock::new();
     let path = COUNTER
         .get_or_init(|| {

@@ -29,14 +29,14 @@ struct Table {
 }
 
 /// Routes child exit statuses to their watchers.
-pub struct Reaper {
+pub(crate) struct Reaper {
     table: Mutex<Table>,
 }
 
 impl Reaper {
     /// Install the SIGCHLD handler and start reaping on the current tokio runtime.
     /// Call this before spawning any child.
-    pub fn start() -> std::io::Result<Arc<Reaper>> {
+    pub(crate) fn start() -> std::io::Result<Arc<Reaper>> {
         let reaper = Arc::new(Reaper {
             table: Mutex::new(Table::default()),
         });
@@ -54,7 +54,7 @@ impl Reaper {
     }
 
     /// A receiver that resolves with `pid`'s exit status.
-    pub fn watch(&self, pid: i32) -> oneshot::Receiver<ExitStatus> {
+    pub(crate) fn watch(&self, pid: i32) -> oneshot::Receiver<ExitStatus> {
         let (tx, rx) = oneshot::channel();
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((status, _)) = table.unclaimed.remove(&pid) {

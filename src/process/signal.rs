@@ -10,7 +10,7 @@ use nix::unistd::Pid;
 
 /// Send `signal` to the process group led by `pgid`. A group that no longer exists
 /// is not an error: the goal (no process left) is already met.
-pub fn signal_group(pgid: i32, signal: Signal) -> Result<(), Errno> {
+pub(crate) fn signal_group(pgid: i32, signal: Signal) -> Result<(), Errno> {
     if pgid <= 1 {
         // Never signal "every process" or init by accident.
         return Err(Errno::EINVAL);

@@ -45,7 +45,7 @@ pub(crate) struct SpawnSpec {
 
 /// A started child. Its exit must be observed through the reaper.
 #[derive(Debug)]
-pub struct Spawned {
+pub(crate) struct Spawned {
     pub pid: i32,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
@@ -54,7 +54,7 @@ pub struct Spawned {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
+pub(crate) enum SpawnError {
     #[error("empty command")]
     EmptyCommand,
     #[error("could not start {program:?} in {cwd:?}: {source}")]
@@ -70,7 +70,7 @@ pub enum SpawnError {
 
 /// Start `spec` in a new process group. Must be called inside a tokio runtime
 /// (the pipes register with its reactor).
-pub fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
+pub(crate) fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     let (program, args) = spec.argv.split_first().ok_or(SpawnError::EmptyCommand)?;
     let mut report_pipe = None;
     let mut cmd = match &spec.child {

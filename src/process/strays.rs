@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use super::signal::signal_group;
 
 /// The pids whose parent is `parent`, read from `/proc`.
-pub fn children_of(parent: i32) -> Vec<i32> {
+pub(crate) fn children_of(parent: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -56,7 +56,7 @@ fn signal_stray(pid: i32, signal: Signal) {
 /// had when it started, e.g. a shell's `2> >(logger)` that became forkyard's child
 /// through `exec`): SIGTERM (to its group when it leads one), then SIGKILL after
 /// `grace`. The reaper, still running, reaps them. Returns how many there were.
-pub async fn stop_strays(grace: Duration, inherited: &[i32]) -> usize {
+pub(crate) async fn stop_strays(grace: Duration, inherited: &[i32]) -> usize {
     let me = std::process::id() as i32;
     let adopted = || {
         let mut c = children_of(me);

@@ -3,7 +3,7 @@
 
 /// Memory and CPU of one process (not of its children or process group).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// Resident set size.
     pub rss_bytes: u64,
     /// User plus system CPU time.
@@ -11,7 +11,7 @@ pub struct Usage {
 }
 
 /// The usage of `pid`, or `None` when it is gone or `/proc` is unreadable.
-pub fn read(pid: i32) -> Option<Usage> {
+pub(crate) fn read(pid: i32) -> Option<Usage> {
     let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
     let ticks = procfs::ticks_per_second().max(1) as f64;
     Some(Usage {

@@ -14,14 +14,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE: usize = 8192;
 
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     tx: SyncSender<String>,
     json: bool,
     dropped: AtomicU64,
 }
 
 /// What one line says about a request.
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     pub client: Option<std::net::IpAddr>,
     pub method: &'a str,
     pub target: &'a str,
@@ -37,7 +37,7 @@ pub struct Entry<'a> {
 
 impl AccessLog {
     /// Start the writer thread. `json` picks JSON lines over common log format.
-    pub fn start(json: bool) -> std::io::Result<AccessLog> {
+    pub(crate) fn start(json: bool) -> std::io::Result<AccessLog> {
         let (tx, rx) = sync_channel::<String>(QUEUE);
         std::thread::Builder::new()
             .name("forkyard-access".into())
@@ -59,7 +59,7 @@ impl AccessLog {
         })
     }
 
-    pub fn log(&self, e: &Entry<'_>) {
+    pub(crate) fn log(&self, e: &Entry<'_>) {
         let line = if self.json {
             json_line(e, now())
         } else {
@@ -90,7 +90,7 @@ fn version(v: http::Version) -> &'static str {
 }
 
 /// `127.0.0.1 - - [10/Oct/2026:13:55:36 +0000] "GET / HTTP/1.1" 200 42 "-" 1.234ms pool=web worker=2 id=…`
-pub fn common_line(e: &Entry<'_>, (secs, _): (u64, u32)) -> String {
+pub(crate) fn common_line(e: &Entry<'_>, (secs, _): (u64, u32)) -> String {
     let (y, mo, d, h, mi, s) = civil(secs);
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -130,7 +130,7 @@ pub fn common_line(e: &Entry<'_>, (secs, _): (u64, u32)) -> String {
     l
 }
 
-pub fn json_line(e: &Entry<'_>, (secs, millis): (u64, u32)) -> String {
+pub(crate) fn json_line(e: &Entry<'_>, (secs, millis): (u64, u32)) -> String {
     let (y, mo, d, h, mi, s) = civil(secs);
     let mut l = String::with_capacity(256);
     let _ = write!(

@@ -17,7 +17,7 @@ use crate::config::EjectPolicy;
 
 /// One worker process's ejection state.
 #[derive(Debug, Default)]
-pub struct EjectState {
+pub(crate) struct EjectState {
     failures: AtomicU32,
     /// How many times this worker has been ejected.
     times: AtomicU32,
@@ -28,7 +28,7 @@ pub struct EjectState {
 /// The pool-wide side that outlives any one settings or membership change: the
 /// clock and how many workers are out.
 #[derive(Debug)]
-pub struct EjectClock {
+pub(crate) struct EjectClock {
     epoch: Instant,
     out: AtomicUsize,
 }
@@ -44,7 +44,7 @@ impl Default for EjectClock {
 
 /// The policy applied to one pool's workers at one moment.
 #[derive(Debug, Clone, Copy)]
-pub struct Ejector<'a> {
+pub(crate) struct Ejector<'a> {
     pub policy: Option<EjectPolicy>,
     pub clock: &'a EjectClock,
     /// Most workers that may be out at once.
@@ -53,13 +53,13 @@ pub struct Ejector<'a> {
 
 /// What `record` did, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Nothing,
     Ejected(Duration),
 }
 
 /// How many of `workers` may be out at once under `policy`.
-pub fn max_out(policy: Option<EjectPolicy>, workers: usize) -> usize {
+pub(crate) fn max_out(policy: Option<EjectPolicy>, workers: usize) -> usize {
     policy.map_or(0, |p| workers * p.max_percent as usize / 100)
 }
 
@@ -70,12 +70,12 @@ impl EjectClock {
     }
 
     /// Whether any worker may be out; when false, `is_out` need not be asked.
-    pub fn any_out(&self) -> bool {
+    pub(crate) fn any_out(&self) -> bool {
         self.out.load(Relaxed) > 0
     }
 
     /// Whether `s` is ejected now; an expired ejection is cleared on the way.
-    pub fn is_out(&self, s: &EjectState) -> bool {
+    pub(crate) fn is_out(&self, s: &EjectState) -> bool {
         let until = s.until_ms.load(Relaxed);
         if until == 0 {
             return false;
@@ -89,7 +89,7 @@ impl EjectClock {
 
     /// The worker behind `s` left the pool (or its ejection expired): give back
     /// its place among the ejected.
-    pub fn release(&self, s: &EjectState) {
+    pub(crate) fn release(&self, s: &EjectState) {
         let until = s.until_ms.load(Relaxed);
         if until != 0
             && s.until_ms
@@ -103,7 +103,7 @@ impl EjectClock {
 
 impl Ejector<'_> {
     /// Record one attempt's result on worker `s`.
-    pub fn record(&self, s: &EjectState, failed: bool) -> Outcome {
+    pub(crate) fn record(&self, s: &EjectState, failed: bool) -> Outcome {
         let Some(policy) = self.policy else {
             return Outcome::Nothing;
         };

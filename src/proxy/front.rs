@@ -51,14 +51,14 @@ const RESPONSE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nCo
 
 /// Limits on the request head.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct HeadLimits {
+pub(crate) struct HeadLimits {
     pub timeout: Duration,
     pub max_size: usize,
 }
 
 /// Which phase a connection is in; shared by the stream and the request hooks.
 #[derive(Debug, Default)]
-pub struct ConnState {
+pub(crate) struct ConnState {
     phase: AtomicU8,
     /// `X-Forwarded-For` for requests that arrive without one: the client's IP,
     /// formatted once per connection rather than once per request.
@@ -67,12 +67,12 @@ pub struct ConnState {
 
 impl ConnState {
     /// The head is parsed: reads now belong to the request body.
-    pub fn head_done(&self) {
+    pub(crate) fn head_done(&self) {
         self.phase.store(BUSY, Relaxed);
     }
 
     /// The response is finished: the next byte starts a new head.
-    pub fn request_done(&self) {
+    pub(crate) fn request_done(&self) {
         self.phase.store(IDLE, Relaxed);
     }
 }
@@ -83,7 +83,7 @@ tokio::task_local! {
 
 /// Run `f` with the current connection's state, when there is one (there is none
 /// for subrequests or outside a guarded connection).
-pub fn with_conn<R>(f: impl FnOnce(&ConnState) -> R) -> Option<R> {
+pub(crate) fn with_conn<R>(f: impl FnOnce(&ConnState) -> R) -> Option<R> {
     CONN.try_with(|c| f(c)).ok()
 }
 
@@ -126,7 +126,7 @@ impl LineCheck {
     }
 }
 
-pub struct GuardedStream {
+pub(crate) struct GuardedStream {
     inner: Stream,
     state: Arc<ConnState>,
     limits: HeadLimits,
@@ -149,7 +149,7 @@ impl std::fmt::Debug for GuardedStream {
 }
 
 impl GuardedStream {
-    pub fn new(inner: Stream, state: Arc<ConnState>, limits: HeadLimits) -> GuardedStream {
+    pub(crate) fn new(inner: Stream, state: Arc<ConnState>, limits: HeadLimits) -> GuardedStream {
         GuardedStream {
             inner,
             state,
@@ -314,7 +314,7 @@ impl Peek for GuardedStream {
 /// A Pingora [`ServerApp`] that guards each connection, then hands it to `inner`
 /// (the HTTP proxy) with the connection state in scope. The head limits are read
 /// from the proxy settings when the connection opens.
-pub struct FrontApp<A> {
+pub(crate) struct FrontApp<A> {
     pub inner: Arc<A>,
     pub settings: Arc<arc_swap::ArcSwap<super::ProxySettings>>,
 }

@@ -10,12 +10,12 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::config::HashKey;
 
-pub const X_REQUEST_ID: &str = "x-request-id";
+pub(crate) const X_REQUEST_ID: &str = "x-request-id";
 
 /// Why a request's framing is unsafe to forward, if it is. Pingora drops
 /// `Content-Length` when `Transfer-Encoding` is also present, so the raw head is
 /// checked for that case (only chunked requests pay for it).
-pub fn framing_error(
+pub(crate) fn framing_error(
     req: &RequestHeader,
     raw_head: impl FnOnce() -> Bytes,
 ) -> Option<&'static str> {
@@ -35,7 +35,7 @@ pub fn framing_error(
 /// but origin-form (`/path`), absolute-form (`http://…`), `*` for OPTIONS and
 /// authority-form for CONNECT. Pingora percent-escapes a request line with stray
 /// spaces into a target such as `%20/x%20`; this refuses it.
-pub fn target_error(req: &RequestHeader) -> Option<&'static str> {
+pub(crate) fn target_error(req: &RequestHeader) -> Option<&'static str> {
     let target = req.raw_path();
     let ok = target.first() == Some(&b'/')
         || (target == b"*" && req.method == http::Method::OPTIONS)
@@ -54,7 +54,7 @@ fn has_content_length(head: &[u8]) -> bool {
 /// `X-Forwarded-For` (appended), `-Proto` and `-Host` for the upstream request.
 /// `plain_xff` gives the value for a request that has no `X-Forwarded-For` (the
 /// connection caches it).
-pub fn set_forwarded(
+pub(crate) fn set_forwarded(
     upstream: &mut RequestHeader,
     client_ip: Option<IpAddr>,
     host: Option<HeaderValue>,
@@ -92,13 +92,13 @@ thread_local! {
 }
 
 /// The `X-Forwarded-For` value of a request from `ip` that carried none.
-pub fn ip_value(ip: IpAddr) -> HeaderValue {
+pub(crate) fn ip_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// A fresh request id: 16 hex digits of a per-thread random prefix plus a counter
 /// (unique within a run, cheap, not a secret).
-pub fn new_request_id() -> HeaderValue {
+pub(crate) fn new_request_id() -> HeaderValue {
     let v = ID.with(|c| {
         let (seed, n) = c.get();
         c.set((seed, n + 1));
@@ -114,7 +114,7 @@ pub fn new_request_id() -> HeaderValue {
 
 /// Remove hop-by-hop headers from a worker's response (Pingora manages
 /// `Connection` and framing for the client itself).
-pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
+pub(crate) fn strip_hop_by_hop(resp: &mut ResponseHeader) {
     if let Some(conn) = resp.headers.get(header::CONNECTION) {
         let nominated: Vec<String> = conn
             .to_str()
@@ -135,7 +135,11 @@ pub fn strip_hop_by_hop(resp: &mut ResponseHeader) {
 }
 
 /// The 64-bit hash key of a request, or `None` when it lacks the attribute.
-pub fn hash_key(req: &RequestHeader, key: &HashKey, client_ip: Option<IpAddr>) -> Option<u64> {
+pub(crate) fn hash_key(
+    req: &RequestHeader,
+    key: &HashKey,
+    client_ip: Option<IpAddr>,
+) -> Option<u64> {
     match key {
         HashKey::Header(name) => req.headers.get(name.as_str()).map(|v| fnv1a(v.as_bytes())),
         HashKey::Cookie(name) => req
@@ -161,7 +165,7 @@ fn cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 
 /// FNV-1a: a small, fixed (seedless) hash, so a key maps to the same worker in
 /// every run of forkyard.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);

@@ -6,30 +6,30 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 #[derive(Default)]
-pub struct InFlight {
+pub(crate) struct InFlight {
     count: AtomicUsize,
     idle: Notify,
 }
 
 /// Held for the life of one request; dropping it (on any path) ends the request.
-pub struct InFlightGuard(Arc<InFlight>);
+pub(crate) struct InFlightGuard(Arc<InFlight>);
 
 impl InFlight {
-    pub fn new() -> Arc<InFlight> {
+    pub(crate) fn new() -> Arc<InFlight> {
         Arc::new(InFlight::default())
     }
 
-    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+    pub(crate) fn enter(self: &Arc<Self>) -> InFlightGuard {
         self.count.fetch_add(1, Ordering::AcqRel);
         InFlightGuard(self.clone())
     }
 
-    pub fn current(&self) -> usize {
+    pub(crate) fn current(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
 
     /// Resolve once no request is in progress.
-    pub async fn wait_idle(&self) {
+    pub(crate) async fn wait_idle(&self) {
         loop {
             let notified = self.idle.notified();
             if self.current() == 0 {

@@ -54,7 +54,7 @@ use upstreams::{Lease, Table};
 
 /// Limits on what clients may send and how long they may stall.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ClientLimits {
+pub(crate) struct ClientLimits {
     /// Each read of a request body, each write of a response.
     pub io_timeout: Duration,
     /// Keep-alive idle time between requests, in whole seconds (at least 1).
@@ -66,13 +66,13 @@ pub struct ClientLimits {
 /// The proxy-wide settings (`proxy.*` but the listeners and threads), replaced
 /// whole by a reload.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProxySettings {
+pub(crate) struct ProxySettings {
     pub client: ClientLimits,
     pub head: HeadLimits,
 }
 
 impl ProxySettings {
-    pub fn of(proxy: &ProxyConfig) -> ProxySettings {
+    pub(crate) fn of(proxy: &ProxyConfig) -> ProxySettings {
         ProxySettings {
             client: ClientLimits {
                 io_timeout: proxy.client_timeout,
@@ -88,7 +88,7 @@ impl ProxySettings {
     }
 }
 
-pub struct ForkyardProxy {
+pub(crate) struct ForkyardProxy {
     /// In config order; the router's indexes point here.
     pub pools: Vec<Arc<Upstream>>,
     pub router: Arc<ArcSwap<Router>>,
@@ -98,7 +98,7 @@ pub struct ForkyardProxy {
     pub access_log: Arc<ArcSwapOption<access_log::AccessLog>>,
 }
 
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     _inflight: InFlightGuard,
     start: Instant,
     pool: Option<usize>,

@@ -11,13 +11,13 @@ struct CompiledRoute {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Router {
+pub(crate) struct Router {
     routes: Vec<CompiledRoute>,
 }
 
 impl Router {
     /// Compile `routes`; `pool_index` maps a pool name to its index (validated already).
-    pub fn new(routes: &[Route], pool_index: impl Fn(&str) -> Option<usize>) -> Router {
+    pub(crate) fn new(routes: &[Route], pool_index: impl Fn(&str) -> Option<usize>) -> Router {
         let routes = routes
             .iter()
             .filter_map(|r| {
@@ -32,14 +32,14 @@ impl Router {
     }
 
     /// The router of `config`'s routes over its pools (by position).
-    pub fn for_config(config: &crate::config::Config) -> Router {
+    pub(crate) fn for_config(config: &crate::config::Config) -> Router {
         Router::new(&config.routes, |name| {
             config.pools.iter().position(|p| p.name == name)
         })
     }
 
     /// The pool index for a request with this Host header value and path.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+    pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
         let host = host.map(strip_port);
         self.routes
             .iter()

@@ -13,7 +13,7 @@ use tokio::runtime::{Builder, Handle, Runtime};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub enum ProxyRuntime {
+pub(crate) enum ProxyRuntime {
     Multi(Runtime),
     Single {
         handle: Handle,
@@ -22,7 +22,7 @@ pub enum ProxyRuntime {
 }
 
 impl ProxyRuntime {
-    pub fn new(threads: NonZeroUsize) -> std::io::Result<ProxyRuntime> {
+    pub(crate) fn new(threads: NonZeroUsize) -> std::io::Result<ProxyRuntime> {
         if threads.get() > 1 {
             return Ok(ProxyRuntime::Multi(
                 Builder::new_multi_thread()
@@ -47,7 +47,7 @@ impl ProxyRuntime {
         Ok(ProxyRuntime::Single { handle, stop })
     }
 
-    pub fn spawn<F>(&self, f: F) -> JoinHandle<F::Output>
+    pub(crate) fn spawn<F>(&self, f: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -59,7 +59,7 @@ impl ProxyRuntime {
     }
 
     /// Stop every proxy task without waiting for them.
-    pub fn shutdown(self) {
+    pub(crate) fn shutdown(self) {
         match self {
             ProxyRuntime::Multi(rt) => rt.shutdown_background(),
             ProxyRuntime::Single { stop, .. } => {

@@ -22,10 +22,10 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use crate::config::LbPolicy;
-pub use crate::slot::mix;
+pub(crate) use crate::slot::mix;
 
 /// What selection needs to know about a pool's slots.
-pub trait View {
+pub(crate) trait View {
     fn slots(&self) -> usize;
     /// Ready, not ejected, and not already tried by this request.
     fn available(&self, slot: usize) -> bool;
@@ -35,7 +35,7 @@ pub trait View {
 }
 
 #[derive(Debug)]
-pub struct Selector {
+pub(crate) struct Selector {
     policy: LbPolicy,
     /// Slot order for round robin, each slot `weight` times, interleaved.
     schedule: Box<[u32]>,
@@ -44,7 +44,7 @@ pub struct Selector {
 }
 
 impl Selector {
-    pub fn new(policy: &LbPolicy, weights: &[u32]) -> Selector {
+    pub(crate) fn new(policy: &LbPolicy, weights: &[u32]) -> Selector {
         Selector {
             policy: policy.clone(),
             schedule: smooth_schedule(weights).into_boxed_slice(),
@@ -55,7 +55,7 @@ impl Selector {
 
     /// The slot for the next attempt, or `None` when no slot is available. `key` is
     /// the request's hash key (hash only; without one, round robin is used).
-    pub fn pick(&self, view: &impl View, key: Option<u64>) -> Option<usize> {
+    pub(crate) fn pick(&self, view: &impl View, key: Option<u64>) -> Option<usize> {
         match &self.policy {
             LbPolicy::RoundRobin => self.round_robin(view),
             LbPolicy::LeastRequests => two_choices(view),

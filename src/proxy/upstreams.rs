@@ -29,7 +29,7 @@ use crate::pool::{Balance, Member};
 use crate::slot::Endpoint;
 
 /// One ready worker process, as requests use it.
-pub struct Entry {
+pub(crate) struct Entry {
     pub member: Arc<Member>,
     peer: HttpPeer,
     weight: u32,
@@ -42,13 +42,13 @@ pub struct Entry {
 
 impl Entry {
     /// The Pingora peer to connect to this worker.
-    pub fn peer(&self) -> Box<HttpPeer> {
+    pub(crate) fn peer(&self) -> Box<HttpPeer> {
         Box::new(self.peer.clone())
     }
 }
 
 /// The pool's settings and ready workers, as of the last change.
-pub struct Table {
+pub(crate) struct Table {
     pub settings: Arc<PoolConfig>,
     pub entries: Box<[Arc<Entry>]>,
     selector: Selector,
@@ -56,12 +56,12 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn upstream(&self) -> &UpstreamPolicy {
+    pub(crate) fn upstream(&self) -> &UpstreamPolicy {
         &self.settings.upstream
     }
 }
 
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub name: Arc<str>,
     table: ArcSwap<Table>,
     eject: EjectClock,
@@ -72,10 +72,10 @@ pub struct Upstream {
 
 /// A request in progress on one entry: the entry's counters stay up by one until
 /// it is dropped, on any path.
-pub struct Lease(Arc<Entry>);
+pub(crate) struct Lease(Arc<Entry>);
 
 impl Lease {
-    pub fn entry(&self) -> &Arc<Entry> {
+    pub(crate) fn entry(&self) -> &Arc<Entry> {
         &self.0
     }
 }
@@ -143,7 +143,7 @@ fn peer(endpoint: &Endpoint, policy: &UpstreamPolicy) -> HttpPeer {
 
 impl Upstream {
     /// The proxy's side of the pool `settings` names, with no worker yet.
-    pub fn new(settings: &PoolConfig, metrics: Arc<Metrics>) -> Arc<Upstream> {
+    pub(crate) fn new(settings: &PoolConfig, metrics: Arc<Metrics>) -> Arc<Upstream> {
         let name = settings.name.as_str();
         let settings = Arc::new(settings.clone());
         Arc::new(Upstream {
@@ -161,19 +161,19 @@ impl Upstream {
     }
 
     /// The current table (cheap: no lock, no allocation).
-    pub fn table(&self) -> arc_swap::Guard<Arc<Table>> {
+    pub(crate) fn table(&self) -> arc_swap::Guard<Arc<Table>> {
         self.table.load()
     }
 
     /// How many workers take traffic now.
     #[cfg(test)]
-    pub fn ready(&self) -> usize {
+    pub(crate) fn ready(&self) -> usize {
         self.table.load().entries.len()
     }
 
     /// The worker for the next attempt, never one in `tried` (member ids). Ejected
     /// workers are left out unless nothing else is left.
-    pub fn select(&self, tried: &[u64], key: Option<u64>) -> Option<Lease> {
+    pub(crate) fn select(&self, tried: &[u64], key: Option<u64>) -> Option<Lease> {
         let table = self.table.load();
         let mut view = RequestView {
             entries: &table.entries,
@@ -194,7 +194,7 @@ impl Upstream {
     }
 
     /// Record an attempt's result on `entry` for outlier ejection.
-    pub fn record(&self, entry: &Entry, failed: bool) {
+    pub(crate) fn record(&self, entry: &Entry, failed: bool) {
         let table = self.table.load();
         let ejector = Ejector {
             policy: table.upstream().eject,

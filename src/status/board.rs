@@ -12,7 +12,7 @@ use super::report::{ExitReport, HookReport, PoolReport, StatusReport, WorkerRepo
 use crate::process::usage;
 use crate::slot::WorkerState;
 
-pub struct StatusBoard {
+pub(crate) struct StatusBoard {
     started: Instant,
     /// In config order. Pools come and go only with a config reload.
     pools: RwLock<Vec<Arc<PoolStatus>>>,
@@ -21,14 +21,14 @@ pub struct StatusBoard {
     changes: Arc<watch::Sender<u64>>,
 }
 
-pub struct PoolStatus {
+pub(crate) struct PoolStatus {
     pub name: Arc<str>,
     slots: RwLock<Vec<Arc<SlotStatus>>>,
     changes: Arc<watch::Sender<u64>>,
 }
 
 /// One worker slot as the board knows it.
-pub struct SlotStatus {
+pub(crate) struct SlotStatus {
     pub slot: usize,
     pub port: u16,
     inner: Mutex<SlotInner>,
@@ -55,7 +55,7 @@ fn unix_seconds(t: SystemTime) -> f64 {
 impl StatusBoard {
     /// A board for `pools`, in config order, with no workers yet: each worker actor
     /// attaches its own entry while it runs.
-    pub fn new<'a>(pools: impl IntoIterator<Item = &'a str>) -> Arc<StatusBoard> {
+    pub(crate) fn new<'a>(pools: impl IntoIterator<Item = &'a str>) -> Arc<StatusBoard> {
         let changes = Arc::new(watch::channel(0u64).0);
         let board = Arc::new(StatusBoard {
             started: Instant::now(),
@@ -69,17 +69,17 @@ impl StatusBoard {
         board
     }
 
-    pub fn pools(&self) -> Vec<Arc<PoolStatus>> {
+    pub(crate) fn pools(&self) -> Vec<Arc<PoolStatus>> {
         self.pools.read().clone()
     }
 
     #[cfg(test)]
-    pub fn pool(&self, name: &str) -> Option<Arc<PoolStatus>> {
+    pub(crate) fn pool(&self, name: &str) -> Option<Arc<PoolStatus>> {
         self.pools.read().iter().find(|p| &*p.name == name).cloned()
     }
 
     /// The pool `name`, added (with no slots) at the end if new.
-    pub fn add_pool(&self, name: &str) -> Arc<PoolStatus> {
+    pub(crate) fn add_pool(&self, name: &str) -> Arc<PoolStatus> {
         let mut pools = self.pools.write();
         if let Some(p) = pools.iter().find(|p| &*p.name == name) {
             return p.clone();
@@ -95,12 +95,12 @@ impl StatusBoard {
     }
 
     /// A receiver that sees a new value after every change on the board.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
     /// Whether every pool has at least one ready worker.
-    pub fn all_pools_ready(&self) -> bool {
+    pub(crate) fn all_pools_ready(&self) -> bool {
         self.pools
             .read()
             .iter()
@@ -108,12 +108,19 @@ impl StatusBoard {
     }
 
     /// Make a lifecycle hook known before it first runs (`last_result: null`).
-    pub fn declare_hook(&self, pool: &str, phase: &str, hook: &str) {
+    pub(crate) fn declare_hook(&self, pool: &str, phase: &str, hook: &str) {
         self.hook_entry(pool, phase, hook, |_| {});
     }
 
     /// Record that a hook run ended with `result` (`ok`, or a failure reason).
-    pub fn hook_finished(&self, pool: &str, phase: &str, hook: &str, result: &str, took: Duration) {
+    pub(crate) fn hook_finished(
+        &self,
+        pool: &str,
+        phase: &str,
+        hook: &str,
+        result: &str,
+        took: Duration,
+    ) {
         let now = unix_seconds(SystemTime::now());
         self.hook_entry(pool, phase, hook, |h| {
             h.runs += 1;
@@ -153,7 +160,7 @@ impl StatusBoard {
     }
 
     /// A snapshot of everything, with each live worker's RSS and CPU read now.
-    pub fn report(&self, not_ready: Option<String>) -> StatusReport {
+    pub(crate) fn report(&self, not_ready: Option<String>) -> StatusReport {
         StatusReport {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             pid: std::process::id(),
@@ -177,7 +184,7 @@ impl PoolStatus {
     /// A new entry for a worker actor of `slot` on `port` (state `backoff`, nothing
     /// running). During a rolling replacement a slot has two: the old worker and
     /// the new one.
-    pub fn attach(&self, slot: usize, port: u16) -> Arc<SlotStatus> {
+    pub(crate) fn attach(&self, slot: usize, port: u16) -> Arc<SlotStatus> {
         let mut slots = self.slots.write();
         let s = Arc::new(SlotStatus {
             slot,
@@ -202,7 +209,7 @@ impl PoolStatus {
 
     /// Remove an actor's entry when the actor ends. `true` if another entry for the
     /// same slot remains (a replacement is running).
-    pub fn detach(&self, entry: &Arc<SlotStatus>) -> bool {
+    pub(crate) fn detach(&self, entry: &Arc<SlotStatus>) -> bool {
         let mut slots = self.slots.write();
         slots.retain(|s| !Arc::ptr_eq(s, entry));
         let others = slots.iter().any(|s| s.slot == entry.slot);
@@ -211,11 +218,11 @@ impl PoolStatus {
         others
     }
 
-    pub fn slots(&self) -> Vec<Arc<SlotStatus>> {
+    pub(crate) fn slots(&self) -> Vec<Arc<SlotStatus>> {
         self.slots.read().clone()
     }
 
-    pub fn count(&self, state: WorkerState) -> usize {
+    pub(crate) fn count(&self, state: WorkerState) -> usize {
         self.slots
             .read()
             .iter()
@@ -240,16 +247,16 @@ impl PoolStatus {
 }
 
 impl SlotStatus {
-    pub fn state(&self) -> WorkerState {
+    pub(crate) fn state(&self) -> WorkerState {
         self.inner.lock().state
     }
 
-    pub fn pid(&self) -> Option<i32> {
+    pub(crate) fn pid(&self) -> Option<i32> {
         self.inner.lock().pid
     }
 
     /// The counter the proxy bumps for each request this slot's process answers.
-    pub fn served_counter(&self) -> Arc<AtomicU64> {
+    pub(crate) fn served_counter(&self) -> Arc<AtomicU64> {
         self.served.clone()
     }
 
@@ -258,12 +265,12 @@ impl SlotStatus {
         self.changes.send_modify(|v| *v += 1);
     }
 
-    pub fn set_state(&self, state: WorkerState) {
+    pub(crate) fn set_state(&self, state: WorkerState) {
         self.update(|i| i.state = state);
     }
 
     /// A new process `pid` runs in this slot.
-    pub fn spawned(&self, pid: i32) {
+    pub(crate) fn spawned(&self, pid: i32) {
         self.served.store(0, Ordering::Relaxed);
         self.update(|i| {
             i.pid = Some(pid);
@@ -273,7 +280,7 @@ impl SlotStatus {
 
     /// The slot's process is gone: `reason` is the metrics' reason label, `status`
     /// the exit as text ("exit code 3", "signal SIGKILL").
-    pub fn exited(&self, reason: &'static str, status: String) {
+    pub(crate) fn exited(&self, reason: &'static str, status: String) {
         self.update(|i| {
             i.pid = None;
             i.spawned_at = None;
@@ -282,7 +289,7 @@ impl SlotStatus {
     }
 
     /// The slot will be started again.
-    pub fn restarting(&self) {
+    pub(crate) fn restarting(&self) {
         self.update(|i| i.restarts += 1);
     }
 

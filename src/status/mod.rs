@@ -12,9 +12,9 @@
 //! (`metrics::worker_resources`) and the systemd readiness notice (`sd_notify`), which
 //! waits on the board's change signal instead of polling.
 
-pub mod board;
-pub mod report;
-pub mod table;
+pub(crate) mod board;
+pub(crate) mod report;
+pub(crate) mod table;
 
-pub use board::{PoolStatus, SlotStatus, StatusBoard};
+pub(crate) use board::{PoolStatus, SlotStatus, StatusBoard};
 pub use report::StatusReport;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::report::{StatusReport, WorkerReport};
 
-pub const COLUMNS: [&str; 10] = [
+pub(crate) const COLUMNS: [&str; 10] = [
     "POOL",
     "SLOT",
     "PID",
@@ -20,7 +20,7 @@ pub const COLUMNS: [&str; 10] = [
 ];
 
 /// One row of cells per worker, in pool then slot order.
-pub fn rows(report: &StatusReport) -> Vec<[String; 10]> {
+pub(crate) fn rows(report: &StatusReport) -> Vec<[String; 10]> {
     let mut out = Vec::new();
     for pool in &report.pools {
         for w in &pool.workers {
@@ -55,7 +55,7 @@ fn row(pool: &str, w: &WorkerReport) -> [String; 10] {
 }
 
 /// `42s`, `3m05s`, `2h07m`, `3d04h`.
-pub fn duration(seconds: f64) -> String {
+pub(crate) fn duration(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
     match s {
         0..=59 => format!("{s}s"),
@@ -66,7 +66,7 @@ pub fn duration(seconds: f64) -> String {
 }
 
 /// `812K`, `23.4M`, `1.2G` (binary units).
-pub fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     let n = n as f64;
     if n < 1024.0 * 1024.0 {
         format!("{:.0}K", n / 1024.0)
@@ -77,7 +77,7 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-pub const HOOK_COLUMNS: [&str; 7] = [
+pub(crate) const HOOK_COLUMNS: [&str; 7] = [
     "POOL",
     "PHASE",
     "HOOK",
@@ -88,7 +88,7 @@ pub const HOOK_COLUMNS: [&str; 7] = [
 ];
 
 /// One row per declared hook, in declaration order.
-pub fn hook_rows(report: &StatusReport) -> Vec<[String; 7]> {
+pub(crate) fn hook_rows(report: &StatusReport) -> Vec<[String; 7]> {
     report
         .hooks
         .iter()
@@ -118,7 +118,7 @@ pub fn hook_rows(report: &StatusReport) -> Vec<[String; 7]> {
 }
 
 /// A one-line summary: readiness, then ready/total per pool.
-pub fn summary(report: &StatusReport) -> String {
+pub(crate) fn summary(report: &StatusReport) -> String {
     let pools: Vec<String> = report
         .pools
         .iter()
@@ -195,7 +195,7 @@ fn escape(s: &str) -> String {
 
 /// The admin page: the same table as HTML, reloading itself every `refresh_seconds`
 /// with a `<meta http-equiv="refresh">` (no script at all).
-pub fn html(report: &StatusReport, refresh_seconds: u32) -> String {
+pub(crate) fn html(report: &StatusReport, refresh_seconds: u32) -> String {
     let mut h = String::with_capacity(8 * 1024);
     let _ = write!(
         h,

@@ -10,14 +10,14 @@ use std::time::Duration;
 use rand::Rng;
 
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(super) struct Backoff {
     min: Duration,
     max: Duration,
     attempt: u32,
 }
 
 impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Backoff {
+    pub(super) fn new(min: Duration, max: Duration) -> Backoff {
         Backoff {
             min,
             max: max.max(min),
@@ -32,12 +32,12 @@ impl Backoff {
     }
 
     /// Forget past failures (the worker stayed up for `reset_after`).
-    pub fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.attempt = 0;
     }
 
     /// The ceiling of the next delay.
-    pub fn ceiling(&self) -> Duration {
+    pub(super) fn ceiling(&self) -> Duration {
         let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
         self.min
             .checked_mul(factor)
@@ -46,7 +46,7 @@ impl Backoff {
     }
 
     /// The next delay, and count one more failure.
-    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
+    pub(super) fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
         let ceiling = self.ceiling();
         let floor = (ceiling / 2).max(self.min);
         self.attempt = self.attempt.saturating_add(1);

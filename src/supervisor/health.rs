@@ -7,7 +7,7 @@ use crate::config::HealthCheck;
 
 /// What one check result changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthChange {
+pub(super) enum HealthChange {
     None,
     /// `unhealthy_after` failures in a row: take it out of the load balancer.
     BecameUnhealthy,

@@ -17,7 +17,7 @@ use crate::status::SlotStatus;
 
 /// What happened to a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WorkerEvent {
+pub(super) enum WorkerEvent {
     Spawned,
     SpawnFailed,
     BecameReady,
@@ -55,7 +55,7 @@ pub(crate) fn next(state: WorkerState, event: WorkerEvent) -> Option<WorkerState
 
 /// A slot's current state, mirrored into the `forkyard_workers{pool,state}` gauges
 /// and, when given, the slot's entry on the status board.
-pub struct StateCell {
+pub(super) struct StateCell {
     state: WorkerState,
     gauges: [IntGauge; 5],
     status: Option<Arc<SlotStatus>>,
@@ -63,7 +63,7 @@ pub struct StateCell {
 
 impl StateCell {
     /// A new slot starts in `Backoff` with nothing running (it spawns at once).
-    pub fn new(gauges: [IntGauge; 5]) -> StateCell {
+    pub(super) fn new(gauges: [IntGauge; 5]) -> StateCell {
         let cell = StateCell {
             state: WorkerState::Backoff,
             gauges,
@@ -76,7 +76,7 @@ impl StateCell {
     }
 
     /// Also mirror the state into `status`.
-    pub fn reporting_to(mut self, status: Arc<SlotStatus>) -> StateCell {
+    pub(super) fn reporting_to(mut self, status: Arc<SlotStatus>) -> StateCell {
         status.set_state(self.state);
         self.status = Some(status);
         self
@@ -94,7 +94,7 @@ impl StateCell {
     }
 
     /// Apply `event`. An impossible event is logged and ignored rather than panicking.
-    pub fn apply(&mut self, event: WorkerEvent) -> WorkerState {
+    pub(super) fn apply(&mut self, event: WorkerEvent) -> WorkerState {
         match next(self.state, event) {
             Some(next) => {
                 if next != self.state {

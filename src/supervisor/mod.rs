@@ -17,12 +17,16 @@
 mod actor;
 mod backoff;
 mod crash_loop;
+#[cfg(test)]
+mod fake;
 mod health;
 pub(crate) mod launch;
 mod lifecycle;
 mod readiness;
 mod recycle;
 mod state;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use crash_loop::CrashLoop;
 pub(crate) use recycle::RecycleRequest;

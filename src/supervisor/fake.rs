@@ -1,0 +1,218 @@
+//! A fake child for the supervisor's unit tests: [`FakeOs`] implements the
+//! actor's seam ([`Processes`]) with no process at all. A "process" is a pid and an
+//! exit channel; signals end it (SIGKILL always, the stop signal unless told to
+//! ignore it); probes answer what the test decided for the generation and slot it
+//! was launched with. Time is tokio's paused clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use nix::sys::signal::Signal;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use super::launch::{Launched, Processes};
+use crate::config::{Hook, PoolConfig, ReadyProbe};
+use crate::hooks::{HookContext, HookFailure};
+use crate::metrics::Metrics;
+use crate::pool::{Balance, Member, Pool};
+use crate::process::{ExitStatus, SpawnError, SpawnSpec};
+use crate::slot::Endpoint;
+use crate::status::StatusBoard;
+
+/// One launched fake process.
+#[derive(Debug, Clone)]
+pub(crate) struct FakeChild {
+    pub(crate) pid: i32,
+    /// The app's argv, joined.
+    pub(crate) argv: String,
+    pub(crate) worker: String,
+    pub(crate) endpoint: String,
+    pub(crate) alive: bool,
+}
+
+type ReadyRule = Box<dyn Fn(&FakeChild) -> bool + Send + Sync>;
+
+#[derive(Default)]
+struct State {
+    next_pid: i32,
+    children: Vec<FakeChild>,
+    exits: HashMap<i32, oneshot::Sender<ExitStatus>>,
+    signals: Vec<(i32, Signal)>,
+    ignore_term: bool,
+    /// The next health or ready probe panics (a forkyard bug, simulated).
+    panic_on_probe: bool,
+}
+
+pub(crate) struct FakeOs {
+    state: Mutex<State>,
+    ready: Mutex<ReadyRule>,
+}
+
+impl FakeOs {
+    /// Every process becomes ready at its first probe.
+    pub(crate) fn new() -> Arc<FakeOs> {
+        Arc::new(FakeOs {
+            state: Mutex::new(State {
+                next_pid: 1000,
+                ..State::default()
+            }),
+            ready: Mutex::new(Box::new(|_| true)),
+        })
+    }
+
+    /// Which processes pass their probes.
+    pub(crate) fn ready_when(&self, rule: impl Fn(&FakeChild) -> bool + Send + Sync + 'static) {
+        *self.ready.lock() = Box::new(rule);
+    }
+
+    pub(crate) fn ignore_term(&self) {
+        self.state.lock().ignore_term = true;
+    }
+
+    pub(crate) fn panic_at_next_probe(&self) {
+        self.state.lock().panic_on_probe = true;
+    }
+
+    pub(crate) fn children(&self) -> Vec<FakeChild> {
+        self.state.lock().children.clone()
+    }
+
+    pub(crate) fn alive(&self) -> Vec<FakeChild> {
+        self.children().into_iter().filter(|c| c.alive).collect()
+    }
+
+    pub(crate) fn signals(&self) -> Vec<(i32, Signal)> {
+        self.state.lock().signals.clone()
+    }
+
+    /// `pid` ends by itself with `status`.
+    pub(crate) fn exit(&self, pid: i32, status: ExitStatus) {
+        let mut s = self.state.lock();
+        if let Some(tx) = s.exits.remove(&pid) {
+            let _ = tx.send(status);
+        }
+        if let Some(c) = s.children.iter_mut().find(|c| c.pid == pid) {
+            c.alive = false;
+        }
+    }
+}
+
+fn env<'a>(spec: &'a SpawnSpec, key: &str) -> &'a str {
+    spec.env
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+#[async_trait]
+impl Processes for FakeOs {
+    fn launch(&self, spec: &SpawnSpec, _: &HookContext) -> Result<Launched, SpawnError> {
+        let mut s = self.state.lock();
+        s.next_pid += 1;
+        let pid = s.next_pid;
+        let (tx, exit) = oneshot::channel();
+        s.exits.insert(pid, tx);
+        s.children.push(FakeChild {
+            pid,
+            argv: spec.argv.join(" "),
+            worker: env(spec, "FORKYARD_WORKER").to_string(),
+            endpoint: format!("127.0.0.1:{}", env(spec, "FORKYARD_PORT")),
+            alive: true,
+        });
+        Ok(Launched {
+            pid,
+            exit,
+            post_fork: None,
+        })
+    }
+
+    fn signal(&self, pid: i32, signal: Signal) {
+        let ends = {
+            let mut s = self.state.lock();
+            s.signals.push((pid, signal));
+            signal == Signal::SIGKILL || !s.ignore_term
+        };
+        if ends {
+            self.exit(pid, ExitStatus::Signal(signal as i32));
+        }
+    }
+
+    async fn probe(&self, endpoint: &Endpoint, _: &ReadyProbe) -> bool {
+        let child = {
+            let mut s = self.state.lock();
+            if std::mem::take(&mut s.panic_on_probe) {
+                drop(s);
+                panic!("fake: a probe panicked");
+            }
+            let at = endpoint.to_string();
+            s.children
+                .iter()
+                .rev()
+                .find(|c| c.alive && c.endpoint == at)
+                .cloned()
+        };
+        child.is_some_and(|c| (self.ready.lock())(&c))
+    }
+
+    async fn run_hooks(&self, _: &[Hook], _: &HookContext) -> Result<(), HookFailure> {
+        Ok(())
+    }
+}
+
+/// Records the members of the last update (the proxy's view).
+#[derive(Default)]
+pub(crate) struct Members(pub(crate) Mutex<Vec<Arc<Member>>>);
+
+impl Balance for Members {
+    fn update(&self, _: &Arc<PoolConfig>, members: &[Arc<Member>]) {
+        *self.0.lock() = members.to_vec();
+    }
+}
+
+/// A pool for the tests, its members, metrics and status board.
+pub(crate) struct Rig {
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) members: Arc<Members>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) board: Arc<StatusBoard>,
+}
+
+impl Rig {
+    /// Pool "web" from `extra` YAML under its key (indented by four spaces).
+    pub(crate) fn new(extra: &str) -> Rig {
+        let text = format!(
+            "pools:\n  web:\n    command: [\"app\", \"v1\"]\n    ports: \"9001-9020\"\n{extra}"
+        );
+        let config = crate::config::load_from_str(&text, std::path::Path::new("t.yaml"), &|_| None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let members = Arc::new(Members::default());
+        let pool = Pool::new(config.pools[0].clone(), members.clone());
+        Rig {
+            pool,
+            members,
+            metrics: Arc::new(Metrics::new(&["web"], &[])),
+            board: StatusBoard::new(["web"]),
+        }
+    }
+
+    pub(crate) fn metric(&self, series: &str) -> f64 {
+        let text = String::from_utf8(self.metrics.encode()).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+/// Let the paused clock run until `f` holds, at most `limit` of virtual time.
+pub(crate) async fn until(limit: std::time::Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -105,7 +105,7 @@ impl Recorder for Reporter {
     fn finished(&self, _: &HookContext, a: &Attempt<'_>) {
         self.send(&PostForkReport::Attempt {
             hook: a.hook.to_owned(),
-            builtin: a.builtin,
+            builtin: a.builtin.map(str::to_owned),
             number: a.number,
             of: a.of,
             on_failure: a.on_failure,
@@ -211,7 +211,7 @@ pub fn main() -> ! {
             &ctx,
             &Attempt {
                 hook: &hook.name,
-                builtin: true,
+                builtin: Some(b.kind()),
                 number: 1,
                 of: 1,
                 on_failure: hook.on_failure,

@@ -39,7 +39,7 @@ impl Recorder for HookLog {
         self.board
             .hook_finished(pool, phase.as_str(), a.hook, result, a.took);
         match a.result {
-            Ok(()) if a.builtin => tracing::debug!(
+            Ok(()) if a.builtin.is_some() => tracing::debug!(
                 event = events::HOOK_FINISH,
                 pool,
                 worker = ctx.worker,

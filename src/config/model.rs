@@ -586,6 +586,24 @@ mod signal_number {
     }
 }
 
+impl Builtin {
+    /// Its key in config.yaml.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Builtin::CloseFds(_) => "close_fds",
+            Builtin::SeedEnv(_) => "seed_env",
+            Builtin::Setsid(_) => "setsid",
+            Builtin::Umask(_) => "umask",
+            Builtin::Rlimits(_) => "rlimits",
+            Builtin::User(_) => "user",
+            Builtin::Group(_) => "group",
+            Builtin::Nice(_) => "nice",
+            Builtin::OomScoreAdj(_) => "oom_score_adj",
+            Builtin::ParentDeathSignal(_) => "parent_death_signal",
+        }
+    }
+}
+
 /// A resource limit name (`None` value in `Builtin::Rlimits` means unlimited).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rlimit {

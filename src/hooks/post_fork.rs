@@ -56,14 +56,14 @@ pub(crate) fn watch(
                     duration_s,
                     result,
                 } => {
-                    if builtin && result.is_ok() {
-                        builtins.push(hook.clone());
+                    if let (Some(kind), Ok(())) = (&builtin, &result) {
+                        builtins.push(kind.clone());
                     }
                     recorder.finished(
                         &ctx,
                         &Attempt {
                             hook: &hook,
-                            builtin,
+                            builtin: builtin.as_deref(),
                             number,
                             of,
                             on_failure,

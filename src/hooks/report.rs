@@ -13,7 +13,8 @@ pub(crate) enum PostForkReport {
     /// One attempt of a hook or built-in finished.
     Attempt {
         hook: String,
-        builtin: bool,
+        /// The kind of a `post_fork` built-in, when it is one.
+        builtin: Option<String>,
         number: u32,
         of: u32,
         on_failure: OnFailure,
@@ -51,7 +52,7 @@ mod tests {
         for report in [
             PostForkReport::Attempt {
                 hook: "migrate".into(),
-                builtin: false,
+                builtin: Some("rlimits".into()),
                 number: 2,
                 of: 3,
                 on_failure: OnFailure::KillWorker,

@@ -105,8 +105,9 @@ pub(crate) struct HookFailure {
 #[derive(Debug, Clone)]
 pub(crate) struct Attempt<'a> {
     pub(crate) hook: &'a str,
-    /// A `post_fork` built-in (logged at debug: one line per spawn lists them).
-    pub(crate) builtin: bool,
+    /// The kind of a `post_fork` built-in (`rlimits`, `user`…), logged at debug:
+    /// one line per spawn lists them.
+    pub(crate) builtin: Option<&'a str>,
     /// 1-based.
     pub(crate) number: u32,
     pub(crate) of: u32,
@@ -156,7 +157,7 @@ impl HookRunner {
                 ctx,
                 &Attempt {
                     hook: &hook.name,
-                    builtin: false,
+                    builtin: None,
                     number: n,
                     of: attempts,
                     on_failure: hook.on_failure,

@@ -588,8 +588,16 @@ impl Actor {
                     pool.withdraw(member);
                     return Serving::Stop { recycled };
                 }
-                // New settings: look at them again.
-                _ = changes.changed() => {}
+                // New settings: look at them again. A worker left out by health
+                // checks that are now off comes back.
+                _ = changes.changed() => {
+                    if pool.settings().health.is_none() && self.state.state() == WorkerState::Unhealthy {
+                        tracker = HealthTracker::default();
+                        pool.admit(member.clone());
+                        self.state.apply(WorkerEvent::HealthRecovered);
+                        tracing::info!(pool = %name, worker, pid, "health checks turned off; back in the load balancer");
+                    }
+                }
                 _ = sleep_until(next_recycle_check.into()), if settings.recycle.is_set() => {
                     next_recycle_check = Instant::now() + RECYCLE_CHECK;
                     let again = recycle_asked.is_none_or(|t| t.elapsed() >= RECYCLE_RETRY);

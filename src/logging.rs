@@ -35,7 +35,7 @@ use crate::config::{LogConfig, LogFormat, LogLevel};
 /// all), and a worker line is cut at 16 KiB (`process::output::MAX_LINE`), so the
 /// queue holds at most about 66 MiB (more only if JSON escaping inflates lines of
 /// control characters).
-pub const QUEUE_LINES: usize = 4096;
+const QUEUE_LINES: usize = 4096;
 
 /// How long exit waits for queued lines to reach stderr.
 const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);

@@ -46,7 +46,7 @@ use serde_yaml::Value;
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
-pub use placeholder::Placeholders;
+pub(crate) use placeholder::Placeholders;
 pub use schema::json_schema;
 pub use secret::{looks_secret, shown, REDACTED};
 pub use size::parse_size;

@@ -23,21 +23,21 @@ const NAMES: [&str; 4] = ["port", "socket", "worker", "pool"];
 
 /// The values of one worker's placeholders.
 #[derive(Debug, Clone, Copy)]
-pub struct Placeholders<'a> {
-    pub pool: &'a str,
+pub(crate) struct Placeholders<'a> {
+    pub(crate) pool: &'a str,
     /// The slot number.
-    pub worker: usize,
+    pub(crate) worker: usize,
     /// `None` for `bind: unix` workers, which have no port.
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// `bind: unix` only: the worker's socket path.
-    pub socket: Option<&'a Path>,
+    pub(crate) socket: Option<&'a Path>,
 }
 
 impl Placeholders<'_> {
     /// `template` with every placeholder that has a value here filled in and every
     /// `{{name}}` turned into `{name}`. Anything else (which validation has refused
     /// where it could matter) stays as written.
-    pub fn fill(&self, template: &str) -> String {
+    pub(crate) fn fill(&self, template: &str) -> String {
         let mut out = String::with_capacity(template.len());
         for piece in Pieces::new(template) {
             match piece {

@@ -7,6 +7,10 @@
 //! the abstract namespace (Linux). Without `NOTIFY_SOCKET` nothing is sent.
 //! Workers never inherit `NOTIFY_SOCKET` (see `process::spawn`), so an app that
 //! speaks the protocol itself cannot report forkyard ready early.
+//!
+//! Not the `sd-notify` crate (0.5): it sends only to a filesystem path (`@name`
+//! fails with ENOENT, checked against an abstract socket) and reads `NOTIFY_SOCKET`
+//! again on every call, while forkyard resolves the socket once at start.
 
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};

@@ -3,6 +3,10 @@
 //! Strict on purpose: no whitespace, no bare numbers (is `30` seconds or
 //! milliseconds?), no spelled-out units. A number is one or more ASCII digits and
 //! every number carries a unit: `ns`, `us`, `ms`, `s`, `m`, `h` or `d`.
+//!
+//! Parsed by hand because `humantime::parse_duration` is lenient where this is
+//! strict: it accepts `"5 sec"`, `"5seconds"`, `"1m 30s"`, `"1.5s"`, a bare `"0"`, and
+//! reads `"1M"` as a month. Durations are shown with humantime (`show`).
 
 use std::time::Duration;
 

@@ -373,11 +373,14 @@ impl PoolConfig {
     /// Fill `{port}`, `{worker}`, `{pool}` and (for `bind: unix`) `{socket}` for the
     /// worker numbered `worker` on (internal) port `port`.
     pub fn fill(&self, template: &str, worker: usize, port: u16) -> String {
-        let filled = fill_placeholders(template, &self.name, worker, port);
-        match self.socket_path(port) {
-            Some(path) => filled.replace("{socket}", &path.to_string_lossy()),
-            None => filled,
+        let socket = self.socket_path(port);
+        super::Placeholders {
+            pool: &self.name,
+            worker,
+            port: socket.is_none().then_some(port),
+            socket: socket.as_deref(),
         }
+        .fill(template)
     }
 
     /// The `user:` and `group:` its `post_fork` built-ins drop to, if any.
@@ -413,10 +416,14 @@ pub struct Route {
 
 /// Fill `{port}`, `{worker}` and `{pool}` in one template string.
 pub fn fill_placeholders(template: &str, pool: &str, worker: usize, port: u16) -> String {
-    template
-        .replace("{port}", &port.to_string())
-        .replace("{worker}", &worker.to_string())
-        .replace("{pool}", pool)
+    let port = Some(port);
+    super::Placeholders {
+        pool,
+        worker,
+        port,
+        socket: None,
+    }
+    .fill(template)
 }
 
 /// A lifecycle phase at which hooks run. The names are a public contract.

@@ -3,6 +3,12 @@
 //! Like durations, sizes are strict: a whole number followed by a unit, no
 //! whitespace, no bare numbers. `KB`/`MB`/`GB` are powers of 1000, `KiB`/`MiB`/`GiB`
 //! powers of 1024.
+//!
+//! Hand-written because no crate parses exactly this: `bytesize` 2, `byte-unit` 5
+//! and `parse-size` 1 all accept bare numbers (`"32"`), decimals (`"1.5MiB"`),
+//! `"32K"` and a space before the unit (`"32 KiB"`); `bytesize` and `parse-size` also
+//! ignore case (`"32kib"`), and case-sensitive `byte-unit` reads `"32kib"` as
+//! kibibits (4096 bytes). `humansize` only formats.
 
 /// The hint every size error ends with.
 pub(super) const SIZE_HINT: &str =

@@ -420,14 +420,13 @@ impl Checker<'_> {
                     "bind: unix workers listen on Unix sockets, not ports: leave ports out (use {socket} in the command)",
                 );
             }
-            self.unix_placeholders(&command, &env, &path);
             let dir = crate::sockets::pool_dir(&name);
             self.socket_path_length(&dir, workers, &bind_path);
             (Some(unix_slots(workers)), Some(dir))
         } else {
-            self.no_socket_placeholder(&command, &env, &path);
             (self.ports(raw.ports, &ports_path, workers), None)
         };
+        self.pool_placeholders(&command, &env, bind, &path);
         let ready_given = raw.ready.is_some();
         let ready = self.ready(raw.ready, &path.key("ready"));
         if bind == Bind::Inherit && ready.probe == ReadyProbe::Tcp {
@@ -445,7 +444,7 @@ impl Checker<'_> {
         let recycle = self.recycle(raw.recycle, &path.key("recycle"));
         let restart = self.restart(raw.restart.unwrap_or_default(), &path.key("restart"));
         let stop = self.stop(raw.stop.unwrap_or_default(), &path.key("stop"));
-        let hooks = self.pool_hooks(raw.hooks, &path.key("hooks"));
+        let hooks = self.pool_hooks(raw.hooks, &path.key("hooks"), bind);
         let upstream = self.upstream(
             UpstreamParts {
                 lb: raw.lb,
@@ -505,43 +504,6 @@ impl Checker<'_> {
             Some(_) => {}
         }
         argv
-    }
-
-    /// A `bind: unix` worker learns its socket path from `{socket}`; `{port}` means
-    /// nothing there.
-    fn unix_placeholders(&mut self, command: &[String], env: &[(String, String)], path: &KeyPath) {
-        let mut socket_used = false;
-        for (at, value) in placeholder_sites(command, env, path) {
-            socket_used |= value.contains("{socket}");
-            if value.contains("{port}") {
-                self.error(
-                    &at,
-                    "bind: unix workers have no port: use {socket} (the worker's Unix socket path) instead of {port}",
-                );
-            }
-        }
-        if !socket_used && !command.is_empty() {
-            self.error(
-                &path.key("command"),
-                r#"bind: unix needs {socket} in the command or env, so the worker knows where to listen (e.g. ["gunicorn", "--bind", "unix:{socket}", "app:app"])"#,
-            );
-        }
-    }
-
-    fn no_socket_placeholder(
-        &mut self,
-        command: &[String],
-        env: &[(String, String)],
-        path: &KeyPath,
-    ) {
-        for (at, value) in placeholder_sites(command, env, path) {
-            if value.contains("{socket}") {
-                self.error(
-                    &at,
-                    "{socket} is only set for bind: unix pools (this pool's workers listen on {port})",
-                );
-            }
-        }
     }
 
     /// The longest socket path must fit in `sun_path` (107 bytes and a NUL).
@@ -933,25 +895,6 @@ impl Checker<'_> {
             );
         }
     }
-}
-
-/// Every command argument and env value of a pool, with its key path.
-fn placeholder_sites<'a>(
-    command: &'a [String],
-    env: &'a [(String, String)],
-    path: &KeyPath,
-) -> Vec<(KeyPath, &'a str)> {
-    let command_path = path.key("command");
-    let env_path = path.key("env");
-    command
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (command_path.index(i), a.as_str()))
-        .chain(
-            env.iter()
-                .map(|(k, v)| (env_path.key(k.as_str()), v.as_str())),
-        )
-        .collect()
 }
 
 fn parse_port_range(text: &str) -> Result<PortRange, String> {

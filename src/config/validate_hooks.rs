@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::error::with_suggestion;
 use super::location::KeyPath;
 use super::model::*;
+use super::placeholder::Scope;
 use super::raw::*;
 use super::validate::{is_env_name, parse_signal, Checker};
 
@@ -74,33 +75,46 @@ impl Checker<'_> {
     ) -> GlobalHooks {
         let raw = raw.unwrap_or_default();
         GlobalHooks {
-            on_start: self.hook_list(raw.on_start, Phase::OnStart, path),
-            on_shutdown: self.hook_list(raw.on_shutdown, Phase::OnShutdown, path),
+            on_start: self.hook_list(raw.on_start, Phase::OnStart, path, None),
+            on_shutdown: self.hook_list(raw.on_shutdown, Phase::OnShutdown, path, None),
         }
     }
 
-    pub(super) fn pool_hooks(&mut self, raw: Option<RawPoolHooks>, path: &KeyPath) -> PoolHooks {
+    /// The hooks of a pool whose workers bind with `bind`.
+    pub(super) fn pool_hooks(
+        &mut self,
+        raw: Option<RawPoolHooks>,
+        path: &KeyPath,
+        bind: Bind,
+    ) -> PoolHooks {
         let raw = raw.unwrap_or_default();
+        let b = Some(bind);
         PoolHooks {
-            pre_fork: self.hook_list(raw.pre_fork, Phase::PreFork, path),
-            post_fork: self.hook_list(raw.post_fork, Phase::PostFork, path),
-            post_spawn: self.hook_list(raw.post_spawn, Phase::PostSpawn, path),
-            pre_stop: self.hook_list(raw.pre_stop, Phase::PreStop, path),
-            on_exit: self.hook_list(raw.on_exit, Phase::OnExit, path),
+            pre_fork: self.hook_list(raw.pre_fork, Phase::PreFork, path, b),
+            post_fork: self.hook_list(raw.post_fork, Phase::PostFork, path, b),
+            post_spawn: self.hook_list(raw.post_spawn, Phase::PostSpawn, path, b),
+            pre_stop: self.hook_list(raw.pre_stop, Phase::PreStop, path, b),
+            on_exit: self.hook_list(raw.on_exit, Phase::OnExit, path, b),
         }
     }
 
+    /// `bind` is the pool's, `None` for the global hooks.
     fn hook_list(
         &mut self,
         raw: Option<Vec<RawHook>>,
         phase: Phase,
         parent: &KeyPath,
+        bind: Option<Bind>,
     ) -> Vec<Hook> {
         let path = parent.key(phase.as_str());
         let mut hooks: Vec<Hook> = Vec::new();
         for (i, item) in raw.unwrap_or_default().into_iter().enumerate() {
             let item_path = path.index(i);
-            if let Some(hook) = self.hook(item, phase, i, &item_path) {
+            let scope = match bind {
+                Some(bind) => Scope::Pool(bind),
+                None => Scope::Once(phase),
+            };
+            if let Some(hook) = self.hook(item, phase, scope, i, &item_path) {
                 if hooks.iter().any(|h| h.name == hook.name) {
                     self.error(
                         &item_path.key("name"),
@@ -113,7 +127,14 @@ impl Checker<'_> {
         hooks
     }
 
-    fn hook(&mut self, raw: RawHook, phase: Phase, index: usize, path: &KeyPath) -> Option<Hook> {
+    fn hook(
+        &mut self,
+        raw: RawHook,
+        phase: Phase,
+        scope: Scope,
+        index: usize,
+        path: &KeyPath,
+    ) -> Option<Hook> {
         let raw_builtins = raw_builtins(&raw);
         let name = match raw.name {
             None => format!("{}.{index}", phase.as_str()),
@@ -147,14 +168,20 @@ impl Checker<'_> {
             );
         }
         let on_failure = self.on_failure(raw.on_failure, phase, &path.key("on_failure"));
-        let env = self.env(raw.env, &path.key("env"));
+        let env_path = path.key("env");
+        let env = self.env(raw.env, &env_path);
+        for (name, value) in &env {
+            self.placeholders(value, &env_path.key(name.as_str()), scope);
+        }
 
         let mut actions: Vec<(&str, HookAction)> = Vec::new();
         if let Some(cmd) = raw.run {
-            actions.push((
-                "run",
-                HookAction::Run(self.command(Some(cmd), &path.key("run"))),
-            ));
+            let run_path = path.key("run");
+            let argv = self.command(Some(cmd), &run_path);
+            for (i, arg) in argv.iter().enumerate() {
+                self.placeholders(arg, &run_path.index(i), scope);
+            }
+            actions.push(("run", HookAction::Run(argv)));
         }
         if let Some(http) = raw.http {
             if let Some(a) = self.http_action(http, phase, &path.key("http")) {

@@ -254,7 +254,7 @@ pub fn flush() {
 
 /// What [`set_level`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LevelChange {
+pub(crate) enum LevelChange {
     /// The new level is in force.
     Applied,
     /// `RUST_LOG` chose the filter at start, and it stays in force.
@@ -265,7 +265,7 @@ pub enum LevelChange {
 
 /// Change the log level while forkyard runs (a reload that changes `log.level`).
 /// `RUST_LOG`, when it was set at start, keeps precedence.
-pub fn set_level(level: LogLevel) -> LevelChange {
+pub(crate) fn set_level(level: LogLevel) -> LevelChange {
     match FILTER.get() {
         Some(filter) => filter.set(level),
         None => LevelChange::NotInstalled,

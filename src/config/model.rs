@@ -414,18 +414,6 @@ pub struct Route {
     pub pool: String,
 }
 
-/// Fill `{port}`, `{worker}` and `{pool}` in one template string.
-pub fn fill_placeholders(template: &str, pool: &str, worker: usize, port: u16) -> String {
-    let port = Some(port);
-    super::Placeholders {
-        pool,
-        worker,
-        port,
-        socket: None,
-    }
-    .fill(template)
-}
-
 /// A lifecycle phase at which hooks run. The names are a public contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Phase {

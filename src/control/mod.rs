@@ -324,6 +324,14 @@ impl Control {
                 self.access_log.store(log);
                 false
             }
+            "log.level" => match crate::logging::set_level(new.log.level) {
+                crate::logging::LevelChange::Applied => false,
+                crate::logging::LevelChange::KeptRustLog => {
+                    tracing::warn!("reload: log.level changed, but RUST_LOG was set at start and stays in force");
+                    false
+                }
+                crate::logging::LevelChange::NotInstalled => false,
+            },
             "reload.watch" => {
                 self.set_watch(new.watch);
                 false

@@ -48,7 +48,7 @@ pub(crate) const KEYS: &[(&str, Class)] = &[
     ("admin.listen", Class::Restart),
     ("admin.token", Class::AtOnce),
     ("admin.token_file", Class::AtOnce),
-    ("log.level", Class::Restart),
+    ("log.level", Class::AtOnce),
     ("log.format", Class::Restart),
     ("log.access", Class::AtOnce),
     ("shutdown.timeout", Class::AtOnce),

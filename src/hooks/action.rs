@@ -8,7 +8,7 @@ use tokio::time::{sleep, timeout, Instant};
 
 use super::runner::{HookContext, Recorder};
 use super::FailureReason;
-use crate::config::{fill_placeholders, Hook, HookAction, HttpTarget, WaitTarget};
+use crate::config::{Hook, HookAction, HttpTarget, Placeholders, WaitTarget};
 use crate::probe;
 use crate::process::output::{forward_lines, Tail};
 use crate::process::signal::signal_group;
@@ -159,13 +159,13 @@ async fn run(
     reaper: &Reaper,
     recorder: &dyn Recorder,
 ) -> Result<(), AttemptError> {
-    let fill = |s: &String| match (ctx.worker, ctx.port, &ctx.socket) {
-        (Some(w), Some(p), _) => fill_placeholders(s, &ctx.pool, w, p),
-        (Some(w), None, Some(socket)) => {
-            fill_placeholders(s, &ctx.pool, w, 0).replace("{socket}", &socket.to_string_lossy())
-        }
-        _ => s.clone(),
-    };
+    let values = ctx.worker.map(|worker| Placeholders {
+        pool: &ctx.pool,
+        worker,
+        port: ctx.port,
+        socket: ctx.socket.as_deref(),
+    });
+    let fill = |s: &String| values.map_or_else(|| s.clone(), |v| v.fill(s));
     let mut env = ctx.env();
     env.extend(hook.env.iter().map(|(k, v)| (k.clone(), fill(v))));
     let spec = SpawnSpec {

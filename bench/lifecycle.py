@@ -23,7 +23,7 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/forkyard")
-WORKER = os.path.join(ROOT, "tests/fixtures/proxy_worker.py")
+WORKER = os.path.join(ROOT, "tests/fixtures/worker.py")
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 
 

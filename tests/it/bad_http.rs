@@ -16,7 +16,7 @@ const PROXY: &str = "  client_header_timeout: \"2s\"\n  client_timeout: \"2s\"\n
 /// forkyard with one fixture worker that logs every request it reads.
 fn start(proxy_extra: &str) -> (Forkyard, PathBuf) {
     let cfg = config_with(
-        &[proxy_fixture_pool(
+        &[fixture_pool(
             "web",
             1,
             "    retries: 0\n    env: { FIXTURE_LOG_REQUESTS: \"{dir}/requests.log\" }\n",

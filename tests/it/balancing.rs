@@ -9,7 +9,7 @@ use crate::harness::*;
 #[test]
 fn least_requests_favours_the_idle_worker() {
     let fy = Forkyard::start(&config_with(
-        &[proxy_fixture_pool("web", 2, "    lb: least_requests\n")],
+        &[fixture_pool("web", 2, "    lb: least_requests\n")],
         "",
     ));
     fy.wait_workers_ready("web", 2);
@@ -41,7 +41,7 @@ fn least_requests_favours_the_idle_worker() {
 
 #[test]
 fn hash_keys_stay_on_their_worker_while_another_restarts() {
-    let pool = proxy_fixture_pool("web", 3, "    lb: { hash: { header: X-User } }\n");
+    let pool = fixture_pool("web", 3, "    lb: { hash: { header: X-User } }\n");
     let port = first_port(&pool);
     let fy = Forkyard::start(&config_with(&[pool], ""));
     fy.wait_workers_ready("web", 3);

@@ -14,7 +14,7 @@ fn a_failing_worker_is_ejected_and_comes_back() {
         "    eject: {{ consecutive_failures: 2, base_time: \"6s\", max_time: \"6s\", max_percent: 50 }}\n    env: {{ FIXTURE_FAIL_SLOT: \"1\", FIXTURE_FAIL_FILE: \"{}\" }}\n",
         gate.display()
     );
-    let fy = Forkyard::start(&config_with(&[proxy_fixture_pool("web", 2, &extra)], ""));
+    let fy = Forkyard::start(&config_with(&[fixture_pool("web", 2, &extra)], ""));
     fy.wait_workers_ready("web", 2);
     let ejections = r#"forkyard_worker_ejections_total{pool="web",worker="1"}"#;
     wait_for_or_log(&fy, SHORT, "slot 1 to be ejected", || {

@@ -58,7 +58,7 @@ fn cpu_ticks(pid: i32) -> u64 {
 
 #[test]
 fn faults_a_worker_killed_mid_response_gives_a_clean_error_and_is_restarted() {
-    let pool = proxy_fixture_pool("web", 2, "");
+    let pool = fixture_pool("web", 2, "");
     let fy = Forkyard::start(&config_with(&[pool], ""));
     fy.wait_workers_ready("web", 2);
     // Headers and 1000 of 100000 bytes, then the worker is SIGKILLed: the client
@@ -93,7 +93,7 @@ fn faults_a_worker_killed_mid_response_gives_a_clean_error_and_is_restarted() {
 
 #[test]
 fn faults_a_hung_worker_times_out_with_504_and_is_restarted_by_health_checks() {
-    let pool = proxy_fixture_pool(
+    let pool = fixture_pool(
         "web",
         2,
         "    retries: 0\n    timeouts: { response_header: \"1s\" }\n    health: { http: \"/\", interval: \"1s\", timeout: \"1s\", unhealthy_after: 4, healthy_after: 1, restart_after: \"1s\" }\n",
@@ -134,7 +134,7 @@ fn faults_a_stdout_flood_never_blocks_forkyard_and_long_lines_are_cut_at_16_kib(
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("stop-flood");
     let long = dir.path().join("long.log");
-    let pool = proxy_fixture_pool(
+    let pool = fixture_pool(
         "web",
         1,
         &format!("    env: {{ FIXTURE_FLOOD: \"{}\" }}\n", gate.display()),
@@ -191,12 +191,12 @@ fn supervision_survives_lost_log_output(close_reader: bool) {
     let (fifo, reader) = stderr_fifo(dir.path());
     let gate = dir.path().join("stop-flood");
     // A noisy pool fills the pipe (64 KiB) at once.
-    let noisy = proxy_fixture_pool(
+    let noisy = fixture_pool(
         "noisy",
         1,
         &format!("    env: {{ FIXTURE_FLOOD: \"{}\" }}\n", gate.display()),
     );
-    let web = proxy_fixture_pool("web", 1, "");
+    let web = fixture_pool("web", 1, "");
     let routes = "routes:\n  - { path_prefix: \"/noisy\", pool: noisy }\n  - { pool: web }\n";
     let opts = StartOpts {
         shell_prefix: Some(format!("exec 2>{}", fifo.display())),
@@ -285,7 +285,7 @@ fn faults_a_daemon_started_by_a_hook_is_stopped_when_forkyard_exits() {
 
 #[test]
 fn faults_emfile_on_accept_backs_off_instead_of_spinning_and_recovers() {
-    let pool = proxy_fixture_pool("web", 1, "");
+    let pool = fixture_pool("web", 1, "");
     let cfg = config_with(&[pool], "").replacen(
         "proxy:\n",
         "proxy:\n  client_header_timeout: \"60s\"\n",
@@ -329,7 +329,7 @@ fn faults_emfile_on_accept_backs_off_instead_of_spinning_and_recovers() {
 
 #[test]
 fn faults_a_worker_that_closes_its_listener_is_caught_by_health_checks() {
-    let pool = proxy_fixture_pool(
+    let pool = fixture_pool(
         "web",
         2,
         "    health: { http: \"/\", interval: \"200ms\", timeout: \"1s\", unhealthy_after: 2, healthy_after: 1, restart_after: \"1s\" }\n",

@@ -445,19 +445,6 @@ pub fn process_gone(pid: i32) -> bool {
     }
 }
 
-/// The fixture worker of the proxy tests (streaming, limits, Unix sockets).
-pub fn proxy_fixture_worker() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/proxy_worker.py")
-}
-
-/// A pool block for the proxy tests' fixture worker.
-pub fn proxy_fixture_pool(name: &str, workers: u16, extra: &str) -> String {
-    fixture_pool(name, workers, extra).replace(
-        &fixture_worker().display().to_string(),
-        &proxy_fixture_worker().display().to_string(),
-    )
-}
-
 /// A pool block for the fixture worker.
 pub fn fixture_pool(name: &str, workers: u16, extra: &str) -> String {
     let port = free_ports(workers + 2);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 fn proxy_config(proxy_extra: &str, pool_extra: &str) -> String {
-    config_with(&[proxy_fixture_pool("web", 1, pool_extra)], "").replacen(
+    config_with(&[fixture_pool("web", 1, pool_extra)], "").replacen(
         "proxy:\n",
         &format!("proxy:\n{proxy_extra}"),
         1,

@@ -78,7 +78,7 @@ fn routes_pick_pools_and_unmatched_requests_get_404() {
 
 #[test]
 fn hop_by_hop_headers_are_not_forwarded_and_request_ids_are_set() {
-    let fy = Forkyard::start(&config_with(&[proxy_fixture_pool("web", 1, "")], ""));
+    let fy = Forkyard::start(&config_with(&[fixture_pool("web", 1, "")], ""));
     fy.wait_ready();
     let r = http_get(
         fy.proxy,

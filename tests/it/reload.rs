@@ -201,8 +201,8 @@ fn a_watched_config_reloads_on_save_and_a_crash_loop_is_fixed_by_it() {
 
 #[test]
 fn changed_routes_apply_on_reload_without_dropping_a_connection() {
-    let web = proxy_fixture_pool("web", 1, "");
-    let api = proxy_fixture_pool("api", 1, "");
+    let web = fixture_pool("web", 1, "");
+    let api = fixture_pool("api", 1, "");
     let routes = |api_goes_to: &str| {
         format!("routes:\n  - {{ path_prefix: /api, pool: {api_goes_to} }}\n  - {{ pool: web }}\n")
     };

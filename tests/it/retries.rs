@@ -5,7 +5,7 @@ use crate::harness::*;
 
 #[test]
 fn a_worker_that_refuses_connections_gives_no_client_errors() {
-    let pool = proxy_fixture_pool("web", 3, "");
+    let pool = fixture_pool("web", 3, "");
     let port = first_port(&pool);
     let fy = Forkyard::start(&config_with(&[pool], ""));
     fy.wait_workers_ready("web", 3);
@@ -32,7 +32,7 @@ fn a_worker_that_refuses_connections_gives_no_client_errors() {
 #[test]
 fn bad_responses_are_retried_for_get_but_a_post_is_never_retried_once_sent() {
     let extra = "    retry_on: [503]\n    eject: { consecutive_failures: 0 }\n    env: { FIXTURE_FAIL_SLOT: \"1\" }\n";
-    let fy = Forkyard::start(&config_with(&[proxy_fixture_pool("web", 2, extra)], ""));
+    let fy = Forkyard::start(&config_with(&[fixture_pool("web", 2, extra)], ""));
     fy.wait_workers_ready("web", 2);
     let retries = || fy.metric(r#"forkyard_retries_total{pool="web"}"#).unwrap();
     for _ in 0..10 {
@@ -62,7 +62,7 @@ fn bad_responses_are_retried_for_get_but_a_post_is_never_retried_once_sent() {
 fn a_worker_dying_mid_request_is_retried_for_get_and_not_for_post() {
     // Slot 0 exits without answering `/crash?slot=0`; slot 1 answers it.
     let extra = "    eject: { consecutive_failures: 0 }\n";
-    let fy = Forkyard::start(&config_with(&[proxy_fixture_pool("web", 2, extra)], ""));
+    let fy = Forkyard::start(&config_with(&[fixture_pool("web", 2, extra)], ""));
     fy.wait_workers_ready("web", 2);
     let died = || {
         fy.metric(r#"forkyard_worker_exits_total{pool="web",reason="exit_code"}"#)

@@ -32,7 +32,7 @@ fn read_until(s: &mut TcpStream, seen: &mut Vec<u8>, needle: &[u8]) {
 
 #[test]
 fn a_streaming_response_arrives_incrementally() {
-    let fy = Forkyard::start(&config_with(&[proxy_fixture_pool("web", 1, "")], ""));
+    let fy = Forkyard::start(&config_with(&[fixture_pool("web", 1, "")], ""));
     fy.wait_ready();
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("go");
@@ -57,7 +57,7 @@ fn a_streaming_response_arrives_incrementally() {
 
 #[test]
 fn a_chunked_request_body_reaches_the_worker_incrementally() {
-    let fy = Forkyard::start(&config_with(&[proxy_fixture_pool("web", 1, "")], ""));
+    let fy = Forkyard::start(&config_with(&[fixture_pool("web", 1, "")], ""));
     fy.wait_ready();
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("got-first-chunk");
@@ -87,7 +87,7 @@ fn a_chunked_request_body_reaches_the_worker_incrementally() {
 
 #[test]
 fn a_100_mib_upload_is_not_buffered_in_memory() {
-    let fy = Forkyard::start(&config_with(&[proxy_fixture_pool("web", 1, "")], ""));
+    let fy = Forkyard::start(&config_with(&[fixture_pool("web", 1, "")], ""));
     fy.wait_ready();
     let pid = fy.pid();
     let before = rss_kib(pid);

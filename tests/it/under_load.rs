@@ -112,10 +112,10 @@ fn config(fy_dir_placeholder: &str, ports: u16, unbuffered: bool) -> String {
     let command = if unbuffered {
         format!(
             r#"["python3", "-u", "{}"]"#,
-            proxy_fixture_worker().display()
+            fixture_worker().display()
         )
     } else {
-        format!(r#"["python3", "{}"]"#, proxy_fixture_worker().display())
+        format!(r#"["python3", "{}"]"#, fixture_worker().display())
     };
     config_with(
         &[format!(

@@ -18,7 +18,7 @@ fn unix_pool(command: &str, workers: u16, extra: &str) -> String {
 }
 
 fn fixture_command() -> String {
-    format!("[\"python3\", \"{}\"]", proxy_fixture_worker().display())
+    format!("[\"python3\", \"{}\"]", fixture_worker().display())
 }
 
 /// forkyard with `$RUNTIME_DIRECTORY` set, so the socket paths are known.

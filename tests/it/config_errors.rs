@@ -83,7 +83,7 @@ fn a_busy_proxy_port_is_a_clear_start_error() {
     let addr = taken.local_addr().unwrap();
     let cfg = config_with(&[fixture_pool("web", 1, "")], "").replace("{proxy}", &addr.to_string());
     let mut fy = Forkyard::start(&cfg);
-    let status = fy.signal_and_wait_exit(SHORT);
+    let status = fy.wait_exit(SHORT);
     assert_eq!(status.code(), Some(1));
     assert!(
         fy.log().contains(&format!("cannot listen on {addr}")),

@@ -7,8 +7,6 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -243,39 +241,32 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 2.0).then_some(())
     });
     let prom = Prometheus::start(&prometheus, fy.admin);
-    wait_for(BOOT, "Prometheus to be ready", || {
+    wait_for_or_log(&fy, BOOT, "Prometheus to be ready", || {
         http_get(prom.addr, "/-/ready", &[])
             .ok()
             .filter(|r| r.status == 200)
     });
 
-    // Traffic for the whole test: mostly 200s, a crash now and then (502 and a
-    // restart by exit_code), and requests for the pool that is never ready (503).
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = {
-        let (stop, proxy) = (stop.clone(), fy.proxy);
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let path = match n % 100 {
-                    0 => "/crash",
-                    50 => "/slow",
-                    _ => "/",
-                };
-                let _ = http_get(proxy, path, &[]);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
     // One reload (the file is unchanged, so it succeeds and changes nothing).
     let r = http_post(fy.admin, "/reload").unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    // One restart by signal.
+    // One restart by signal, before any crash could beat the kill to the worker.
     let pid = wait_for_or_log(&fy, SHORT, "a web worker's pid", || {
         fy.status()["pools"][0]["workers"][0]["pid"].as_i64()
     });
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    wait_for_or_log(&fy, SHORT, "the restart by signal", || {
+        (fy.metric(r#"forkyard_worker_restarts_total{pool="web",reason="signal"}"#)? >= 1.0)
+            .then_some(())
+    });
+    // Traffic for the rest of the test: mostly 200s, a crash now and then (502 and
+    // a restart by exit_code), and requests for the pool that is never ready (503).
+    let traffic = [("/", 10), ("/crash", 1000), ("/slow", 1000)].map(|(path, ms)| {
+        Load::to(fy.proxy)
+            .get(path)
+            .every(Duration::from_millis(ms))
+            .start()
+    });
 
     // The `pool` variable, as Grafana resolves it: label_values(forkyard_workers, pool).
     let var = &dashboard()["templating"]["list"]
@@ -288,7 +279,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         .unwrap()
         .to_owned();
     assert_eq!(var, "label_values(forkyard_workers, pool)");
-    let pools: Vec<String> = wait_for(BOOT, "the pool variable's values", || {
+    let pools: Vec<String> = wait_for_or_log(&fy, BOOT, "the pool variable's values", || {
         let v = prom.api(&format!(
             "/api/v1/label/pool/values?match[]={}",
             encode("forkyard_workers")
@@ -331,8 +322,8 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         }
         last_failures.is_empty()
     });
-    stop.store(true, Ordering::Relaxed);
-    let _ = traffic.join();
+    let [ok, crashes, unready] = traffic.map(Load::finish);
+    assert!(ok.ok > 0 && crashes.sent() > 0 && unready.sent() > 0);
     assert!(
         done,
         "{} of {} dashboard queries return no data:\n  {}\nforkyard log tail:\n{}\nprometheus log tail:\n{}",

@@ -27,20 +27,11 @@ fn pyramid_sqlalchemy_workers_each_use_their_own_connection_pool() {
         std::fs::read_to_string(root.join("examples/pyramid-sqlalchemy/config.yaml")).unwrap();
     let db = tempfile::tempdir().unwrap();
     let ports = free_ports(10);
-    let fy = Forkyard::start_with(
-        &yaml,
-        &StartOpts {
-            env: vec![
-                ("VENV".into(), venv.display().to_string()),
-                (
-                    "DB_PATH".into(),
-                    db.path().join("app.db").display().to_string(),
-                ),
-                ("WORKER_PORTS".into(), format!("{ports}-{}", ports + 9)),
-            ],
-            ..Default::default()
-        },
-    );
+    let fy = Forkyard::builder(&yaml)
+        .env("VENV", &venv)
+        .env("DB_PATH", db.path().join("app.db"))
+        .env("WORKER_PORTS", format!("{ports}-{}", ports + 9))
+        .start();
     fy.wait_ready();
     wait_for_or_log(&fy, BOOT, "3 ready workers", || {
         (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 3.0).then_some(())

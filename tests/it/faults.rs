@@ -106,7 +106,7 @@ fn faults_a_hung_worker_times_out_with_504_and_is_restarted_by_health_checks() {
     // The worker answers, then SIGSTOPs itself: connects still succeed (the kernel
     // completes them), nothing ever answers.
     assert_eq!(http_get(slot0, "/freeze", &[]).unwrap().status, 200);
-    wait_for(SHORT, "the worker to be stopped", || {
+    wait_for_or_log(&fy, SHORT, "the worker to be stopped", || {
         (proc_state(pid0) == Some('T')).then_some(())
     });
     let mut codes = Vec::new();
@@ -123,7 +123,7 @@ fn faults_a_hung_worker_times_out_with_504_and_is_restarted_by_health_checks() {
     wait_for_or_log(&fy, BOOT, "slot 0 back with a new process", || {
         pid_at(slot0).filter(|p| *p != pid0)
     });
-    wait_for(SHORT, "the hung process to be gone", || {
+    wait_for_or_log(&fy, SHORT, "the hung process to be gone", || {
         process_gone(pid0).then_some(())
     });
     fy.wait_workers_ready("web", 2);
@@ -141,17 +141,15 @@ fn faults_a_stdout_flood_never_blocks_forkyard_and_long_lines_are_cut_at_16_kib(
     );
     // forkyard's log goes through grep, which keeps only the cut lines: the flood
     // itself would fill the test's memory.
-    let opts = StartOpts {
-        shell_prefix: Some(format!(
+    let fy = Forkyard::builder(&config_with(&[pool], ""))
+        .shell_prefix(format!(
             "exec 2> >(grep --line-buffered -a 'truncated=true' > {})",
             long.display()
-        )),
-        ..StartOpts::default()
-    };
-    let fy = Forkyard::start_with(&config_with(&[pool], ""), &opts);
+        ))
+        .start();
     fy.wait_ready();
     // (A complete line: grep may write a long one in pieces.)
-    wait_for(SHORT, "a cut line in the log", || {
+    wait_for_or_log(&fy, SHORT, "a cut line in the log", || {
         std::fs::read_to_string(&long)
             .ok()
             .filter(|t| t.contains('\n'))
@@ -198,11 +196,9 @@ fn supervision_survives_lost_log_output(close_reader: bool) {
     );
     let web = fixture_pool("web", 1, "");
     let routes = "routes:\n  - { path_prefix: \"/noisy\", pool: noisy }\n  - { pool: web }\n";
-    let opts = StartOpts {
-        shell_prefix: Some(format!("exec 2>{}", fifo.display())),
-        ..StartOpts::default()
-    };
-    let fy = Forkyard::start_with(&config_with(&[noisy, web], routes), &opts);
+    let fy = Forkyard::builder(&config_with(&[noisy, web], routes))
+        .shell_prefix(format!("exec 2>{}", fifo.display()))
+        .start();
     fy.wait_workers_ready("web", 1);
     fy.wait_workers_ready("noisy", 1);
     if close_reader {
@@ -264,15 +260,7 @@ fn faults_a_daemon_started_by_a_hook_is_stopped_when_forkyard_exits() {
     );
     // forkyard (a child subreaper) adopted the daemon...
     wait_for_or_log(&fy, SHORT, "the daemon to be adopted", || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let ppid: i32 = stat
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        (ppid == fy.pid()).then_some(())
+        (ppid(pid) == Some(fy.pid())).then_some(())
     });
     // ...and stops it on the way out.
     let status = fy.signal_and_wait(Signal::SIGTERM, BOOT);
@@ -291,11 +279,9 @@ fn faults_emfile_on_accept_backs_off_instead_of_spinning_and_recovers() {
         "proxy:\n  client_header_timeout: \"60s\"\n",
         1,
     );
-    let opts = StartOpts {
-        shell_prefix: Some("ulimit -n 128".into()),
-        ..StartOpts::default()
-    };
-    let fy = Forkyard::start_with(&cfg, &opts);
+    let fy = Forkyard::builder(&cfg)
+        .shell_prefix("ulimit -n 128")
+        .start();
     fy.wait_ready();
     assert_eq!(fy.get("/").unwrap().status, 200);
     let mut conns = Vec::new();
@@ -311,7 +297,7 @@ fn faults_emfile_on_accept_backs_off_instead_of_spinning_and_recovers() {
         .flatten()
         .unwrap_or(100) as u64;
     let (t0, c0) = (Instant::now(), cpu_ticks(fy.pid()));
-    wait_for(SHORT, "3 seconds of saturation", || {
+    wait_for_or_log(&fy, SHORT, "3 seconds of saturation", || {
         (t0.elapsed() >= Duration::from_secs(3)).then_some(())
     });
     let used = (cpu_ticks(fy.pid()) - c0) as f64 / ticks_per_s as f64;

@@ -28,14 +28,10 @@ fn fds(info: &serde_json::Value) -> Vec<i64> {
 /// forkyard is started with fds 7 and 9 open and inheritable, as a careless parent
 /// (a container runtime, a shell) might leave them.
 fn leaky_start(extra: &str) -> Forkyard {
-    Forkyard::start_with(
-        &config_with(&[fixture_pool("web", 1, extra)], ""),
-        &StartOpts {
-            shell_prefix: Some("exec 7</dev/null 9</etc/hostname".into()),
-            env: vec![("FORKYARD_INTERNAL_SECRET".into(), "must-not-leak".into())],
-            ..Default::default()
-        },
-    )
+    Forkyard::builder(&config_with(&[fixture_pool("web", 1, extra)], ""))
+        .shell_prefix("exec 7</dev/null 9</etc/hostname")
+        .env("FORKYARD_INTERNAL_SECRET", "must-not-leak")
+        .start()
 }
 
 #[test]

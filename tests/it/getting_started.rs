@@ -26,7 +26,11 @@ fn example_config(dir: &Path, workers: u16) -> String {
 
 fn serves_through_forkyard(lang: &str, workers: u16, env: &[(&str, &str)], hello: &str) {
     let dir = repo().join("examples").join(lang);
-    let fy = Forkyard::start_in(&example_config(&dir, workers), env, &dir);
+    let mut fy = Forkyard::builder(&example_config(&dir, workers)).cwd(&dir);
+    for (k, v) in env {
+        fy = fy.env(k, v);
+    }
+    let fy = fy.start();
     fy.wait_ready();
     wait_for_or_log(&fy, BOOT, "every worker ready", || {
         (fy.status()["pools"][0]["workers_ready"] == u64::from(workers)).then_some(())

@@ -91,7 +91,7 @@ fn failing_on_start_aborts_before_anything_is_spawned() {
     - { name: migrate, run: ["sh", "-c", "echo applying 0001; echo 'relation users already exists' >&2; exit 3"] }
 "#;
     let mut fy = Forkyard::start(&cfg);
-    let status = fy.signal_and_wait_exit(SHORT);
+    let status = fy.wait_exit(SHORT);
     assert_eq!(status.code(), Some(1), "{}", fy.log());
     let log = fy.log();
     assert!(
@@ -330,7 +330,7 @@ fn a_hung_hook_is_killed_on_time_while_forkyard_keeps_serving() {
         took < Duration::from_secs(20),
         "killed near its 3s timeout, not later: {took:?}"
     );
-    wait_for(SHORT, "the hung hook's process to be gone", || {
+    wait_for_or_log(&fy, SHORT, "the hung hook's process to be gone", || {
         process_gone(hang_pid).then_some(())
     });
 }
@@ -348,7 +348,7 @@ fn a_hook_leaves_no_grandchild_behind() {
         .trim()
         .parse()
         .expect("grandchild pid");
-    wait_for(SHORT, "the grandchild to be gone", || {
+    wait_for_or_log(&fy, SHORT, "the grandchild to be gone", || {
         process_gone(gc).then_some(())
     });
     assert_eq!(

@@ -38,7 +38,9 @@ fn config() -> String {
 }
 
 fn ready_then_stopping(sock: UnixDatagram, socket_env: &str) {
-    let mut fy = Forkyard::start_with_env(&config(), &[("NOTIFY_SOCKET", socket_env)]);
+    let mut fy = Forkyard::builder(&config())
+        .env("NOTIFY_SOCKET", socket_env)
+        .start();
     let started = Instant::now();
     let ready =
         recv(&sock, BOOT).unwrap_or_else(|| panic!("no READY=1 within {BOOT:?}\n{}", fy.log()));

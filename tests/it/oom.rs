@@ -89,11 +89,9 @@ fn an_oom_killed_worker_is_reported_as_oom_killed() {
         hog_script().display(),
         port + 1,
     );
-    let opts = StartOpts {
-        shell_prefix: Some(format!("echo $$ > {}/cgroup.procs", cg.0.display())),
-        ..StartOpts::default()
-    };
-    let mut fy = Forkyard::start_with(&config_with(&[pool], ""), &opts);
+    let mut fy = Forkyard::builder(&config_with(&[pool], ""))
+        .shell_prefix(format!("echo $$ > {}/cgroup.procs", cg.0.display()))
+        .start();
     wait_for_or_log(&fy, BOOT, "an oom_killed exit", || {
         (fy.metric(r#"forkyard_worker_exits_total{pool="web",reason="oom_killed"}"#)? >= 1.0)
             .then_some(())

@@ -62,18 +62,9 @@ fn as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly() {
     }
     // Each worker leaves an orphan that exits one second later.
     let pool = fixture_pool("web", 2, "    env: { FIXTURE_ORPHAN: \"1\" }\n");
-    let mut fy = Forkyard::start_with(
-        &config_with(&[pool], ""),
-        &StartOpts {
-            wrapper: vec![
-                "unshare".into(),
-                "--pid".into(),
-                "--fork".into(),
-                "--mount-proc".into(),
-            ],
-            ..Default::default()
-        },
-    );
+    let mut fy = Forkyard::builder(&config_with(&[pool], ""))
+        .wrapper(&["unshare", "--pid", "--fork", "--mount-proc"])
+        .start();
     fy.wait_ready();
     let unshare = fy.pid();
     let pid1 = wait_for_or_log(&fy, SHORT, "forkyard inside the namespace", || {

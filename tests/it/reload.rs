@@ -2,47 +2,9 @@
 //! zero failed requests, rollback of a generation that never becomes ready, and an
 //! invalid file that changes nothing.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use crate::harness::*;
-
-/// Requests in a loop until stopped; returns (sent, failures).
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicUsize>,
-    thread: JoinHandle<Vec<String>>,
-}
-
-impl Load {
-    fn start(fy: &Forkyard) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let (s, n, proxy) = (stop.clone(), sent.clone(), fy.proxy);
-        let thread = std::thread::spawn(move || {
-            let mut failures = Vec::new();
-            while !s.load(Ordering::Relaxed) {
-                match http_get(proxy, "/", &[]) {
-                    Ok(r) if r.status == 200 => {}
-                    other => failures.push(format!("{other:?}")),
-                }
-                n.fetch_add(1, Ordering::Relaxed);
-            }
-            failures
-        });
-        Load { stop, sent, thread }
-    }
-
-    fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let failures = self.thread.join().unwrap();
-        (self.sent.load(Ordering::Relaxed), failures)
-    }
-}
 
 fn config(gen: &str, extra_env: &str, ports: u16) -> String {
     config_with(
@@ -76,61 +38,46 @@ fn rewrite(fy: &Forkyard, text: &str) {
 #[test]
 fn sighup_rolls_workers_with_zero_failed_requests() {
     let ports = free_ports(10);
-    let fy = Forkyard::start(&config("1", "", ports));
-    fy.wait_ready();
-    wait_for_or_log(&fy, BOOT, "3 ready", || {
-        (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 3.0).then_some(())
-    });
-    let load = Load::start(&fy);
+    let mut fy = Forkyard::start(&config("1", "", ports));
+    fy.wait_workers_ready("web", 3);
+    let load = Load::to(fy.proxy).clients(2).keep_alive().start();
+    load.wait_for_more(&fy, 20);
     rewrite(&fy, &config("2", "", ports));
-    kill(Pid::from_raw(fy.pid()), Signal::SIGHUP).unwrap();
+    fy.signal(Signal::SIGHUP);
     wait_for_or_log(&fy, BOOT, "the reload to finish", || {
         (fy.metric(r#"forkyard_config_reloads_total{result="ok"}"#)? == 1.0).then_some(())
     });
-    let (sent, failures) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    assert!(sent > 20, "the load ran: {sent}");
-    assert!(
-        gens(&fy).iter().all(|g| g == "2"),
-        "every worker runs the new config"
-    );
+    // The load runs until the last old worker has exited.
     wait_for_or_log(&fy, BOOT, "old workers stopped", || {
         (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 3.0
             && fy.metric(r#"forkyard_workers{pool="web",state="stopping"}"#)? == 0.0
             && fy.metric(r#"forkyard_worker_exits_total{pool="web",reason="reload"}"#)? == 3.0)
             .then_some(())
     });
+    load.wait_for_more(&fy, 20);
+    load.finish().assert_no_failures();
+    assert!(
+        gens(&fy).iter().all(|g| g == "2"),
+        "every worker runs the new config"
+    );
     assert_eq!(
         fy.metric(r#"forkyard_worker_restarts_total{pool="web",reason="signal"}"#),
         Some(0.0)
     );
+    assert_eq!(fy.signal_and_wait(Signal::SIGTERM, SHORT).code(), Some(0));
 }
 
 #[test]
 fn a_generation_that_never_becomes_ready_rolls_back() {
     let ports = free_ports(10);
     let fy = Forkyard::start(&config("1", "", ports));
-    fy.wait_ready();
-    wait_for_or_log(&fy, BOOT, "3 ready", || {
-        (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 3.0).then_some(())
-    });
-    let load = Load::start(&fy);
+    fy.wait_workers_ready("web", 3);
+    let load = Load::to(fy.proxy).start();
     rewrite(&fy, &config("2", ", FIXTURE_NEVER_READY: \"1\"", ports));
     let r = http_post(fy.admin, "/reload").unwrap();
     assert_eq!(r.status, 409, "{r:?}");
     assert!(r.body.contains("rolled_back"), "{r:?}");
-    let (sent, failures) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} of {sent} requests failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    load.finish().assert_no_failures();
     assert_eq!(
         fy.metric(r#"forkyard_config_reloads_total{result="rolled_back"}"#),
         Some(1.0)
@@ -138,7 +85,7 @@ fn a_generation_that_never_becomes_ready_rolls_back() {
     assert!(
         gens(&fy).iter().all(|g| g == "1"),
         "the old generation keeps serving"
-    );
+    )
 }
 
 #[test]
@@ -209,19 +156,12 @@ fn changed_routes_apply_on_reload_without_dropping_a_connection() {
     let fy = Forkyard::start(&config_with(&[web.clone(), api.clone()], &routes("api")));
     fy.wait_workers_ready("web", 1);
     fy.wait_workers_ready("api", 1);
-    let stream = std::net::TcpStream::connect(fy.proxy).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let mut conn = std::io::BufReader::new(stream);
-    let pool_of = |conn: &mut std::io::BufReader<std::net::TcpStream>| {
-        let (status, body, keep) = keepalive_get(conn, "/api/x").expect("answered");
-        assert_eq!(status, 200, "{body}");
-        assert!(keep, "the connection stays open");
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()["pool"]
-            .as_str()
-            .unwrap()
-            .to_string()
+    let mut conn = Conn::open(fy.proxy).unwrap();
+    let pool_of = |conn: &mut Conn| {
+        let r = conn.get("/api/x").expect("answered");
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.keeps_alive(), "the connection stays open");
+        r.json()["pool"].as_str().unwrap().to_string()
     };
     assert_eq!(pool_of(&mut conn), "api");
 

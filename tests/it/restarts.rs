@@ -2,8 +2,6 @@
 //! answering while it is gone.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -30,23 +28,8 @@ fn kill_9_restarts_the_slot_and_requests_keep_succeeding() {
     assert_eq!(before, 0.0);
     let old_pid = pid_of_slot(&fy, "0");
 
-    // Clients keep sending requests the whole time.
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicUsize::new(0));
-    let client = {
-        let (stop, sent, proxy) = (stop.clone(), sent.clone(), fy.proxy);
-        std::thread::spawn(move || {
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match http_get(proxy, "/", &[]) {
-                    Ok(r) if r.status == 200 => {}
-                    other => failures.push(format!("{other:?}")),
-                }
-                sent.fetch_add(1, Ordering::Relaxed);
-            }
-            failures
-        })
-    };
+    // A client keeps sending requests the whole time.
+    let load = Load::to(fy.proxy).start();
 
     kill(Pid::from_raw(old_pid as i32), Signal::SIGKILL).unwrap();
     let new_pid = wait_for_or_log(&fy, BOOT, "slot 0 to come back with a new pid", || {
@@ -54,19 +37,8 @@ fn kill_9_restarts_the_slot_and_requests_keep_succeeding() {
         (j["slot"] == "0" && j["pid"].as_i64() != Some(old_pid)).then(|| j["pid"].as_i64().unwrap())
     });
     // Keep the load on a little longer after the restart.
-    let target = sent.load(Ordering::Relaxed) + 50;
-    wait_for(SHORT, "more client requests", || {
-        (sent.load(Ordering::Relaxed) >= target).then_some(())
-    });
-    stop.store(true, Ordering::Relaxed);
-    let failures = client.join().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failures.len(),
-        sent.load(Ordering::Relaxed),
-        &failures[..failures.len().min(5)]
-    );
+    load.wait_for_more(&fy, 50);
+    load.finish().assert_no_failures();
     assert_ne!(new_pid, old_pid);
     let after = fy
         .metric(r#"forkyard_worker_restarts_total{pool="web",reason="signal"}"#)
@@ -106,17 +78,6 @@ fn a_worker_that_exits_at_start_backs_off_and_keeps_retrying() {
     // forkyard itself stays up and answers.
     assert_eq!(fy.admin_get("/healthz").unwrap().status, 200);
     assert_eq!(fy.get("/").unwrap().status, 503);
-}
-
-/// The parent pid of `pid`, from /proc.
-fn ppid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 #[test]

@@ -12,7 +12,7 @@ fn a_worker_that_refuses_connections_gives_no_client_errors() {
     // Slot 1 stays "ready" but stops accepting, before the proxy ever used it.
     let refusing: std::net::SocketAddr = format!("127.0.0.1:{}", port + 1).parse().unwrap();
     http_get(refusing, "/close-listener", &[]).expect("close the listener");
-    wait_for(SHORT, "slot 1 to refuse connections", || {
+    wait_for_or_log(&fy, SHORT, "slot 1 to refuse connections", || {
         std::net::TcpStream::connect(refusing)
             .is_err()
             .then_some(())

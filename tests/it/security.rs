@@ -23,7 +23,7 @@ fn admin_token_guards_the_post_endpoints_only() {
         "  listen: \"{admin}\"",
         "  listen: \"{admin}\"\n  token: \"${IT_ADMIN_TOKEN}\"",
     );
-    let fy = Forkyard::start_with_env(&cfg, &[("IT_ADMIN_TOKEN", TOKEN)]);
+    let fy = Forkyard::builder(&cfg).env("IT_ADMIN_TOKEN", TOKEN).start();
     fy.wait_ready();
 
     for path in ["/reload", "/pools/web/scale?workers=2", "/nothing-here"] {

@@ -93,7 +93,7 @@ fn readiness_turns_off_first_and_the_proxy_serves_through_shutdown_delay() {
     });
     // Still inside shutdown.delay: a load balancer that has not noticed yet is served.
     assert_eq!(fy.get("/").unwrap().status, 200);
-    let status = fy.signal_and_wait_exit(SHORT);
+    let status = fy.wait_exit(SHORT);
     assert_eq!(status.code(), Some(0));
 }
 

@@ -16,7 +16,7 @@ use crate::harness::*;
 /// slot's socket directly: every one must be answered by the restarted worker.
 fn queued_requests_survive_a_restart(fy: &Forkyard, slot_addr: SocketAddr, pid: i32) {
     nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
-    wait_for(SHORT, "the worker to be gone", || {
+    wait_for_or_log(fy, SHORT, "the worker to be gone", || {
         process_gone(pid).then_some(())
     });
     let clients: Vec<_> = (0..8)

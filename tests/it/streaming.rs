@@ -9,9 +9,10 @@ use std::time::Duration;
 use crate::harness::*;
 
 /// Read from `s` until `needle` has been seen (or panic after `SHORT`).
-fn read_until(s: &mut TcpStream, seen: &mut Vec<u8>, needle: &[u8]) {
+fn read_until(fy: &Forkyard, s: &mut TcpStream, seen: &mut Vec<u8>, needle: &[u8]) {
     let mut buf = [0u8; 4096];
-    wait_for(
+    wait_for_or_log(
+        fy,
         SHORT,
         &format!("{:?} to arrive", String::from_utf8_lossy(needle)),
         || {
@@ -48,11 +49,11 @@ fn a_streaming_response_arrives_incrementally() {
     let mut seen = Vec::new();
     // The worker holds "second" back until the gate exists: "first" must get here
     // on its own.
-    read_until(&mut s, &mut seen, b"first");
+    read_until(&fy, &mut s, &mut seen, b"first");
     assert!(!seen.windows(6).any(|w| w == b"second"));
     std::fs::write(&gate, "").unwrap();
-    read_until(&mut s, &mut seen, b"second");
-    read_until(&mut s, &mut seen, b"0\r\n\r\n");
+    read_until(&fy, &mut s, &mut seen, b"second");
+    read_until(&fy, &mut s, &mut seen, b"0\r\n\r\n");
 }
 
 #[test]
@@ -76,7 +77,7 @@ fn a_chunked_request_body_reaches_the_worker_incrementally() {
     });
     s.write_all(b"6\r\n world\r\n0\r\n\r\n").unwrap();
     let mut seen = Vec::new();
-    read_until(&mut s, &mut seen, b"}");
+    read_until(&fy, &mut s, &mut seen, b"}");
     let text = String::from_utf8_lossy(&seen);
     let json = &text[text.find('{').unwrap()..];
     let v: serde_json::Value = serde_json::from_str(json).unwrap();

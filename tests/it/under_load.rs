@@ -4,90 +4,12 @@
 //! restarted for it), and workers are recycled after `max_requests`. Every non-2xx
 //! answer and every connection error counts; the expected count is 0.
 
-use std::io::BufReader;
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::harness::*;
-
-/// Clients that each keep one keep-alive connection busy with GETs.
-struct KeepAliveLoad {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    threads: Vec<JoinHandle<Vec<String>>>,
-}
-
-impl KeepAliveLoad {
-    fn start(addr: SocketAddr, clients: usize) -> KeepAliveLoad {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let threads = (0..clients)
-            .map(|_| {
-                let (stop, ok) = (stop.clone(), ok.clone());
-                std::thread::spawn(move || client(addr, &stop, &ok))
-            })
-            .collect();
-        KeepAliveLoad { stop, ok, threads }
-    }
-
-    fn ok(&self) -> u64 {
-        self.ok.load(Ordering::Relaxed)
-    }
-
-    /// Stop; (successful requests, every failure).
-    fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut failures = Vec::new();
-        for t in self.threads {
-            failures.extend(t.join().unwrap());
-        }
-        (self.ok.load(Ordering::Relaxed), failures)
-    }
-}
-
-fn client(addr: SocketAddr, stop: &AtomicBool, ok: &AtomicU64) -> Vec<String> {
-    let mut failures = Vec::new();
-    let mut conn: Option<BufReader<TcpStream>> = None;
-    while !stop.load(Ordering::Relaxed) {
-        if conn.is_none() {
-            match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-                Ok(s) => {
-                    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                    s.set_nodelay(true).unwrap();
-                    conn = Some(BufReader::new(s));
-                }
-                Err(e) => {
-                    failures.push(format!("connect: {e}"));
-                    continue;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        match keepalive_get(c, "/") {
-            Ok((status, _, keep)) => {
-                if (200..300).contains(&status) {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failures.push(format!("status {status}"));
-                }
-                if !keep {
-                    conn = None;
-                }
-            }
-            Err(e) => {
-                failures.push(format!("connection error: {e}"));
-                conn = None;
-            }
-        }
-    }
-    failures
-}
 
 /// `(port, pid, state)` of every worker entry of pool `web`.
 fn workers(fy: &Forkyard) -> Vec<(u16, Option<i32>, String)> {
@@ -110,10 +32,7 @@ fn workers(fy: &Forkyard) -> Vec<(u16, Option<i32>, String)> {
 
 fn config(fy_dir_placeholder: &str, ports: u16, unbuffered: bool) -> String {
     let command = if unbuffered {
-        format!(
-            r#"["python3", "-u", "{}"]"#,
-            fixture_worker().display()
-        )
+        format!(r#"["python3", "-u", "{}"]"#, fixture_worker().display())
     } else {
         format!(r#"["python3", "{}"]"#, fixture_worker().display())
     };
@@ -156,17 +75,15 @@ fn reload_kills_an_unhealthy_worker_and_recycling_under_load_lose_no_request() {
     fy.wait_workers_ready("web", 4);
     let dir = fy.dir().to_path_buf();
     let started = Instant::now();
-    let load = KeepAliveLoad::start(fy.proxy, 4);
-    wait_for_or_log(&fy, SHORT, "the load to flow", || {
-        (load.ok() >= 200).then_some(())
-    });
+    let load = Load::to(fy.proxy).clients(4).keep_alive().start();
+    load.wait_for_more(&fy, 200);
 
     // 1. SIGHUP with a changed command line: a rolling, readiness-gated reload.
     let text = config(&dir.display().to_string(), ports, true)
         .replace("{proxy}", &fy.proxy.to_string())
         .replace("{admin}", &fy.admin.to_string());
     std::fs::write(dir.join("config.yaml"), text).unwrap();
-    kill(Pid::from_raw(fy.pid()), Signal::SIGHUP).unwrap();
+    fy.signal(Signal::SIGHUP);
     wait_for_or_log(&fy, BOOT, "the reload to finish", || {
         (fy.metric(r#"forkyard_config_reloads_total{result="ok"}"#)? == 1.0).then_some(())
     });
@@ -240,11 +157,11 @@ fn reload_kills_an_unhealthy_worker_and_recycling_under_load_lose_no_request() {
             .then_some(())
     });
     // The run lasts at least 15 s.
-    wait_for(BOOT, "15 s of load", || {
+    wait_for_or_log(&fy, BOOT, "15 s of load", || {
         (started.elapsed() >= Duration::from_secs(15)).then_some(())
     });
     let elapsed = started.elapsed();
-    let (ok, failures) = load.finish();
+    let report = load.finish();
     let recycles = fy
         .metric(r#"forkyard_worker_restarts_total{pool="web",reason="recycle_requests"}"#)
         .unwrap_or(0.0);
@@ -256,20 +173,15 @@ fn reload_kills_an_unhealthy_worker_and_recycling_under_load_lose_no_request() {
         .unwrap_or(0.0);
     replaced_ms.sort_unstable();
     announce(&format!(
-        "under load: {ok} requests answered 2xx, {} failed, in {:.1} s (seed {seed}); \
+        "under load: {} requests answered 2xx, {} failed, in {:.1} s (seed {seed}); \
          {killed} workers killed by signal, {recycles} recycled, {retries} retries; \
          crash to ready replacement (ms, sorted): {replaced_ms:?}",
-        failures.len(),
+        report.ok,
+        report.failures.len(),
         elapsed.as_secs_f64()
     ));
-    assert!(
-        failures.is_empty(),
-        "{} of {} requests failed (seed {seed}): {:?}\n{}",
-        failures.len(),
-        ok + failures.len() as u64,
-        &failures[..failures.len().min(10)],
-        fy.log()
-    );
+    report.assert_no_failures();
+    let ok = report.ok;
     assert!(ok > 1000, "the load ran: {ok} requests");
     assert!(killed >= 5.0, "the kills happened: {killed}");
     let status = fy.signal_and_wait(Signal::SIGTERM, SHORT);

@@ -23,10 +23,9 @@ fn fixture_command() -> String {
 
 /// forkyard with `$RUNTIME_DIRECTORY` set, so the socket paths are known.
 fn start(pool: &str, runtime: &Path) -> Forkyard {
-    Forkyard::start_with_env(
-        &config_with(&[pool.to_string()], ""),
-        &[("RUNTIME_DIRECTORY", runtime.to_str().unwrap())],
-    )
+    Forkyard::builder(&config_with(&[pool.to_string()], ""))
+        .env("RUNTIME_DIRECTORY", runtime)
+        .start()
 }
 
 fn is_socket(p: &Path) -> bool {

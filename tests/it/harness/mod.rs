@@ -1,0 +1,40 @@
+//! The integration-test harness: the real forkyard binary, real worker processes,
+//! loopback only. Nothing here knows forkyard's internals; it drives the binary the
+//! way an operator would (a config file, signals, HTTP) and reads what it exposes
+//! (its log, `/metrics`, `/status`).
+//!
+//! - [`Forkyard`]: `Forkyard::start(yaml)`, or `Forkyard::builder(yaml)` for extra
+//!   environment, a working directory, a wrapper command (`unshare ...`) or a shell
+//!   prefix run before exec. `{proxy}`, `{admin}` and `{dir}` in the YAML become
+//!   fresh loopback addresses and a temporary directory. Its output is collected;
+//!   when a test panics while it runs, its last [`TAIL_LINES`] log lines are printed.
+//! - [`wait_for_or_log`]: poll with a deadline (never a fixed sleep); on failure,
+//!   say what was awaited and print forkyard's last log lines. If forkyard exits
+//!   meanwhile, fail within 2 s instead of waiting out the deadline.
+//! - [`Load`]: N client threads sending requests (keep-alive or not, any method,
+//!   body and headers) until stopped; every failure is recorded with what it was.
+//! - [`fixture_pool`] and [`config_with`]: configs for the fixture worker
+//!   (`tests/fixtures/worker.py`, whose docstring lists its switches and endpoints).
+//! - [`skip`]: a test that cannot run here says so on the terminal, and fails in CI.
+
+mod config;
+mod forkyard;
+mod http;
+mod load;
+mod process;
+mod skip;
+mod wait;
+
+use std::time::Duration;
+
+pub use config::*;
+pub use forkyard::*;
+pub use http::*;
+pub use load::*;
+pub use process::*;
+pub use skip::*;
+pub use wait::*;
+
+/// Generous deadlines: CI is a loaded 2-core machine.
+pub const BOOT: Duration = Duration::from_secs(60);
+pub const SHORT: Duration = Duration::from_secs(30);

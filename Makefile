@@ -7,7 +7,7 @@ CARGO ?= cargo
 # command:package pairs, installed with apt-get when the command is missing.
 BUILD_DEPS := cmake:cmake cc:gcc python3:python3
 TEST_DEPS := $(BUILD_DEPS) promtool:prometheus prometheus:prometheus chromium:chromium \
-	systemd-analyze:systemd
+	systemd-analyze:systemd node:nodejs
 # Python validators (kubernetes-validate, hadolint, yamllint, check-jsonschema) live in
 # a virtualenv under target/, so tests never depend on what is installed by hand.
 PYTOOLS := target/pytools

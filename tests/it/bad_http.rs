@@ -372,10 +372,9 @@ fn bad_http_thousands_of_idle_connections_leave_forkyard_healthy_and_small() {
     let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     let n = 2000.min(soft.saturating_sub(300) as usize / 2);
     if n < 200 {
-        announce(&format!(
-            "\n*** SKIPPED: RLIMIT_NOFILE is {soft} (hard limit too); the idle-connection test needs 700 ***\n"
+        return skip(&format!(
+            "RLIMIT_NOFILE is {soft} (hard limit too); the idle-connection test needs 700"
         ));
-        return;
     }
     // Idle connections must outlive the test's measurements.
     let (fy, _log) = start(&PROXY.replace("\"2s\"", "\"60s\""));

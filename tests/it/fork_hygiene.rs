@@ -163,8 +163,7 @@ fn parent_death_signal_reaches_the_worker_when_forkyard_dies() {
 #[test]
 fn user_and_group_drop_privileges_when_root() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED user_and_group_drop_privileges_when_root: needs root (run the suite as root to cover it)");
-        return;
+        return skip("needs root (run the suite as root to cover it)");
     }
     let nobody = nix::unistd::User::from_name("nobody")
         .unwrap()
@@ -186,8 +185,9 @@ fn user_and_group_drop_privileges_when_root() {
         || !reachable(&fixture_worker())
         || !reachable(&repo.join("x"))
     {
-        eprintln!("SKIPPED user_and_group_drop_privileges_when_root: {python}, the fixture or the repository is not reachable by other users here");
-        return;
+        return skip(&format!(
+            "{python}, the fixture or the repository is not reachable by other users here"
+        ));
     }
     let pool = fixture_pool(
         "web",

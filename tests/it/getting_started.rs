@@ -65,7 +65,7 @@ fn python_example_runs_under_waitress() {
 
 #[test]
 fn node_example_runs_under_node() {
-    if tool("node", "the machine's Node.js").is_none() {
+    if tool("node", "Debian package nodejs").is_none() {
         return;
     }
     serves_through_forkyard("node", 2, &[], "from a Node worker");

@@ -47,18 +47,16 @@ fn descendants(root: i32) -> Vec<(i32, String)> {
 #[test]
 fn as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly: needs root for unshare --pid");
-        return;
+        return skip("needs root for unshare --pid");
     }
     // A chroot without its own mount cannot give a new /proc (`--mount-proc`).
     let probe = std::process::Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "true"])
         .output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        eprintln!(
-            "SKIPPED as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly: unshare --pid --fork --mount-proc does not work here: {probe:?}"
-        );
-        return;
+        return skip(&format!(
+            "unshare --pid --fork --mount-proc does not work here: {probe:?}"
+        ));
     }
     // Each worker leaves an orphan that exits one second later.
     let pool = fixture_pool("web", 2, "    env: { FIXTURE_ORPHAN: \"1\" }\n");

@@ -1,6 +1,10 @@
-//! Reloading config.yaml while serving: readiness-gated rolling replacement with
-//! zero failed requests, rollback of a generation that never becomes ready, and an
-//! invalid file that changes nothing.
+//! Reloading config.yaml while serving: a rolling replacement on SIGHUP, rollback
+//! of the slots already replaced when a later slot of the new generation fails, an
+//! invalid file or a key that needs a restart changing nothing, routes swapped under
+//! an open connection, and `--watch`. Every pool here has `retries: 0`, so no retry
+//! hides a request sent to a worker that is going away.
+
+use std::collections::HashMap;
 
 use nix::sys::signal::Signal;
 
@@ -9,7 +13,7 @@ use crate::harness::*;
 fn config(gen: &str, extra_env: &str, ports: u16) -> String {
     config_with(
         &[format!(
-            "  web:\n    command: [\"python3\", \"{}\"]\n    workers: 3\n    ports: \"{ports}-{}\"\n    env: {{ GEN: \"{gen}\"{extra_env} }}\n    ready: {{ tcp: true, timeout: \"15s\" }}\n    restart: {{ backoff_min: \"50ms\", backoff_max: \"500ms\" }}\n    stop: {{ grace: \"5s\" }}\n",
+            "  web:\n    command: [\"python3\", \"{}\"]\n    workers: 3\n    ports: \"{ports}-{}\"\n    env: {{ GEN: \"{gen}\"{extra_env} }}\n    retries: 0\n    ready: {{ tcp: true, timeout: \"15s\" }}\n    restart: {{ backoff_min: \"50ms\", backoff_max: \"500ms\" }}\n    stop: {{ grace: \"5s\" }}\n",
             fixture_worker().display(),
             ports + 9
         )],
@@ -67,25 +71,97 @@ fn sighup_rolls_workers_with_zero_failed_requests() {
     assert_eq!(fy.signal_and_wait(Signal::SIGTERM, SHORT).code(), Some(0));
 }
 
+/// One environment variable of a running process.
+fn environ_var(pid: i64, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|b| *b == 0).find_map(|kv| {
+        let kv = String::from_utf8_lossy(kv);
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+/// Every worker process in `/status`: (slot, pid, its GEN).
+fn workers_by_generation(admin: std::net::SocketAddr) -> Vec<(u64, i64, String)> {
+    let Ok(status) = http_get(admin, "/status", &[]) else {
+        return Vec::new();
+    };
+    let status = status.json();
+    let Some(workers) = status["pools"][0]["workers"].as_array() else {
+        return Vec::new();
+    };
+    workers
+        .iter()
+        .filter_map(|w| {
+            let pid = w["pid"].as_i64()?;
+            Some((w["slot"].as_u64()?, pid, environ_var(pid, "GEN")?))
+        })
+        .collect()
+}
+
+/// The (pid, GEN) serving each slot, asked through the proxy.
+fn serving(fy: &Forkyard) -> HashMap<String, (i64, String)> {
+    let mut by_slot = HashMap::new();
+    wait_for_or_log(fy, SHORT, "an answer from every slot", || {
+        let info = fy.get("/info").ok()?.json();
+        let env = &info["env"];
+        by_slot.insert(
+            env["FORKYARD_WORKER"].as_str()?.to_string(),
+            (info["pid"].as_i64()?, env["GEN"].as_str()?.to_string()),
+        );
+        (by_slot.len() == 3).then_some(())
+    });
+    by_slot
+}
+
 #[test]
-fn a_generation_that_never_becomes_ready_rolls_back() {
+fn a_generation_failing_at_its_third_slot_rolls_the_first_two_back() {
     let ports = free_ports(10);
     let fy = Forkyard::start(&config("1", "", ports));
     fy.wait_workers_ready("web", 3);
-    let load = Load::to(fy.proxy).start();
-    rewrite(&fy, &config("2", ", FIXTURE_NEVER_READY: \"1\"", ports));
+    let before = serving(&fy);
+    assert!(before.values().all(|(_, g)| g == "1"), "{before:?}");
+    let load = Load::to(fy.proxy).clients(2).keep_alive().start();
+    // Watch which generation each slot runs while the rollout goes on.
+    let admin = fy.admin;
+    let seen = Sampler::start(move || Some(workers_by_generation(admin)));
+    // Generation 2 starts in slots 0 and 1, and exits at once in slot 2.
+    rewrite(
+        &fy,
+        &config(
+            "2",
+            ", FIXTURE_EXIT_AT_START: \"3\", FIXTURE_EXIT_AT_START_SLOT: \"2\"",
+            ports,
+        ),
+    );
     let r = http_post(fy.admin, "/reload").unwrap();
     assert_eq!(r.status, 409, "{r:?}");
     assert!(r.body.contains("rolled_back"), "{r:?}");
+    let seen: Vec<(u64, i64, String)> = seen.finish().into_iter().flat_map(|(_, w)| w).collect();
+    load.wait_for_more(&fy, 20);
     load.finish().assert_no_failures();
     assert_eq!(
         fy.metric(r#"forkyard_config_reloads_total{result="rolled_back"}"#),
         Some(1.0)
     );
+    // The rollout got past slots 0 and 1: each ran a worker of generation 2.
+    for slot in [0, 1] {
+        assert!(
+            seen.iter().any(|(s, _, g)| *s == slot && g == "2"),
+            "slot {slot} never ran generation 2: {seen:?}"
+        );
+    }
+    // Now every slot runs generation 1 again: slots 0 and 1 in new processes (their
+    // generation-2 workers were replaced), slot 2 in its first one.
+    let after = serving(&fy);
     assert!(
-        gens(&fy).iter().all(|g| g == "1"),
-        "the old generation keeps serving"
-    )
+        after.values().all(|(_, g)| g == "1"),
+        "every slot runs generation 1 again; (pid, GEN) by slot: {after:?}"
+    );
+    for slot in ["0", "1"] {
+        assert_ne!(after[slot].0, before[slot].0, "slot {slot} was rolled back");
+    }
+    assert_eq!(after["2"].0, before["2"].0, "slot 2 was never replaced");
 }
 
 #[test]

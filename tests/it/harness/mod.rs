@@ -13,6 +13,8 @@
 //!   meanwhile, fail within 2 s instead of waiting out the deadline.
 //! - [`Load`]: N client threads sending requests (keep-alive or not, any method,
 //!   body and headers) until stopped; every failure is recorded with what it was.
+//!   [`Sampler`] polls a value (a metric, `/status`) on a thread and keeps every
+//!   sample.
 //! - [`fixture_pool`] and [`config_with`]: configs for the fixture worker
 //!   (`tests/fixtures/worker.py`, whose docstring lists its switches and endpoints).
 //! - [`skip`]: a test that cannot run here says so on the terminal, and fails in CI.
@@ -22,6 +24,7 @@ mod forkyard;
 mod http;
 mod load;
 mod process;
+mod sampler;
 mod skip;
 mod wait;
 
@@ -32,6 +35,7 @@ pub use forkyard::*;
 pub use http::*;
 pub use load::*;
 pub use process::*;
+pub use sampler::*;
 pub use skip::*;
 pub use wait::*;
 

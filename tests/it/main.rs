@@ -6,6 +6,7 @@ mod balancing;
 mod config_errors;
 mod dashboard;
 mod deploy;
+mod drain;
 mod ejection;
 mod examples;
 mod faults;

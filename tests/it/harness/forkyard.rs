@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{forkyard_bin, free_ports, http_get, repo, wait_for_or_log, Response, BOOT, SHORT};
+use super::{
+    forkyard_bin, free_ports, http_get, repo, wait_for_or_log, Response, Sampler, BOOT, SHORT,
+};
 
 /// How many of forkyard's last log lines a failure prints.
 pub const TAIL_LINES: usize = 60;
@@ -220,6 +222,15 @@ impl Forkyard {
     /// `None` also while the admin listener is not up yet.
     pub fn metric(&self, series: &str) -> Option<f64> {
         scrape(self.admin, series)
+    }
+
+    /// Sample the count of ready workers of `pool` on a thread, every 10 ms.
+    pub fn sample_ready(&self, pool: &str) -> Sampler<f64> {
+        let (admin, series) = (
+            self.admin,
+            format!(r#"forkyard_workers{{pool="{pool}",state="ready"}}"#),
+        );
+        Sampler::start(move || scrape(admin, &series))
     }
 
     /// The slot that answered `GET path` through the proxy (fixture JSON).

@@ -202,6 +202,11 @@ impl Conn {
         read_response(&mut self.stream)
     }
 
+    /// How long a read may wait (default 30 s), for a request that takes longer.
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        self.stream.get_ref().set_read_timeout(Some(timeout))
+    }
+
     pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
         self.request("GET", path, &[], b"")
     }

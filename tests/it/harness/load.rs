@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{http_request, wait_for_or_log, Conn, Forkyard, BOOT};
+use super::{http_request, wait_for_or_log, Conn, Forkyard, Response, BOOT};
 
 /// What each client sends, and what the load keeps besides counts.
 #[derive(Clone)]
@@ -26,6 +26,10 @@ pub struct LoadBuilder {
     keep_alive: bool,
     method: String,
     path: String,
+    body: Vec<u8>,
+    headers: Vec<(String, String)>,
+    latencies: bool,
+    answers: bool,
     every: Duration,
 }
 
@@ -48,12 +52,39 @@ impl LoadBuilder {
     pub fn get(mut self, path: &str) -> LoadBuilder {
         self.method = "GET".into();
         self.path = path.into();
+        self.body.clear();
+        self
+    }
+
+    /// POST `body` to `path`.
+    pub fn post(mut self, path: &str, body: &[u8]) -> LoadBuilder {
+        self.method = "POST".into();
+        self.path = path.into();
+        self.body = body.to_vec();
         self
     }
 
     /// Each client sends at most one request per `interval` (default: back to back).
     pub fn every(mut self, interval: Duration) -> LoadBuilder {
         self.every = interval;
+        self
+    }
+
+    /// One more request header.
+    pub fn header(mut self, name: &str, value: &str) -> LoadBuilder {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Keep the latency of every successful request (`Report::latencies`).
+    pub fn latencies(mut self) -> LoadBuilder {
+        self.latencies = true;
+        self
+    }
+
+    /// Keep every answer, with its body and when it was sent (`Report::answers`).
+    pub fn answers(mut self) -> LoadBuilder {
+        self.answers = true;
         self
     }
 
@@ -71,6 +102,7 @@ impl LoadBuilder {
             spec,
             shared,
             threads,
+            started,
         }
     }
 }
@@ -97,11 +129,20 @@ impl fmt::Display for Failure {
     }
 }
 
+/// One answer, kept with `LoadBuilder::answers`.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub sent: Instant,
+    pub response: Response,
+}
+
 #[derive(Default)]
 struct Shared {
     stop: AtomicBool,
     ok: AtomicU64,
     failures: Mutex<Vec<Failure>>,
+    latencies: Mutex<Vec<Duration>>,
+    answers: Mutex<Vec<Answer>>,
 }
 
 /// A running load; stopped (without waiting for its clients) when dropped.
@@ -109,6 +150,7 @@ pub struct Load {
     spec: Arc<LoadBuilder>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    started: Instant,
 }
 
 impl Load {
@@ -121,6 +163,10 @@ impl Load {
             keep_alive: false,
             method: "GET".into(),
             path: "/".into(),
+            body: Vec::new(),
+            headers: Vec::new(),
+            latencies: false,
+            answers: false,
             every: Duration::ZERO,
         }
     }
@@ -156,8 +202,11 @@ impl Load {
         }
         Report {
             what: format!("{} {}", self.spec.method, self.spec.path),
+            elapsed: self.started.elapsed(),
             ok: self.ok(),
             failures: take(&self.shared.failures),
+            latencies: take(&self.shared.latencies),
+            answers: take(&self.shared.answers),
         }
     }
 }
@@ -173,9 +222,14 @@ impl Drop for Load {
 pub struct Report {
     /// `METHOD path`.
     pub what: String,
+    pub elapsed: Duration,
     /// Requests answered 2xx.
     pub ok: u64,
     pub failures: Vec<Failure>,
+    /// Of the successful requests, with `LoadBuilder::latencies`.
+    pub latencies: Vec<Duration>,
+    /// Every answer, with `LoadBuilder::answers`.
+    pub answers: Vec<Answer>,
 }
 
 impl Report {
@@ -210,6 +264,11 @@ fn take<T>(m: &Mutex<Vec<T>>) -> Vec<T> {
 
 /// One client: requests back to back until the load is stopped.
 fn client(id: usize, spec: &LoadBuilder, shared: &Shared, started: Instant) {
+    let headers: Vec<(&str, &str)> = spec
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut conn: Option<Conn> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let sent = Instant::now();
@@ -219,15 +278,16 @@ fn client(id: usize, spec: &LoadBuilder, shared: &Shared, started: Instant) {
                 None => Conn::open(spec.addr),
             };
             open.and_then(|mut c| {
-                let r = c.request(&spec.method, &spec.path, &[], b"")?;
+                let r = c.request(&spec.method, &spec.path, &headers, &spec.body)?;
                 if r.keeps_alive() {
                     conn = Some(c);
                 }
                 Ok(r)
             })
         } else {
-            http_request(spec.addr, &spec.method, &spec.path, &[], b"")
+            http_request(spec.addr, &spec.method, &spec.path, &headers, &spec.body)
         };
+        let latency = sent.elapsed();
         let failure = match &result {
             Ok(r) if (200..300).contains(&r.status) => None,
             Ok(r) => Some(format!(
@@ -240,6 +300,9 @@ fn client(id: usize, spec: &LoadBuilder, shared: &Shared, started: Instant) {
         match failure {
             None => {
                 shared.ok.fetch_add(1, Ordering::Relaxed);
+                if spec.latencies {
+                    shared.latencies.lock().unwrap().push(latency);
+                }
             }
             Some(what) => shared.failures.lock().unwrap().push(Failure {
                 at: sent - started,
@@ -247,8 +310,16 @@ fn client(id: usize, spec: &LoadBuilder, shared: &Shared, started: Instant) {
                 what,
             }),
         }
+        let refused = result.is_err();
+        if let (true, Ok(response)) = (spec.answers, result) {
+            shared
+                .answers
+                .lock()
+                .unwrap()
+                .push(Answer { sent, response });
+        }
         // Pacing, not a wait for anything; also for a client whose connects fail at once.
-        let pause = if result.is_err() {
+        let pause = if refused {
             spec.every.max(Duration::from_millis(10))
         } else {
             spec.every

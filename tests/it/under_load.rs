@@ -1,8 +1,10 @@
 //! The lifecycle promise under continuous load: keep-alive GETs for 15 s or more
 //! while, in sequence, a SIGHUP rolls the pool to a changed command line, a random
-//! worker is `kill -9`ed every second for 5 s, a worker turns unhealthy (and is
-//! restarted for it), and workers are recycled after `max_requests`. Every non-2xx
-//! answer and every connection error counts; the expected count is 0.
+//! worker is `kill -9`ed every second for 5 s, a worker turns unhealthy (it leaves
+//! the balancer at once, then is restarted for it), and workers are recycled after
+//! `max_requests`. Every non-2xx answer and every connection error counts; the
+//! expected count is 0. (The kills need the default retries; drain.rs proves
+//! reloads, recycles and scale-downs without any.)
 
 use std::time::{Duration, Instant};
 
@@ -75,7 +77,8 @@ fn reload_kills_an_unhealthy_worker_and_recycling_under_load_lose_no_request() {
     fy.wait_workers_ready("web", 4);
     let dir = fy.dir().to_path_buf();
     let started = Instant::now();
-    let load = Load::to(fy.proxy).clients(4).keep_alive().start();
+    // Every answer is kept: which worker process answered, and when it was asked.
+    let load = Load::to(fy.proxy).clients(4).keep_alive().answers().start();
     load.wait_for_more(&fy, 200);
 
     // 1. SIGHUP with a changed command line: a rolling, readiness-gated reload.
@@ -135,16 +138,24 @@ fn reload_kills_an_unhealthy_worker_and_recycling_under_load_lose_no_request() {
         }
     }
 
-    // 3. A worker turns unhealthy: it leaves the balancer, then is restarted.
+    // 3. Slot 1 turns unhealthy: it leaves the balancer at once, then is restarted.
     let health_before = fy
         .metric(r#"forkyard_worker_restarts_total{pool="web",reason="health"}"#)
         .unwrap_or(0.0);
     std::fs::write(dir.join("unhealthy"), "").unwrap();
+    // forkyard takes a worker out of the balancer before it reports it unhealthy.
+    let (sick, out_at) = wait_for_or_log(&fy, BOOT, "slot 1 reported unhealthy", || {
+        let (_, pid, _) = workers(&fy)
+            .into_iter()
+            .find(|(_, _, s)| s == "unhealthy")?;
+        Some((pid?, Instant::now()))
+    });
     wait_for_or_log(&fy, BOOT, "the unhealthy worker restarted", || {
         (fy.metric(r#"forkyard_worker_restarts_total{pool="web",reason="health"}"#)?
             > health_before)
             .then_some(())
     });
+    let restarted_at = Instant::now();
     std::fs::remove_file(dir.join("unhealthy")).unwrap();
     wait_for_or_log(&fy, BOOT, "4 ready workers again", || {
         (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 4.0).then_some(())
@@ -182,6 +193,37 @@ fn reload_kills_an_unhealthy_worker_and_recycling_under_load_lose_no_request() {
     ));
     report.assert_no_failures();
     let ok = report.ok;
+    // The unhealthy worker served before, and not one request asked after it was
+    // reported unhealthy, though the load kept going until its restart.
+    let answered_by = |a: &Answer| a.response.json()["pid"].as_i64() == Some(i64::from(sick));
+    let asked_while_out = report
+        .answers
+        .iter()
+        .filter(|a| a.sent >= out_at && a.sent <= restarted_at)
+        .count();
+    assert!(
+        report
+            .answers
+            .iter()
+            .any(|a| a.sent < out_at && answered_by(a)),
+        "worker {sick} never served before it turned unhealthy"
+    );
+    let late: Vec<f64> = report
+        .answers
+        .iter()
+        .filter(|a| a.sent >= out_at && answered_by(a))
+        .map(|a| (a.sent - out_at).as_secs_f64())
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the unhealthy worker {sick} still got {} requests, the first ones asked this many seconds after it was reported unhealthy: {:?}",
+        late.len(),
+        &late[..late.len().min(10)]
+    );
+    assert!(
+        asked_while_out >= 50,
+        "only {asked_while_out} requests between the worker turning unhealthy and its restart"
+    );
     assert!(ok > 1000, "the load ran: {ok} requests");
     assert!(killed >= 5.0, "the kills happened: {killed}");
     let status = fy.signal_and_wait(Signal::SIGTERM, SHORT);

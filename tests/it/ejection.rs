@@ -29,7 +29,10 @@ fn a_failing_worker_is_ejected_and_comes_back() {
     let mut checked = 0;
     while ejected_at.elapsed() < Duration::from_secs(4) {
         let slot = fy.slot_of("/", &[]);
-        assert_eq!(slot, 0, "ejected slot 1 got request {checked} of the window");
+        assert_eq!(
+            slot, 0,
+            "ejected slot 1 got request {checked} of the window"
+        );
         checked += 1;
     }
     assert!(

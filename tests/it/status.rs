@@ -3,6 +3,7 @@
 //! listener from the terminal.
 
 use std::process::Command;
+use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -16,6 +17,7 @@ fn worker(status: &Value, pool: usize, slot: usize) -> Value {
 
 #[test]
 fn status_reports_workers_restarts_and_requests() {
+    let started = Instant::now();
     let fy = Forkyard::start(&config_with(&[fixture_pool("web", 2, "")], ""));
     fy.wait_ready();
     wait_for_or_log(&fy, BOOT, "2 ready workers", || {
@@ -24,6 +26,7 @@ fn status_reports_workers_restarts_and_requests() {
     for _ in 0..10 {
         assert_eq!(fy.get("/").unwrap().status, 200);
     }
+    let read = Instant::now();
     let s = fy.status();
     assert_eq!(s["ready"], true);
     assert_eq!(s["not_ready_reason"], Value::Null);
@@ -40,7 +43,25 @@ fn status_reports_workers_restarts_and_requests() {
     assert_eq!(w0["slot"], 0);
     assert_eq!(w0["state"], "ready");
     assert!(w0["rss_bytes"].as_u64().unwrap() > 1_000_000, "{w0}");
-    assert!(w0["uptime_seconds"].as_f64().unwrap() >= 0.0);
+    // A worker's uptime is younger than the forkyard this test started, and grows
+    // with the clock.
+    let uptime = |w: &Value| w["uptime_seconds"].as_f64().unwrap();
+    let u1 = uptime(&w0);
+    assert!(
+        u1 > 0.0 && u1 <= started.elapsed().as_secs_f64(),
+        "uptime {u1} s, forkyard started {:?} ago",
+        started.elapsed()
+    );
+    let u2 = wait_for_or_log(&fy, SHORT, "slot 0's uptime to grow", || {
+        let u = uptime(&worker(&fy.status(), 0, 0));
+        (u >= u1 + 0.2).then_some(u)
+    });
+    assert!(
+        u2 - u1 <= read.elapsed().as_secs_f64(),
+        "uptime grew by {} s in {:?}",
+        u2 - u1,
+        read.elapsed()
+    );
     assert_eq!(w0["restarts"], 0);
     assert_eq!(w0["last_exit"], Value::Null);
 

@@ -1,8 +1,6 @@
 //! Lifecycle hooks: every phase with its failure modes, timeouts, grandchildren, the
 //! order of phases, and the metrics they feed.
 
-use std::time::{Duration, Instant};
-
 use nix::sys::signal::Signal;
 
 use crate::harness::*;
@@ -10,6 +8,14 @@ use crate::harness::*;
 fn series(fy: &Forkyard, s: &str) -> f64 {
     fy.metric(s)
         .unwrap_or_else(|| panic!("no series {s}\n{}", fy.metrics()))
+}
+
+/// The wall clock, in seconds since 1970 (as `date +%s.%N` prints it).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 fn read(path: &std::path::Path) -> String {
@@ -304,34 +310,50 @@ fn stop_hooks_run_with_exit_details_and_their_failures_do_not_block_stopping() {
 
 #[test]
 fn a_hung_hook_is_killed_on_time_while_forkyard_keeps_serving() {
+    // The hook writes its pid and its start time (wall clock), then hangs.
     let slow = fixture_pool(
         "slow",
         1,
-        "    hooks:\n      pre_fork: [ { name: hang, run: [\"sh\", \"-c\", \"echo $$ > {dir}/hang.pid; exec sleep 1000\"], timeout: \"3s\" } ]\n",
+        "    hooks:\n      pre_fork: [ { name: hang, run: [\"sh\", \"-c\", \"echo $$ $(date +%s.%N) > {dir}/hang.tmp; mv {dir}/hang.tmp {dir}/hang.start; exec sleep 1000\"], timeout: \"3s\" } ]\n",
     );
     let web = fixture_pool("web", 1, "");
     let routes = "routes:\n  - { path_prefix: \"/slow\", pool: slow }\n  - { pool: web }\n";
     let fy = Forkyard::start(&config_with(&[slow, web], routes));
-    let pid_file = fy.dir().join("hang.pid");
-    let hang_pid: i32 = wait_for_or_log(&fy, BOOT, "the hung hook to start", || {
-        read(&pid_file).trim().parse().ok()
+    let marker = fy.dir().join("hang.start");
+    let (hang_pid, started): (i32, f64) =
+        wait_for_or_log(&fy, BOOT, "the hung hook to start", || {
+            let text = read(&marker);
+            let mut fields = text.split_whitespace();
+            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+        });
+    // Watch for its end on a thread of its own, every 10 ms.
+    let killed_at = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + BOOT;
+        while std::time::Instant::now() < deadline {
+            if process_gone(hang_pid) {
+                return Some(unix_now());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        None
     });
-    let started = Instant::now();
     // While the hook hangs, the other pool is served and forkyard answers.
     wait_for_or_log(&fy, BOOT, "the web pool to serve", || {
         (fy.get("/").ok()?.status == 200).then_some(())
     });
     assert_eq!(fy.admin_get("/metrics").unwrap().status, 200);
+    // Its process is killed 3 s after it started: not before, and not much later.
+    let killed_at = killed_at
+        .join()
+        .unwrap()
+        .unwrap_or_else(|| panic!("the hung hook {hang_pid} is still running"));
+    let took = killed_at - started;
+    assert!(
+        (2.75..4.5).contains(&took),
+        "the 3 s hook was killed {took:.2} s after it started"
+    );
     wait_for_or_log(&fy, SHORT, "the timeout to be counted", || {
         (fy.metric(r#"forkyard_hook_failures_total{hook="hang",phase="pre_fork",pool="slow",reason="timeout"}"#)? >= 1.0).then_some(())
-    });
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(20),
-        "killed near its 3s timeout, not later: {took:?}"
-    );
-    wait_for_or_log(&fy, SHORT, "the hung hook's process to be gone", || {
-        process_gone(hang_pid).then_some(())
     });
 }
 

@@ -5,19 +5,23 @@ use std::process::Command;
 use crate::harness::*;
 
 #[test]
-fn broken_config_exits_78_with_locations() {
-    let port = free_ports(4);
+fn broken_config_exits_78_with_locations_before_binding_anything() {
+    let port = free_ports(5);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.yaml");
     std::fs::write(
         &path,
         format!(
-            "proxy:\n  listen: \"127.0.0.1:{port}\"\npools:\n  web:\n    command: [\"python3\", \"x.py\"]\n    wrokers: 2\n    ports: \"{}-{}\"\n    restart: {{ backoff_max: \"5 sec\" }}\n",
+            "proxy:\n  listen: \"127.0.0.1:{port}\"\npools:\n  web:\n    command: [\"python3\", \"x.py\"]\n    wrokers: 2\n    ports: \"{}-{}\"\n    restart: {{ backoff_max: \"5 sec\" }}\nadmin:\n  listen: \"127.0.0.1:{}\"\n",
             port + 1,
-            port + 3
+            port + 3,
+            port + 4
         ),
     )
     .unwrap();
+    // The test holds the proxy and admin addresses: a forkyard that bound them
+    // before it validated the file would fail with "cannot listen" and exit 1.
+    let _held = [port, port + 4].map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).unwrap());
     for sub in ["run", "check"] {
         let out = Command::new(env!("CARGO_BIN_EXE_forkyard"))
             .args([sub, "-c"])
@@ -26,6 +30,7 @@ fn broken_config_exits_78_with_locations() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{sub}: {stderr}");
+        assert!(!stderr.contains("cannot listen"), "{sub}: {stderr}");
         assert!(
             stderr.contains("config.yaml:6:5"),
             "{sub}: unknown key located: {stderr}"
@@ -38,8 +43,6 @@ fn broken_config_exits_78_with_locations() {
         assert!(stderr.contains("pools.web.restart.backoff_max"), "{stderr}");
         assert!(stderr.contains("5 sec"), "{stderr}");
     }
-    // Nothing was started: the proxy port is still free.
-    assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! forkyard as PID 1 of a PID namespace (as in a container): every orphan is reaped,
-//! and SIGTERM leads to exit 0 with nothing left. Needs root for `unshare`.
+//! and SIGTERM leads to exit 0 after forkyard itself stopped and reaped every
+//! worker. Needs root for `unshare`; skipped otherwise, which fails in CI.
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -101,14 +102,51 @@ fn as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly() {
         let orphans_alive = children_of(pid1).len() > 2;
         (zombies.is_empty() && !orphans_alive).then_some(())
     });
-    let before: Vec<i32> = descendants(pid1).into_iter().map(|(p, _)| p).collect();
-    assert!(before.len() >= 2, "the workers run: {before:?}");
+    // SIGTERM to PID 1. The kernel kills whatever is left in the namespace when its
+    // PID 1 exits, so "nothing left" afterwards would prove nothing: instead,
+    // forkyard itself must have stopped each worker (which exits 0 on SIGTERM) and
+    // reaped it before it completed its shutdown.
+    let workers: Vec<i32> = children_of(pid1)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| c.contains("worker.py"))
+        })
+        .filter_map(namespace_pid)
+        .collect();
+    assert_eq!(workers.len(), 2, "the workers run: {workers:?}");
     let status = fy.signal_pid_and_wait(pid1, Signal::SIGTERM, SHORT);
     assert_eq!(status.code(), Some(0), "{}", fy.log());
-    for p in before.into_iter().chain([pid1]) {
+    let log = fy.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let complete = lines
+        .iter()
+        .position(|l| l.contains(r#"event="shutdown_complete""#))
+        .unwrap_or_else(|| panic!("no shutdown_complete in the log:\n{log}"));
+    for pid in workers {
+        let pid_field = format!("pid={pid}");
+        let stopped = lines.iter().position(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.contains(&r#"event="exit""#)
+                && fields.contains(&pid_field.as_str())
+                && fields.contains(&r#"reason="shutdown""#)
+                && fields.contains(&"exit_code=0")
+        });
         assert!(
-            !std::path::Path::new(&format!("/proc/{p}")).exists(),
-            "process {p} is left"
+            stopped.is_some_and(|i| i < complete),
+            "worker {pid} (namespace pid) was not stopped and reaped by forkyard before its shutdown completed:\n{log}"
         );
     }
+}
+
+/// A process's pid inside its own (innermost) PID namespace.
+fn namespace_pid(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }

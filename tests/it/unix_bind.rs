@@ -1,7 +1,9 @@
 //! `bind: unix`: workers listen on Unix sockets that forkyard places in a private
-//! runtime directory (`{socket}`), and the proxy connects over them. Stale sockets
-//! left by killed workers are removed; anything else at a socket path is left alone.
+//! runtime directory (`{socket}`), and the proxy connects over them, with hash
+//! balancing and retries as over TCP. Stale sockets left by killed workers are
+//! removed; anything else at a socket path is left alone.
 
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -99,6 +101,72 @@ fn fixture_workers_serve_over_unix_sockets_and_stale_sockets_are_replaced() {
     assert!(
         runtime.exists(),
         "$RUNTIME_DIRECTORY itself belongs to systemd"
+    );
+}
+
+#[test]
+fn hash_keys_stick_to_unix_socket_workers_and_a_refusing_one_is_retried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime = tmp.path().join("run");
+    let pool = unix_pool(
+        &fixture_command(),
+        3,
+        "    env: { FIXTURE_UNIX: \"{socket}\" }\n    lb: { hash: { header: X-User } }\n    retries: 2\n",
+    );
+    let fy = start(&pool, &runtime);
+    fy.wait_workers_ready("web", 3);
+    let users: Vec<String> = (0..24).map(|i| format!("u{i}")).collect();
+    let slot_for = |user: &str| fy.slot_of("/", &[("X-User", user)]);
+    let before: HashMap<&String, usize> = users.iter().map(|u| (u, slot_for(u))).collect();
+    assert!(
+        users.iter().all(|u| slot_for(u) == before[u]),
+        "the same key goes to the same worker"
+    );
+    assert_eq!(
+        before.values().collect::<HashSet<_>>().len(),
+        3,
+        "keys spread over the three unix-socket workers: {before:?}"
+    );
+
+    // The victim closes its socket and its open connections but stays alive, so
+    // forkyard keeps it in the balancer: its keys are retried on another worker,
+    // and every other key stays where it was.
+    let victim = before[&users[0]];
+    let r = http_get(fy.proxy, "/close-listener?drop=1", &[("X-User", &users[0])]).unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    let socket = runtime.join(format!("web/{victim}.sock"));
+    wait_for_or_log(
+        &fy,
+        SHORT,
+        "the victim's socket to refuse connections",
+        || {
+            std::os::unix::net::UnixStream::connect(&socket)
+                .is_err()
+                .then_some(())
+        },
+    );
+    for u in &users {
+        let now = slot_for(u);
+        if before[u] == victim {
+            assert_ne!(now, victim, "{u} reached the worker that refuses");
+        } else {
+            assert_eq!(now, before[u], "{u} moved");
+        }
+    }
+    assert!(
+        fy.metric(r#"forkyard_retries_total{pool="web"}"#)
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(
+        fy.metric(r#"forkyard_upstream_connect_errors_total{pool="web"}"#)
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert_eq!(
+        fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#),
+        Some(3.0),
+        "the refusing worker was still in the balancer: the retries saved its keys"
     );
 }
 

@@ -30,8 +30,8 @@ mod wait;
 
 use std::time::Duration;
 
+pub use self::forkyard::*; // the harness module, not the crate
 pub use config::*;
-pub use forkyard::*;
 pub use http::*;
 pub use load::*;
 pub use process::*;

@@ -64,7 +64,7 @@ fn as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly() {
     let mut fy = Forkyard::builder(&config_with(&[pool], ""))
         .wrapper(&["unshare", "--pid", "--fork", "--mount-proc"])
         .start();
-    fy.wait_ready();
+    fy.wait_workers_ready("web", 2);
     let unshare = fy.pid();
     let pid1 = wait_for_or_log(&fy, SHORT, "forkyard inside the namespace", || {
         children_of(unshare).first().copied()
@@ -77,20 +77,15 @@ fn as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly() {
         "forkyard is PID 1 there: {ns_pid}"
     );
     // Kill the workers so their orphans get re-parented to PID 1 (forkyard), twice.
-    for _ in 0..2 {
-        let workers: Vec<i32> = children_of(pid1)
-            .into_iter()
-            .filter(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                    .is_ok_and(|c| c.contains("worker.py"))
-            })
-            .collect();
-        assert!(!workers.is_empty());
-        for w in workers {
-            let _ = kill(Pid::from_raw(w), Signal::SIGKILL);
+    for round in 1..=2 {
+        for (pid, _) in workers(&fy, pid1) {
+            kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
         }
         wait_for_or_log(&fy, BOOT, "both workers back", || {
-            (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 2.0).then_some(())
+            (fy.metric(r#"forkyard_worker_restarts_total{pool="web",reason="signal"}"#)?
+                >= f64::from(2 * round)
+                && fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 2.0)
+                .then_some(())
         });
     }
     // The orphans sleep 1 s and exit; a few seconds later none is left as a zombie.
@@ -106,15 +101,7 @@ fn as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly() {
     // PID 1 exits, so "nothing left" afterwards would prove nothing: instead,
     // forkyard itself must have stopped each worker (which exits 0 on SIGTERM) and
     // reaped it before it completed its shutdown.
-    let workers: Vec<i32> = children_of(pid1)
-        .into_iter()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| c.contains("worker.py"))
-        })
-        .filter_map(namespace_pid)
-        .collect();
-    assert_eq!(workers.len(), 2, "the workers run: {workers:?}");
+    let workers: Vec<i32> = workers(&fy, pid1).into_iter().map(|(_, ns)| ns).collect();
     let status = fy.signal_pid_and_wait(pid1, Signal::SIGTERM, SHORT);
     assert_eq!(status.code(), Some(0), "{}", fy.log());
     let log = fy.log();
@@ -137,6 +124,24 @@ fn as_pid_1_orphans_are_reaped_and_sigterm_exits_cleanly() {
             "worker {pid} (namespace pid) was not stopped and reaped by forkyard before its shutdown completed:\n{log}"
         );
     }
+}
+
+/// The two workers forkyard reports in `/status` (by their pids in its namespace),
+/// as (pid here, pid in the namespace); not the orphans, which run worker.py too.
+fn workers(fy: &Forkyard, pid1: i32) -> Vec<(i32, i32)> {
+    let reported: Vec<i64> = fy.status()["pools"][0]["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["pid"].as_i64())
+        .collect();
+    let found: Vec<(i32, i32)> = children_of(pid1)
+        .into_iter()
+        .filter_map(|p| Some((p, namespace_pid(p)?)))
+        .filter(|(_, ns)| reported.contains(&i64::from(*ns)))
+        .collect();
+    assert_eq!(found.len(), 2, "{reported:?} in /status, found {found:?}");
+    found
 }
 
 /// A process's pid inside its own (innermost) PID namespace.

@@ -3,7 +3,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The repository root.
 pub fn repo() -> &'static Path {
@@ -27,22 +27,36 @@ pub fn artifacts_dir() -> PathBuf {
     dir
 }
 
+/// Where test ports come from: above the well-known services and below the
+/// kernel's ephemeral range, so no outgoing connection (there are thousands during
+/// a run) takes a port between the check here and its use, and no check fails
+/// because one happens to be in use.
+fn port_range() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768u16);
+    (10_000, ephemeral_low.max(20_000))
+}
+
 /// A block of `n` consecutive free loopback ports, unique within this test run.
+/// Concurrent runs (another worktree) start in different places, by pid.
 pub fn free_ports(n: u16) -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let _ = NEXT.compare_exchange(
-        0,
-        20_000 + (std::process::id() % 200) as u16 * 100,
-        Ordering::SeqCst,
-        Ordering::SeqCst,
-    );
-    loop {
-        let start = NEXT.fetch_add(n, Ordering::SeqCst);
-        assert!(start < 60_000, "ran out of test ports");
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = port_range();
+    let span = u32::from(high - low);
+    let first = std::process::id() % (span / 2000) * 2000;
+    for _ in 0..span / u32::from(n) {
+        let offset = (first + TAKEN.fetch_add(u32::from(n), Ordering::SeqCst)) % span;
+        let start = low + offset as u16;
+        if start.checked_add(n).is_none_or(|end| end > high) {
+            continue; // the block would cross the end of the range
+        }
         if (start..start + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return start;
         }
     }
+    panic!("no {n} consecutive free ports between {low} and {high}");
 }
 
 /// A pool block for the fixture worker: `workers` slots on free ports (with two

@@ -157,6 +157,7 @@ fn no_request_fails_while(change: Change) {
         .answers()
         .start();
     gets.wait_for_more(&fy, 50);
+    slow.wait_for_more(&fy, 2);
 
     let (going, reason): (Vec<i64>, &str) = match change {
         Change::Reload => {

@@ -1,8 +1,8 @@
 //! The lifecycle promise under continuous load: keep-alive GETs for 15 s or more
 //! while, in sequence, a SIGHUP rolls the pool to a changed command line, a random
 //! worker is `kill -9`ed every second for 5 s, a worker turns unhealthy (it leaves
-//! the balancer at once, then is restarted for it), and workers are recycled after
-//! `max_requests`. Every non-2xx answer and every connection error counts; the
+//! the balancer at once, then is restarted for it), and a second reload turns on
+//! recycling after `max_requests`. Every non-2xx answer and every connection error counts; the
 //! expected count is 0. (The kills need the default retries; drain.rs proves
 //! reloads, recycles and scale-downs without any.)
 
@@ -32,7 +32,7 @@ fn workers(fy: &Forkyard) -> Vec<(u16, Option<i32>, String)> {
         .unwrap_or_default()
 }
 
-fn config(fy_dir_placeholder: &str, ports: u16, unbuffered: bool) -> String {
+fn config(fy_dir_placeholder: &str, ports: u16, unbuffered: bool, recycle: bool) -> String {
     let command = if unbuffered {
         format!(r#"["python3", "-u", "{}"]"#, fixture_worker().display())
     } else {
@@ -47,11 +47,15 @@ fn config(fy_dir_placeholder: &str, ports: u16, unbuffered: bool) -> String {
     env: {{ FIXTURE_FAIL_SLOT: "1", FIXTURE_FAIL_FILE: "{fy_dir_placeholder}/unhealthy" }}
     ready: {{ http: "/ready", timeout: "30s" }}
     health: {{ http: "/flaky", interval: "200ms", timeout: "2s", unhealthy_after: 2, healthy_after: 1, restart_after: "2s" }}
-    recycle: {{ max_requests: 400, max_requests_jitter: 50 }}
-    restart: {{ backoff_min: "50ms", backoff_max: "500ms", crash_loop: {{ failures: 100, window: "60s" }} }}
+{recycle}    restart: {{ backoff_min: "50ms", backoff_max: "500ms", crash_loop: {{ failures: 100, window: "60s" }} }}
     stop: {{ grace: "5s", drain: "10s" }}
 "#,
-            end = ports + 11
+            end = ports + 11,
+            recycle = if recycle {
+                "    recycle: { max_requests: 400, max_requests_jitter: 50 }\n"
+            } else {
+                ""
+            },
         )],
         "",
     )
@@ -73,19 +77,27 @@ impl Lcg {
 #[test]
 fn reload_kills_an_unhealthy_worker_and_recycling_under_load_lose_no_request() {
     let ports = free_ports(12);
-    let mut fy = Forkyard::start(&config("{dir}", ports, false));
+    let mut fy = Forkyard::start(&config("{dir}", ports, false, false));
     fy.wait_workers_ready("web", 4);
     let dir = fy.dir().to_path_buf();
     let started = Instant::now();
     // Every answer is kept: which worker process answered, and when it was asked.
-    let load = Load::to(fy.proxy).clients(4).keep_alive().answers().start();
+    let load = Load::to(fy.proxy)
+        .clients(4)
+        .keep_alive()
+        .every(Duration::from_millis(5))
+        .answers()
+        .start();
     load.wait_for_more(&fy, 200);
 
     // 1. SIGHUP with a changed command line: a rolling, readiness-gated reload.
-    let text = config(&dir.display().to_string(), ports, true)
-        .replace("{proxy}", &fy.proxy.to_string())
-        .replace("{admin}", &fy.admin.to_string());
-    std::fs::write(dir.join("config.yaml"), text).unwrap();
+    let rewrite = |unbuffered, recycle| {
+        let text = config(&dir.display().to_string(), ports, unbuffered, recycle)
+            .replace("{proxy}", &fy.proxy.to_string())
+            .replace("{admin}", &fy.admin.to_string());
+        std::fs::write(dir.join("config.yaml"), text).unwrap();
+    };
+    rewrite(true, false);
     fy.signal(Signal::SIGHUP);
     wait_for_or_log(&fy, BOOT, "the reload to finish", || {
         (fy.metric(r#"forkyard_config_reloads_total{result="ok"}"#)? == 1.0).then_some(())
@@ -161,7 +173,13 @@ fn reload_kills_an_unhealthy_worker_and_recycling_under_load_lose_no_request() {
         (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 4.0).then_some(())
     });
 
-    // 4. A recycle after max_requests (the load keeps them coming).
+    // 4. A second reload turns recycling on (at once, no restart): workers past
+    //    max_requests are recycled, and then again as the load keeps coming.
+    rewrite(true, true);
+    fy.signal(Signal::SIGHUP);
+    wait_for_or_log(&fy, BOOT, "the second reload to finish", || {
+        (fy.metric(r#"forkyard_config_reloads_total{result="ok"}"#)? == 2.0).then_some(())
+    });
     wait_for_or_log(&fy, BOOT, "a recycle after max_requests", || {
         (fy.metric(r#"forkyard_worker_restarts_total{pool="web",reason="recycle_requests"}"#)?
             >= 1.0)

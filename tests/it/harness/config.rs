@@ -1,9 +1,13 @@
 //! Configs for the fixture worker, free loopback ports, and `forkyard check`.
 
+use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use nix::fcntl::{Flock, FlockArg};
 
 /// The repository root.
 pub fn repo() -> &'static Path {
@@ -27,36 +31,59 @@ pub fn artifacts_dir() -> PathBuf {
     dir
 }
 
-/// Where test ports come from: above the well-known services and below the
-/// kernel's ephemeral range, so no outgoing connection (there are thousands during
-/// a run) takes a port between the check here and its use, and no check fails
-/// because one happens to be in use.
-fn port_range() -> (u16, u16) {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768u16);
-    (10_000, ephemeral_low.max(20_000))
+/// Test ports come from 10000-20000: above the well-known services, below the
+/// kernel's ephemeral range (from 32768), so no outgoing connection (there are
+/// thousands during a run) takes one between the check and its use. The range is
+/// cut in lanes, and each test run locks one (`flock` on a file in the temporary
+/// directory, released when the run exits), so two runs on one machine (two
+/// worktrees) never hand out the same port.
+const PORTS: (u16, u16) = (10_000, 20_000);
+const LANE: u16 = 2_500;
+
+/// The first port of this run's lane.
+fn lane() -> u16 {
+    static LANE_START: OnceLock<(u16, Option<Flock<File>>)> = OnceLock::new();
+    LANE_START
+        .get_or_init(|| {
+            let lanes = (PORTS.1 - PORTS.0) / LANE;
+            let first = (std::process::id() % u32::from(lanes)) as u16;
+            let dir = std::env::temp_dir().join("forkyard-test-ports");
+            let _ = std::fs::create_dir_all(&dir);
+            for i in 0..lanes {
+                let lane = (first + i) % lanes;
+                let Ok(file) = File::create(dir.join(format!("lane-{lane}.lock"))) else {
+                    continue;
+                };
+                if let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    return (PORTS.0 + lane * LANE, Some(lock));
+                }
+            }
+            // Every lane is taken: share one; the bind check below still guards.
+            (PORTS.0 + first * LANE, None)
+        })
+        .0
 }
 
-/// A block of `n` consecutive free loopback ports, unique within this test run.
-/// Concurrent runs (another worktree) start in different places, by pid.
+/// A block of `n` consecutive free loopback ports, unique within this test run
+/// (and, through its lane, among concurrent runs).
 pub fn free_ports(n: u16) -> u16 {
     static TAKEN: AtomicU32 = AtomicU32::new(0);
-    let (low, high) = port_range();
-    let span = u32::from(high - low);
-    let first = std::process::id() % (span / 2000) * 2000;
-    for _ in 0..span / u32::from(n) {
-        let offset = (first + TAKEN.fetch_add(u32::from(n), Ordering::SeqCst)) % span;
-        let start = low + offset as u16;
-        if start.checked_add(n).is_none_or(|end| end > high) {
-            continue; // the block would cross the end of the range
+    let start_of_lane = lane();
+    for _ in 0..LANE / n {
+        // Round the lane: ports of tests that have finished are free again.
+        let offset = (TAKEN.fetch_add(u32::from(n), Ordering::SeqCst) % u32::from(LANE)) as u16;
+        if offset + n > LANE {
+            continue;
         }
+        let start = start_of_lane + offset;
         if (start..start + n).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return start;
         }
     }
-    panic!("no {n} consecutive free ports between {low} and {high}");
+    panic!(
+        "no {n} consecutive free ports in {start_of_lane}..{}",
+        start_of_lane + LANE
+    );
 }
 
 /// A pool block for the fixture worker: `workers` slots on free ports (with two

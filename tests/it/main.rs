@@ -1,5 +1,6 @@
 //! Integration tests: the real forkyard binary, real worker processes, loopback only.
-//! One file per behaviour; `harness.rs` starts forkyard and polls with deadlines.
+//! One file per behaviour; `harness/` starts forkyard, polls with deadlines, sends
+//! requests and load, and skips loudly (see its module doc).
 
 mod bad_http;
 mod balancing;

@@ -15,8 +15,12 @@
 //!   body and headers) until stopped; every failure is recorded with what it was.
 //!   [`Sampler`] polls a value (a metric, `/status`) on a thread and keeps every
 //!   sample.
+//! - [`http_request`], [`http_get`], [`Conn`] (keep-alive) and [`raw_exchange`]: a
+//!   small HTTP/1.1 client.
 //! - [`fixture_pool`] and [`config_with`]: configs for the fixture worker
-//!   (`tests/fixtures/worker.py`, whose docstring lists its switches and endpoints).
+//!   (`tests/fixtures/worker.py`, whose docstring lists its switches and endpoints);
+//!   [`free_ports`] hands out ports from a lane this test run locks, so runs in two
+//!   worktrees on one machine do not collide.
 //! - [`skip`]: a test that cannot run here says so on the terminal, and fails in CI.
 
 mod config;

@@ -125,3 +125,39 @@ fn lifecycle_events_have_stable_names_and_fields() {
     assert_eq!(spawn["message"], "worker spawned");
     assert_eq!(exit["message"], "worker exited");
 }
+
+#[test]
+fn post_fork_built_ins_are_one_line_per_spawn_and_their_details_are_debug() {
+    let builtins = "    hooks:\n      post_fork:\n        - { seed_env: APP_SEED }\n        - { rlimits: { core: 0 } }\n        - { umask: \"022\" }\n        - { parent_death_signal: SIGTERM }\n";
+    let cfg = config_with(&[fixture_pool("web", 4, builtins)], "");
+    let fy = Forkyard::start(&cfg);
+    fy.wait_workers_ready("web", 4);
+    let log = fy.log();
+    let done: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("event=\"post_fork_done\""))
+        .collect();
+    assert_eq!(done.len(), 4, "one line per spawn:\n{log}");
+    assert!(
+        done.iter()
+            .all(|l| l.contains("builtins=umask, rlimits, parent_death_signal, seed_env")),
+        "{done:#?}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("phase=\"post_fork\"") && l.contains("event=\"hook_finish\"")),
+        "no per-built-in line at info:\n{log}"
+    );
+    // At debug, each built-in's own result is there.
+    let debug = Forkyard::builder(&cfg).env("RUST_LOG", "debug").start();
+    debug.wait_workers_ready("web", 4);
+    wait_for_or_log(&debug, SHORT, "a debug line per built-in", || {
+        (debug
+            .log()
+            .lines()
+            .filter(|l| l.contains("phase=\"post_fork\"") && l.contains("event=\"hook_finish\""))
+            .count()
+            >= 16)
+            .then_some(())
+    });
+}

@@ -28,6 +28,7 @@ mod proxying;
 mod readiness;
 mod recycle;
 mod reload;
+mod reload_keys;
 mod restarts;
 mod retries;
 mod scaling;

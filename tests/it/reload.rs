@@ -32,13 +32,6 @@ fn gens(fy: &Forkyard) -> Vec<String> {
         .collect()
 }
 
-fn rewrite(fy: &Forkyard, text: &str) {
-    let text = text
-        .replace("{proxy}", &fy.proxy.to_string())
-        .replace("{admin}", &fy.admin.to_string());
-    std::fs::write(fy.dir().join("config.yaml"), text).unwrap();
-}
-
 #[test]
 fn sighup_rolls_workers_with_zero_failed_requests() {
     let ports = free_ports(10);
@@ -46,7 +39,7 @@ fn sighup_rolls_workers_with_zero_failed_requests() {
     fy.wait_workers_ready("web", 3);
     let load = Load::to(fy.proxy).clients(2).keep_alive().start();
     load.wait_for_more(&fy, 20);
-    rewrite(&fy, &config("2", "", ports));
+    fy.write_config(&config("2", "", ports));
     fy.signal(Signal::SIGHUP);
     wait_for_or_log(&fy, BOOT, "the reload to finish", || {
         (fy.metric(r#"forkyard_config_reloads_total{result="ok"}"#)? == 1.0).then_some(())
@@ -126,14 +119,11 @@ fn a_generation_failing_at_its_third_slot_rolls_the_first_two_back() {
     let admin = fy.admin;
     let seen = Sampler::start(move || Some(workers_by_generation(admin)));
     // Generation 2 starts in slots 0 and 1, and exits at once in slot 2.
-    rewrite(
-        &fy,
-        &config(
-            "2",
-            ", FIXTURE_EXIT_AT_START: \"3\", FIXTURE_EXIT_AT_START_SLOT: \"2\"",
-            ports,
-        ),
-    );
+    fy.write_config(&config(
+        "2",
+        ", FIXTURE_EXIT_AT_START: \"3\", FIXTURE_EXIT_AT_START_SLOT: \"2\"",
+        ports,
+    ));
     let r = http_post(fy.admin, "/reload").unwrap();
     assert_eq!(r.status, 409, "{r:?}");
     assert!(r.body.contains("rolled_back"), "{r:?}");
@@ -169,10 +159,7 @@ fn an_invalid_config_on_reload_changes_nothing() {
     let ports = free_ports(10);
     let fy = Forkyard::start(&config("1", "", ports));
     fy.wait_ready();
-    rewrite(
-        &fy,
-        &config("2", "", ports).replace("workers: 3", "wrokers: 3"),
-    );
+    fy.write_config(&config("2", "", ports).replace("workers: 3", "wrokers: 3"));
     let r = http_post(fy.admin, "/reload").unwrap();
     assert_eq!(r.status, 422, "{r:?}");
     assert_eq!(
@@ -199,7 +186,7 @@ fn a_watched_config_reloads_on_save_and_a_crash_loop_is_fixed_by_it() {
         (fy.metric(r#"forkyard_pool_degraded{pool="web"}"#)? == 1.0).then_some(())
     });
     // Saving a fixed file is enough.
-    rewrite(&fy, &(config("2", "", ports) + "reload:\n  watch: true\n"));
+    fy.write_config(&(config("2", "", ports) + "reload:\n  watch: true\n"));
     wait_for_or_log(&fy, BOOT, "the fixed generation to serve", || {
         (fy.metric(r#"forkyard_config_reloads_total{result="ok"}"#)? >= 1.0
             && fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 3.0)
@@ -211,8 +198,7 @@ fn a_watched_config_reloads_on_save_and_a_crash_loop_is_fixed_by_it() {
         Some(0.0)
     );
     // A broken save is reported and changes nothing.
-    rewrite(
-        &fy,
+    fy.write_config(
         &(config("3", "", ports).replace("workers: 3", "workers: [3]")
             + "reload:\n  watch: true\n"),
     );
@@ -241,7 +227,7 @@ fn changed_routes_apply_on_reload_without_dropping_a_connection() {
     };
     assert_eq!(pool_of(&mut conn), "api");
 
-    rewrite(&fy, &config_with(&[web, api], &routes("web")));
+    fy.write_config(&config_with(&[web, api], &routes("web")));
     let r = http_post(fy.admin, "/reload").unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r.body.contains("routes replaced"), "{r:?}");
@@ -260,7 +246,7 @@ fn a_reload_that_changes_ports_is_refused_and_changes_nothing() {
     let fy = Forkyard::start(&config("1", "", ports));
     fy.wait_ready();
     // The proxy's worker addresses are fixed at start: a new range needs a restart.
-    rewrite(&fy, &config("2", "", ports + 10));
+    fy.write_config(&config("2", "", ports + 10));
     let r = http_post(fy.admin, "/reload").unwrap();
     assert!(r.status >= 400, "{r:?}");
     assert!(

@@ -13,7 +13,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::{
-    forkyard_bin, free_ports, http_get, repo, wait_for_or_log, Response, Sampler, BOOT, SHORT,
+    forkyard_bin, free_ports, http_get, http_post, repo, wait_for_or_log, Response, Sampler, BOOT,
+    SHORT,
 };
 
 /// How many of forkyard's last log lines a failure prints.
@@ -161,6 +162,22 @@ impl Forkyard {
     /// The temporary directory holding the config (tests may put files there).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Write `text` as the config file, with `{proxy}`, `{admin}` and `{dir}`
+    /// filled as at start.
+    pub fn write_config(&self, text: &str) {
+        let text = text
+            .replace("{proxy}", &self.proxy.to_string())
+            .replace("{admin}", &self.admin.to_string())
+            .replace("{dir}", &self.dir().display().to_string());
+        std::fs::write(self.dir().join("config.yaml"), text).unwrap();
+    }
+
+    /// `write_config(text)`, then `POST /reload`.
+    pub fn reload_with(&self, text: &str) -> Response {
+        self.write_config(text);
+        http_post(self.admin, "/reload").expect("POST /reload")
     }
 
     /// Everything forkyard (and its workers) wrote so far.

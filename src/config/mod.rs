@@ -587,6 +587,15 @@ routes:
                     response_header_timeout: secs(60),
                     idle_timeout: secs(60),
                     keepalive: 32,
+                    buffer: Buffering {
+                        request: 1 << 20,
+                        response: 64 << 10,
+                    },
+                    max_in_flight: None,
+                    queue: QueuePolicy {
+                        max: 1000,
+                        timeout: secs(30),
+                    },
                 },
             }],
             routes: vec![Route {

@@ -360,8 +360,31 @@ pub struct UpstreamPolicy {
     pub response_header_timeout: Duration,
     /// Default 60s.
     pub idle_timeout: Duration,
-    /// Idle keep-alive connections per worker. Default 32.
+    /// Idle keep-alive connections per worker, per proxy thread. Default 32.
     pub keepalive: usize,
+    pub buffer: Buffering,
+    /// Requests one worker gets at a time. Default: no limit.
+    pub max_in_flight: Option<u32>,
+    pub queue: QueuePolicy,
+}
+
+/// What the proxy reads whole before passing it on, in bytes (`0`: nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffering {
+    /// Request bodies up to this are read before a worker is chosen. Default 1 MiB.
+    pub request: u64,
+    /// Responses with a `Content-Length` up to this are read before their head is
+    /// sent. Default 64 KiB.
+    pub response: u64,
+}
+
+/// The queue of requests waiting for a worker with room (`max_in_flight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePolicy {
+    /// Default 1000.
+    pub max: usize,
+    /// Default 30s.
+    pub timeout: Duration,
 }
 
 impl PoolConfig {

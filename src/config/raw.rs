@@ -171,8 +171,39 @@ pub(super) struct RawPool {
     pub eject: Option<RawEject>,
     /// Upstream timeouts. Default `{ connect: "5s", response_header: "60s", idle: "60s" }`.
     pub timeouts: Option<RawUpstreamTimeouts>,
-    /// Idle keep-alive connections kept per worker. Default 32.
+    /// Idle keep-alive connections kept per worker (by each proxy thread). Default 32.
     pub keepalive: Option<usize>,
+    /// What forkyard reads whole before passing it on: a request body up to
+    /// `request` before a worker is chosen, a response with a `Content-Length` up
+    /// to `response` before its head goes to the client. `0` turns one off.
+    /// Default `{ request: "1MiB", response: "64KiB" }`.
+    pub buffer: Option<RawBuffer>,
+    /// Requests one worker gets at a time; more wait in the pool's queue. `1` suits
+    /// synchronous workers. Default: no limit.
+    pub max_in_flight: Option<u32>,
+    /// Requests waiting for a worker with room (`max_in_flight`): at most `max`,
+    /// each at most `timeout`; then 503 with `Retry-After`. Default `{ max: 1000,
+    /// timeout: "30s" }`.
+    pub queue: Option<RawQueue>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBuffer {
+    /// Largest request body read whole before a worker is chosen. Default `"1MiB"`.
+    pub request: Option<RawSize>,
+    /// Largest response (by `Content-Length`) read whole before it is sent on.
+    /// Default `"64KiB"`.
+    pub response: Option<RawSize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQueue {
+    /// Requests that may wait. Default 1000.
+    pub max: Option<usize>,
+    /// How long one may wait. Default `"30s"`.
+    pub timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]

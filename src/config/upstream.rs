@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::duration::show;
 use super::error::with_suggestion;
 use super::location::KeyPath;
-use super::model::{EjectPolicy, HashKey, LbPolicy, RetryOn, UpstreamPolicy};
-use super::raw::{RawEject, RawLb, RawSize, RawUpstreamTimeouts, Scalar};
+use super::model::{Buffering, EjectPolicy, HashKey, LbPolicy, QueuePolicy, RetryOn, UpstreamPolicy};
+use super::raw::{RawBuffer, RawEject, RawLb, RawQueue, RawSize, RawUpstreamTimeouts, Scalar};
 use super::size::{parse_size, show_size};
 use super::validate::Checker;
 
@@ -24,6 +24,9 @@ pub(super) struct UpstreamParts {
     pub eject: Option<RawEject>,
     pub timeouts: Option<RawUpstreamTimeouts>,
     pub keepalive: Option<usize>,
+    pub buffer: Option<RawBuffer>,
+    pub max_in_flight: Option<u32>,
+    pub queue: Option<RawQueue>,
 }
 
 impl Checker<'_> {
@@ -105,6 +108,32 @@ impl Checker<'_> {
             ),
             idle_timeout: self.timeout_or(t.idle, &tp.key("idle"), 60 * SECOND),
             keepalive: keepalive.min(4096),
+            buffer: self.buffering(raw.buffer.unwrap_or_default(), &pool.key("buffer")),
+            max_in_flight: match raw.max_in_flight {
+                Some(0) => {
+                    self.error(
+                        &pool.key("max_in_flight"),
+                        "max_in_flight must be at least 1 (leave it out for no limit)",
+                    );
+                    None
+                }
+                n => n,
+            },
+            queue: self.queue(raw.queue.unwrap_or_default(), &pool.key("queue")),
+        }
+    }
+
+    fn buffering(&mut self, raw: RawBuffer, path: &KeyPath) -> Buffering {
+        Buffering {
+            request: self.size_between(raw.request, &path.key("request"), 1 << 20, (0, 1 << 30)),
+            response: self.size_between(raw.response, &path.key("response"), 64 << 10, (0, 1 << 30)),
+        }
+    }
+
+    fn queue(&mut self, raw: RawQueue, path: &KeyPath) -> QueuePolicy {
+        QueuePolicy {
+            max: raw.max.unwrap_or(1000).min(1 << 20),
+            timeout: self.timeout_or(raw.timeout, &path.key("timeout"), 30 * SECOND),
         }
     }
 

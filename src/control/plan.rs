@@ -80,7 +80,10 @@ pub(crate) const KEYS: &[(&str, Class)] = &[
     ("pools.*.retry_on", Class::AtOnce),
     ("pools.*.eject", Class::AtOnce),
     ("pools.*.timeouts", Class::AtOnce),
-    ("pools.*.keepalive", Class::Restart),
+    ("pools.*.keepalive", Class::AtOnce),
+    ("pools.*.buffer", Class::AtOnce),
+    ("pools.*.max_in_flight", Class::AtOnce),
+    ("pools.*.queue", Class::AtOnce),
 ];
 
 /// One changed key.
@@ -306,6 +309,9 @@ fn upstream_keys(p: &mut Plan, pool: Option<&str>, a: &UpstreamPolicy, b: &Upstr
         response_header_timeout,
         idle_timeout,
         keepalive,
+        buffer,
+        max_in_flight,
+        queue,
     } = b;
     p.note("pools.*.lb", pool, a.lb != *lb);
     // A slot without a weight has weight 1 (the default list follows `workers`).
@@ -327,6 +333,9 @@ fn upstream_keys(p: &mut Plan, pool: Option<&str>, a: &UpstreamPolicy, b: &Upstr
             || a.idle_timeout != *idle_timeout,
     );
     p.note("pools.*.keepalive", pool, a.keepalive != *keepalive);
+    p.note("pools.*.buffer", pool, a.buffer != *buffer);
+    p.note("pools.*.max_in_flight", pool, a.max_in_flight != *max_in_flight);
+    p.note("pools.*.queue", pool, a.queue != *queue);
 }
 
 #[cfg(test)]
@@ -510,6 +519,18 @@ pools:
             (
                 "pools.web.keepalive",
                 BASE.replace("    workers: 2", "    workers: 2\n    keepalive: 4"),
+            ),
+            (
+                "pools.web.buffer",
+                BASE.replace("    workers: 2", "    workers: 2\n    buffer: { response: 0 }"),
+            ),
+            (
+                "pools.web.max_in_flight",
+                BASE.replace("    workers: 2", "    workers: 2\n    max_in_flight: 1"),
+            ),
+            (
+                "pools.web.queue",
+                BASE.replace("    workers: 2", "    workers: 2\n    queue: { max: 10 }"),
             ),
         ]
     }

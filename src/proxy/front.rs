@@ -43,11 +43,11 @@ const HEAD: u8 = 0;
 const BUSY: u8 = 1;
 const IDLE: u8 = 2;
 
-const RESPONSE_408: &[u8] =
+pub(crate) const RESPONSE_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-const RESPONSE_400: &[u8] =
+pub(crate) const RESPONSE_400: &[u8] =
     b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-const RESPONSE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+pub(crate) const RESPONSE_431: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// Limits on the request head.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,19 +89,19 @@ pub(crate) fn with_conn<R>(f: impl FnOnce(&ConnState) -> R) -> Option<R> {
 
 /// The request line as it arrives, possibly over several reads.
 #[derive(Debug, Default)]
-struct LineCheck {
+pub(crate) struct LineCheck {
     spaces: u8,
     /// A byte other than CR/LF was seen (empty lines before the request line are
     /// allowed, RFC 9112 section 2.2).
     started: bool,
     /// The line ended; later bytes are headers.
-    done: bool,
+    pub(crate) done: bool,
 }
 
 impl LineCheck {
     /// Check the next bytes; `false` for a byte no valid request line has: a control
     /// byte, a CR not followed by LF, or a third space.
-    fn feed(&mut self, bytes: &[u8]) -> bool {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> bool {
         for (i, &b) in bytes.iter().enumerate() {
             match b {
                 b'\n' if self.started => {

@@ -155,7 +155,7 @@ pub(crate) fn hash_key(
     }
 }
 
-fn cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+pub(crate) fn cookie<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     header.split(|b| *b == b';').find_map(|pair| {
         let pair = pair.trim_ascii();
         let eq = pair.iter().position(|b| *b == b'=')?;

@@ -22,13 +22,18 @@
 //! a worker is admitted, worker state is atomics, and selection does not allocate.
 
 pub(crate) mod access_log;
+pub(crate) mod conn;
 pub(crate) mod eject;
+mod exchange;
 pub(crate) mod front;
 pub(crate) mod headers;
 pub(crate) mod inflight;
+pub(crate) mod listen;
+mod request;
+mod response;
 pub(crate) mod router;
-pub(crate) mod runtime;
 pub(crate) mod selection;
+mod upconn;
 pub(crate) mod upstreams;
 
 use std::sync::Arc;

@@ -1,0 +1,579 @@
+//! One request on the lean path, from its parsed head to the end of its response.
+//!
+//! 1. Route it; answer 404 or 503 here when there is no pool or no ready worker.
+//! 2. Read its whole body (at most the pool's `buffer.request`, else the request
+//!    goes to Pingora and streams), so a slow uploader holds no worker.
+//! 3. Pick a worker (the pool's algorithm, never one already tried), take a pooled
+//!    connection or open one, send the request, read the response head.
+//! 4. A response with a `Content-Length` within the pool's `buffer.response` (or
+//!    no body) is read whole before anything goes to the client: if the worker
+//!    dies first, an idempotent request is sent to another worker, exactly as if
+//!    it had died before answering. Larger, chunked and close-delimited responses
+//!    stream.
+//!
+//! The retry rules are the Pingora path's (see `proxy/mod.rs`): a connect failure
+//! is retried for any method; a worker that closed or reset the connection before
+//! a whole (buffered) answer reached forkyard, for idempotent methods; a
+//! `retry_on` status or response-head timeout, for idempotent methods while
+//! another worker is ready. At most `retries` extra attempts.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+use super::access_log;
+use super::request::Head;
+use super::response::{ChunkScanner, Framing, Response};
+use super::upconn::{self, UpConn};
+use super::upstreams::{Lease, Upstream};
+use super::{headers, Shared};
+use crate::config::{LbPolicy, UpstreamPolicy};
+
+/// What the connection does after this request.
+pub(crate) enum Next {
+    Continue,
+    Close,
+    /// Pingora takes this request (and the connection): its body is larger than
+    /// the pool buffers.
+    Fallback(Head),
+}
+
+/// How an attempt on one worker failed.
+enum Failure {
+    /// Nothing reached the worker (connect failed or timed out).
+    Connect { timed_out: bool },
+    /// The worker closed or reset the connection before a whole answer arrived.
+    Died,
+    /// The response head did not arrive within `timeouts.response_header`.
+    HeadTimeout,
+    /// The worker answered something that is not a valid HTTP/1.1 response.
+    Invalid,
+}
+
+/// A response on its way: the worker's connection, the bytes read so far (head
+/// first) and the parsed head.
+struct Got {
+    conn: UpConn,
+    buf: BytesMut,
+    resp: Response,
+}
+
+/// The status and size of what the client got, for metrics and the access log.
+struct Sent {
+    status: u16,
+    bytes: usize,
+    /// The whole response reached the client.
+    complete: bool,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Serve `head` (whose body starts in `rest`, which keeps any pipelined bytes
+/// after it) on `client`.
+pub(crate) async fn run(
+    shared: &Shared,
+    client: &mut TcpStream,
+    addr: SocketAddr,
+    head: Head,
+    rest: &mut BytesMut,
+    closing: bool,
+) -> Next {
+    let started = Instant::now();
+    let start_us = now_us();
+    let _inflight = shared.inflight.enter();
+    let settings = **shared.settings.load();
+    let io = settings.client.io_timeout;
+    #[cfg(feature = "fault-injection")]
+    if head.fault_injected() {
+        panic!("fault injection: the request carried {}: 1", crate::fault::PANIC_HEADER);
+    }
+    let close = closing || head.close;
+
+    let Some(up) = shared
+        .router
+        .load()
+        .route(head.host(), head.path())
+        .and_then(|i| shared.pools.get(i).cloned())
+    else {
+        shared.unrouted.inc();
+        let body_ok = skip_body(client, rest, head.content_length, io).await;
+        let _ = answer(client, 404, "forkyard: no route matches this request\n", close || !body_ok, io).await;
+        return if close || !body_ok { Next::Close } else { Next::Continue };
+    };
+    let table = up.table();
+    let pool = table.settings.clone();
+    drop(table);
+    let length = head.content_length.unwrap_or(0);
+    if length > pool.buffer.request {
+        return Next::Fallback(head);
+    }
+    // The whole body, before a worker is chosen.
+    let body = match read_body(client, rest, length, io).await {
+        Some(b) => b,
+        None => return Next::Close,
+    };
+
+    let key = match &pool.upstream.lb {
+        LbPolicy::Hash(k) => head.hash_key(k, addr.ip()),
+        _ => None,
+    };
+    let generated;
+    let request_id: &[u8] = match head.request_id() {
+        Some(id) => id,
+        None => {
+            generated = headers::new_request_id();
+            generated.as_bytes()
+        }
+    };
+    let mut request = BytesMut::new();
+    head.upstream(&mut request, addr.ip(), request_id, start_us);
+    request.extend_from_slice(&body);
+    let request = request.freeze();
+
+    let mut tried: Vec<u64> = Vec::new();
+    let mut attempts: u32 = 0;
+    let mut last_worker = None;
+    let outcome: Result<(Lease, Got), (u16, &'static str)> = loop {
+        let table = up.table();
+        let policy = table.upstream().clone();
+        let others = table.entries.len();
+        drop(table);
+        let Some(lease) = up.select(&tried, key) else {
+            break Err(if attempts == 0 {
+                (503, "forkyard: no ready worker in this pool\n")
+            } else {
+                (502, "")
+            });
+        };
+        if attempts > 0 {
+            up.requests.retries.inc();
+        }
+        attempts += 1;
+        last_worker = Some(lease.entry().member.slot.index());
+        let may_retry = |tried: usize| {
+            attempts <= policy.retries && head.idempotent() && others > tried + 1
+        };
+        match attempt(&lease, &request, &policy, head.is_head()).await {
+            Ok(got) => {
+                let status = got.resp.status;
+                up.record(lease.entry(), status >= 500);
+                if policy.retry_on.status(status) && may_retry(tried.len()) {
+                    tried.push(lease.entry().member.id);
+                    continue;
+                }
+                // Read a small body whole before anything goes to the client.
+                match buffer_body(got, pool.buffer.response, &policy).await {
+                    Ok(got) => break Ok((lease, got)),
+                    Err(failure) => {
+                        up.record(lease.entry(), true);
+                        if head.idempotent() && attempts <= policy.retries {
+                            tried.push(lease.entry().member.id);
+                            continue;
+                        }
+                        break Err(failure_status(&failure));
+                    }
+                }
+            }
+            Err(failure) => {
+                up.record(lease.entry(), true);
+                let retry = match failure {
+                    Failure::Connect { .. } => {
+                        up.requests.connect_errors.inc();
+                        attempts <= policy.retries
+                    }
+                    Failure::Died => head.idempotent() && attempts <= policy.retries,
+                    Failure::HeadTimeout => policy.retry_on.timeout && may_retry(tried.len()),
+                    Failure::Invalid => false,
+                };
+                if retry {
+                    tried.push(lease.entry().member.id);
+                    continue;
+                }
+                break Err(failure_status(&failure));
+            }
+        }
+    };
+
+    let (sent, keep) = match outcome {
+        Err((status, text)) => {
+            let ok = answer(client, status, text, close, io).await;
+            (
+                Sent {
+                    status: if ok { status } else { 0 },
+                    bytes: text.len(),
+                    complete: ok,
+                },
+                ok && !close,
+            )
+        }
+        Ok((lease, got)) => {
+            let (sent, keep) = deliver(client, got, &lease, &pool.upstream, close, io).await;
+            if sent.complete {
+                lease.entry().member.served();
+            }
+            (sent, keep)
+        }
+    };
+    let elapsed = started.elapsed();
+    up.requests.record(sent.status, elapsed.as_secs_f64());
+    if let Some(log) = &*shared.access_log.load() {
+        log.log(&access_log::Entry {
+            client: Some(addr.ip()),
+            method: std::str::from_utf8(head.method()).unwrap_or("-"),
+            target: std::str::from_utf8(head.target()).unwrap_or("/"),
+            version: http::Version::HTTP_11,
+            status: sent.status,
+            bytes: sent.bytes,
+            duration_us: elapsed.as_micros() as u64,
+            pool: &up.name,
+            worker: last_worker,
+            attempts,
+            request_id: std::str::from_utf8(request_id).unwrap_or("-"),
+        });
+    }
+    if keep {
+        Next::Continue
+    } else {
+        Next::Close
+    }
+}
+
+fn failure_status(f: &Failure) -> (u16, &'static str) {
+    match f {
+        Failure::Connect { timed_out: true } | Failure::HeadTimeout => (504, ""),
+        _ => (502, ""),
+    }
+}
+
+/// One attempt on the leased worker: send `request`, read the response head.
+async fn attempt(
+    lease: &Lease,
+    request: &Bytes,
+    policy: &UpstreamPolicy,
+    head_request: bool,
+) -> Result<Got, Failure> {
+    let member = &lease.entry().member;
+    let pooled = upconn::take(member.id);
+    let mut conn = match pooled {
+        Some(c) => c,
+        None => UpConn::connect(&member.endpoint, policy.connect_timeout)
+            .await
+            .map_err(|e| Failure::Connect {
+                timed_out: e.kind() == std::io::ErrorKind::TimedOut,
+            })?,
+    };
+    let io = policy.response_header_timeout;
+    match timeout(io, conn.write_all(request)).await {
+        Ok(Ok(())) => {}
+        _ => return Err(Failure::Died),
+    }
+    let mut buf = BytesMut::with_capacity(8192);
+    loop {
+        conn.quickack();
+        match timeout(io, conn.read_buf(&mut buf)).await {
+            Err(_) => return Err(Failure::HeadTimeout),
+            Ok(Err(_)) | Ok(Ok(0)) => return Err(Failure::Died),
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            match Response::parse(&buf, head_request) {
+                Err(()) => return Err(Failure::Invalid),
+                Ok(None) => break,
+                // Interim answers (103 Early Hints, a stray 100) are not forwarded.
+                Ok(Some(r)) if r.status < 200 => {
+                    buf.advance(r.len);
+                }
+                Ok(Some(resp)) => return Ok(Got { conn, buf, resp }),
+            }
+            if buf.is_empty() {
+                break;
+            }
+        }
+        if buf.len() > 64 * 1024 {
+            return Err(Failure::Invalid);
+        }
+        if buf.capacity() - buf.len() < 2048 {
+            buf.reserve(8192);
+        }
+    }
+}
+
+/// Read the rest of a body of at most `limit` bytes into the buffer.
+async fn buffer_body(mut got: Got, limit: u64, policy: &UpstreamPolicy) -> Result<Got, Failure> {
+    let Framing::Length(n) = got.resp.framing else {
+        return Ok(got);
+    };
+    if n > limit {
+        return Ok(got);
+    }
+    let want = got.resp.len + n as usize;
+    got.buf.reserve(want.saturating_sub(got.buf.len()));
+    while got.buf.len() < want {
+        got.conn.quickack();
+        match timeout(policy.response_header_timeout, got.conn.read_buf(&mut got.buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Err(Failure::Died),
+        }
+    }
+    Ok(got)
+}
+
+/// Send the response to the client; the worker's connection goes back to the pool
+/// when the response ended cleanly. Returns what was sent and whether the client
+/// connection stays open.
+async fn deliver(
+    client: &mut TcpStream,
+    got: Got,
+    lease: &Lease,
+    policy: &UpstreamPolicy,
+    close: bool,
+    io: Duration,
+) -> (Sent, bool) {
+    let Got {
+        mut conn,
+        mut buf,
+        mut resp,
+    } = got;
+    let member = lease.entry().member.id;
+    let status = resp.status;
+    let close = close || resp.framing == Framing::Close;
+    let mut out = std::mem::take(&mut resp.client_head);
+    if close {
+        out.put_slice(b"connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
+    let head_len = out.len();
+    buf.advance(resp.len);
+    let fail = |bytes| {
+        (
+            Sent {
+                status,
+                bytes,
+                complete: false,
+            },
+            false,
+        )
+    };
+    let put_back = |conn: UpConn| {
+        if resp.keep_alive {
+            upconn::put(member, conn, policy.idle_timeout, policy.keepalive);
+        }
+    };
+    match resp.framing {
+        Framing::Empty => {
+            if write(client, &out, io).await.is_err() {
+                return fail(0);
+            }
+            if buf.is_empty() {
+                put_back(conn);
+            }
+        }
+        Framing::Length(n) if buf.len() as u64 >= n => {
+            // Buffered whole: one write.
+            out.extend_from_slice(&buf[..n as usize]);
+            if write(client, &out, io).await.is_err() {
+                return fail(0);
+            }
+            if buf.len() as u64 == n {
+                put_back(conn);
+            }
+            return (
+                Sent {
+                    status,
+                    bytes: out.len() - head_len,
+                    complete: true,
+                },
+                !close,
+            );
+        }
+        Framing::Length(n) => {
+            // Streams: what is here, then the rest as it comes.
+            out.extend_from_slice(&buf);
+            let mut left = n - buf.len() as u64;
+            let mut sent = buf.len();
+            if write(client, &out, io).await.is_err() {
+                return fail(0);
+            }
+            let mut chunk = BytesMut::with_capacity(16 * 1024);
+            while left > 0 {
+                chunk.clear();
+                match timeout(policy.response_header_timeout, conn.read_buf(&mut chunk)).await {
+                    Ok(Ok(k)) if k > 0 => {
+                        let k = (k as u64).min(left) as usize;
+                        if write(client, &chunk[..k], io).await.is_err() {
+                            return fail(sent);
+                        }
+                        left -= k as u64;
+                        sent += k;
+                    }
+                    _ => return fail(sent),
+                }
+            }
+            put_back(conn);
+            return (
+                Sent {
+                    status,
+                    bytes: sent,
+                    complete: true,
+                },
+                !close,
+            );
+        }
+        Framing::Chunked => {
+            let mut scanner = ChunkScanner::default();
+            let mut sent = 0;
+            let mut pending = buf;
+            let mut first = Some(out);
+            loop {
+                let end = match scanner.feed(&pending) {
+                    Ok(e) => e,
+                    Err(()) => return fail(sent),
+                };
+                let take = end.unwrap_or(pending.len());
+                let piece = &pending[..take];
+                let res = match first.take() {
+                    Some(mut head) => {
+                        head.extend_from_slice(piece);
+                        write(client, &head, io).await
+                    }
+                    None if !piece.is_empty() => write(client, piece, io).await,
+                    None => Ok(()),
+                };
+                if res.is_err() {
+                    return fail(sent);
+                }
+                sent += take;
+                if let Some(end) = end {
+                    if end == pending.len() {
+                        put_back(conn);
+                    }
+                    break;
+                }
+                pending.clear();
+                match timeout(policy.response_header_timeout, conn.read_buf(&mut pending)).await {
+                    Ok(Ok(k)) if k > 0 => {}
+                    _ => return fail(sent),
+                }
+            }
+            return (
+                Sent {
+                    status,
+                    bytes: sent,
+                    complete: true,
+                },
+                !close,
+            );
+        }
+        Framing::Close => {
+            out.extend_from_slice(&buf);
+            let mut sent = buf.len();
+            if write(client, &out, io).await.is_err() {
+                return fail(0);
+            }
+            let mut chunk = BytesMut::with_capacity(16 * 1024);
+            loop {
+                chunk.clear();
+                match timeout(policy.response_header_timeout, conn.read_buf(&mut chunk)).await {
+                    Ok(Ok(0)) => break,
+                    Ok(Ok(k)) => {
+                        if write(client, &chunk[..k], io).await.is_err() {
+                            return fail(sent);
+                        }
+                        sent += k;
+                    }
+                    _ => return fail(sent),
+                }
+            }
+            return (
+                Sent {
+                    status,
+                    bytes: sent,
+                    complete: true,
+                },
+                false,
+            );
+        }
+    }
+    (
+        Sent {
+            status,
+            bytes: 0,
+            complete: true,
+        },
+        !close,
+    )
+}
+
+/// Write all of `data` to the client within `io`.
+async fn write(client: &mut TcpStream, data: &[u8], io: Duration) -> Result<(), ()> {
+    match timeout(io, client.write_all(data)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// The request body: `length` bytes, starting with what is already in `rest`.
+async fn read_body(
+    client: &mut TcpStream,
+    rest: &mut BytesMut,
+    length: u64,
+    io: Duration,
+) -> Option<Bytes> {
+    let length = length as usize;
+    while rest.len() < length {
+        rest.reserve(length - rest.len());
+        match timeout(io, client.read_buf(rest)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return None,
+        }
+    }
+    Some(rest.split_to(length).freeze())
+}
+
+/// Read and drop a body nobody will get; `false` if the connection cannot go on.
+async fn skip_body(
+    client: &mut TcpStream,
+    rest: &mut BytesMut,
+    length: Option<u64>,
+    io: Duration,
+) -> bool {
+    match length {
+        None | Some(0) => true,
+        Some(n) if n > 1 << 20 => false,
+        Some(n) => read_body(client, rest, n, io).await.is_some(),
+    }
+}
+
+/// forkyard's own answer with a short text body (or none).
+async fn answer(client: &mut TcpStream, status: u16, text: &str, close: bool, io: Duration) -> bool {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = BytesMut::with_capacity(160 + text.len());
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(itoa::Buffer::new().format(status).as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(reason.as_bytes());
+    out.put_slice(b"\r\nserver: forkyard\r\ncache-control: private, no-store\r\n");
+    if !text.is_empty() {
+        out.put_slice(b"content-type: text/plain; charset=utf-8\r\n");
+    }
+    out.put_slice(b"content-length: ");
+    out.put_slice(itoa::Buffer::new().format(text.len()).as_bytes());
+    out.put_slice(b"\r\n");
+    if close {
+        out.put_slice(b"connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
+    out.put_slice(text.as_bytes());
+    write(client, &out, io).await.is_ok()
+}

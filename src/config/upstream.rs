@@ -8,7 +8,9 @@ use std::time::Duration;
 use super::duration::show;
 use super::error::with_suggestion;
 use super::location::KeyPath;
-use super::model::{Buffering, EjectPolicy, HashKey, LbPolicy, QueuePolicy, RetryOn, UpstreamPolicy};
+use super::model::{
+    Buffering, EjectPolicy, HashKey, LbPolicy, QueuePolicy, RetryOn, UpstreamPolicy,
+};
 use super::raw::{RawBuffer, RawEject, RawLb, RawQueue, RawSize, RawUpstreamTimeouts, Scalar};
 use super::size::{parse_size, show_size};
 use super::validate::Checker;
@@ -126,7 +128,12 @@ impl Checker<'_> {
     fn buffering(&mut self, raw: RawBuffer, path: &KeyPath) -> Buffering {
         Buffering {
             request: self.size_between(raw.request, &path.key("request"), 1 << 20, (0, 1 << 30)),
-            response: self.size_between(raw.response, &path.key("response"), 64 << 10, (0, 1 << 30)),
+            response: self.size_between(
+                raw.response,
+                &path.key("response"),
+                64 << 10,
+                (0, 1 << 30),
+            ),
         }
     }
 

@@ -334,7 +334,11 @@ fn upstream_keys(p: &mut Plan, pool: Option<&str>, a: &UpstreamPolicy, b: &Upstr
     );
     p.note("pools.*.keepalive", pool, a.keepalive != *keepalive);
     p.note("pools.*.buffer", pool, a.buffer != *buffer);
-    p.note("pools.*.max_in_flight", pool, a.max_in_flight != *max_in_flight);
+    p.note(
+        "pools.*.max_in_flight",
+        pool,
+        a.max_in_flight != *max_in_flight,
+    );
     p.note("pools.*.queue", pool, a.queue != *queue);
 }
 
@@ -522,7 +526,10 @@ pools:
             ),
             (
                 "pools.web.buffer",
-                BASE.replace("    workers: 2", "    workers: 2\n    buffer: { response: 0 }"),
+                BASE.replace(
+                    "    workers: 2",
+                    "    workers: 2\n    buffer: { response: 0 }",
+                ),
             ),
             (
                 "pools.web.max_in_flight",

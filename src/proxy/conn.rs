@@ -77,7 +77,7 @@ pub(crate) async fn serve(
             let mut stop = shutdown.clone();
             tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => return,
+                _ = super::listen::stopped(&mut stop) => return,
                 r = stream.readable() => if r.is_err() { return },
                 _ = tokio::time::sleep(idle) => return,
             }
@@ -118,6 +118,11 @@ pub(crate) async fn serve(
                 }
             }
             exchange::Next::Close => return,
+            exchange::Next::Fallback(head) => {
+                let mut all = BytesMut::from(&head.raw[..]);
+                all.extend_from_slice(&buf);
+                return hand_over(front, stream, all, shutdown).await;
+            }
         }
     }
 }
@@ -140,6 +145,7 @@ async fn read_head(
                 checked = buf.len();
             }
             match Parsed::parse(buf) {
+                Ok(Some(p)) if p.len > max => return HeadRead::Reject(RESPONSE_431),
                 Ok(Some(p)) => return HeadRead::Complete(p),
                 Ok(None) => {}
                 Err(()) => return HeadRead::Fallback,
@@ -171,10 +177,7 @@ async fn hand_over(
     use std::os::fd::AsRawFd;
     let fd = stream.as_raw_fd();
     let mut l4 = pingora::protocols::l4::stream::Stream::from(stream);
-    pingora::protocols::GetSocketDigest::set_socket_digest(
-        &mut l4,
-        SocketDigest::from_raw_fd(fd),
-    );
+    pingora::protocols::GetSocketDigest::set_socket_digest(&mut l4, SocketDigest::from_raw_fd(fd));
     let mut read = read;
     if read.has_remaining() {
         l4.rewind(&read);

@@ -29,7 +29,7 @@ use super::access_log;
 use super::request::Head;
 use super::response::{ChunkScanner, Framing, Response};
 use super::upconn::{self, UpConn};
-use super::upstreams::{Lease, Upstream};
+use super::upstreams::Lease;
 use super::{headers, Shared};
 use crate::config::{LbPolicy, UpstreamPolicy};
 
@@ -93,7 +93,10 @@ pub(crate) async fn run(
     let io = settings.client.io_timeout;
     #[cfg(feature = "fault-injection")]
     if head.fault_injected() {
-        panic!("fault injection: the request carried {}: 1", crate::fault::PANIC_HEADER);
+        panic!(
+            "fault injection: the request carried {}: 1",
+            crate::fault::PANIC_HEADER
+        );
     }
     let close = closing || head.close;
 
@@ -105,14 +108,25 @@ pub(crate) async fn run(
     else {
         shared.unrouted.inc();
         let body_ok = skip_body(client, rest, head.content_length, io).await;
-        let _ = answer(client, 404, "forkyard: no route matches this request\n", close || !body_ok, io).await;
-        return if close || !body_ok { Next::Close } else { Next::Continue };
+        let _ = answer(
+            client,
+            404,
+            "forkyard: no route matches this request\n",
+            close || !body_ok,
+            io,
+        )
+        .await;
+        return if close || !body_ok {
+            Next::Close
+        } else {
+            Next::Continue
+        };
     };
     let table = up.table();
     let pool = table.settings.clone();
     drop(table);
     let length = head.content_length.unwrap_or(0);
-    if length > pool.buffer.request {
+    if length > pool.upstream.buffer.request {
         return Next::Fallback(head);
     }
     // The whole body, before a worker is chosen.
@@ -122,7 +136,7 @@ pub(crate) async fn run(
     };
 
     let key = match &pool.upstream.lb {
-        LbPolicy::Hash(k) => head.hash_key(k, addr.ip()),
+        LbPolicy::Hash(k) => head.hash_key(&k.clone(), addr.ip()),
         _ => None,
     };
     let generated;
@@ -158,9 +172,8 @@ pub(crate) async fn run(
         }
         attempts += 1;
         last_worker = Some(lease.entry().member.slot.index());
-        let may_retry = |tried: usize| {
-            attempts <= policy.retries && head.idempotent() && others > tried + 1
-        };
+        let may_retry =
+            |tried: usize| attempts <= policy.retries && head.idempotent() && others > tried + 1;
         match attempt(&lease, &request, &policy, head.is_head()).await {
             Ok(got) => {
                 let status = got.resp.status;
@@ -170,7 +183,7 @@ pub(crate) async fn run(
                     continue;
                 }
                 // Read a small body whole before anything goes to the client.
-                match buffer_body(got, pool.buffer.response, &policy).await {
+                match buffer_body(got, pool.upstream.buffer.response, &policy).await {
                     Ok(got) => break Ok((lease, got)),
                     Err(failure) => {
                         up.record(lease.entry(), true);
@@ -318,7 +331,12 @@ async fn buffer_body(mut got: Got, limit: u64, policy: &UpstreamPolicy) -> Resul
     got.buf.reserve(want.saturating_sub(got.buf.len()));
     while got.buf.len() < want {
         got.conn.quickack();
-        match timeout(policy.response_header_timeout, got.conn.read_buf(&mut got.buf)).await {
+        match timeout(
+            policy.response_header_timeout,
+            got.conn.read_buf(&mut got.buf),
+        )
+        .await
+        {
             Ok(Ok(n)) if n > 0 => {}
             _ => return Err(Failure::Died),
         }
@@ -553,7 +571,13 @@ async fn skip_body(
 }
 
 /// forkyard's own answer with a short text body (or none).
-async fn answer(client: &mut TcpStream, status: u16, text: &str, close: bool, io: Duration) -> bool {
+async fn answer(
+    client: &mut TcpStream,
+    status: u16,
+    text: &str,
+    close: bool,
+    io: Duration,
+) -> bool {
     let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())

@@ -103,6 +103,7 @@ impl Threads {
                     .name(format!("forkyard-proxy-{i}"))
                     .spawn(move || {
                         runtime.block_on(async move {
+                            tokio::spawn(super::upconn::sweep());
                             for socket in sockets {
                                 let (front, stop_rx, done) =
                                     (front.clone(), stop_rx.clone(), accept_tx.clone());
@@ -147,6 +148,12 @@ impl Threads {
     }
 }
 
+/// Resolves once shutdown has begun.
+pub(crate) async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    // The borrow guard is dropped here, before the caller awaits anything else.
+    let _ = stopping.wait_for(|s| *s).await.map(|_| ());
+}
+
 /// Accept connections until told to stop; each one is a task of this thread.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
@@ -154,13 +161,14 @@ async fn accept_loop(
     mut stopping: watch::Receiver<bool>,
     _done: tokio::sync::mpsc::Sender<()>,
 ) {
+    let connections = stopping.clone();
     loop {
         tokio::select! {
             biased;
-            _ = stopping.wait_for(|s| *s) => return,
+            _ = stopped(&mut stopping) => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
-                    tokio::spawn(conn::serve(front.clone(), stream, client, stopping.clone()));
+                    tokio::spawn(conn::serve(front.clone(), stream, client, connections.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off a moment rather than spin.

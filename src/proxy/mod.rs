@@ -93,14 +93,27 @@ impl ProxySettings {
     }
 }
 
-pub(crate) struct ForkyardProxy {
+/// What both paths share: the pools, the routes, the settings, the records.
+pub(crate) struct Shared {
     /// In config order; the router's indexes point here.
-    pub pools: Vec<Arc<Upstream>>,
-    pub router: Arc<ArcSwap<Router>>,
-    pub settings: Arc<ArcSwap<ProxySettings>>,
-    pub inflight: Arc<InFlight>,
-    pub unrouted: IntCounter,
-    pub access_log: Arc<ArcSwapOption<access_log::AccessLog>>,
+    pub(crate) pools: Vec<Arc<Upstream>>,
+    pub(crate) router: Arc<ArcSwap<Router>>,
+    pub(crate) settings: Arc<ArcSwap<ProxySettings>>,
+    pub(crate) inflight: Arc<InFlight>,
+    pub(crate) unrouted: IntCounter,
+    pub(crate) access_log: Arc<ArcSwapOption<access_log::AccessLog>>,
+}
+
+/// The Pingora path: requests the lean path leaves to Pingora's HTTP proxy.
+pub(crate) struct ForkyardProxy {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::ops::Deref for ForkyardProxy {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 pub(crate) struct RequestCtx {

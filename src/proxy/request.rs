@@ -323,7 +323,9 @@ mod tests {
 
     #[test]
     fn incomplete_heads_wait_and_bad_ones_go_to_pingora() {
-        assert!(Parsed::parse(b"GET / HTTP/1.1\r\nHost: a").unwrap().is_none());
+        assert!(Parsed::parse(b"GET / HTTP/1.1\r\nHost: a")
+            .unwrap()
+            .is_none());
         assert!(Parsed::parse(b"GET /\0 HTTP/1.1\r\n\r\n").is_err());
     }
 
@@ -364,7 +366,10 @@ mod tests {
         let mut out = BytesMut::new();
         kept.upstream(&mut out, "::1".parse().unwrap(), b"abc", 1);
         let text = String::from_utf8(out.to_vec()).unwrap();
-        assert!(text.contains("X-Request-Id: mine\r\n") && !text.contains("abc"), "{text}");
+        assert!(
+            text.contains("X-Request-Id: mine\r\n") && !text.contains("abc"),
+            "{text}"
+        );
         assert!(text.contains("x-forwarded-for: ::1\r\n"), "{text}");
         assert_eq!(kept.path(), "/");
         assert_eq!(h.path(), "/a");

@@ -104,10 +104,19 @@ impl Response {
         client_head.put_slice(b"\r\n");
         for h in resp.headers.iter() {
             let name = h.name.as_bytes();
-            let hop = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"]
-                .iter()
-                .any(|d| eq(name, d))
-                || nominated.iter().any(|n| eq(name, std::str::from_utf8(n).unwrap_or("")));
+            let hop = [
+                "connection",
+                "keep-alive",
+                "proxy-connection",
+                "te",
+                "trailer",
+                "upgrade",
+            ]
+            .iter()
+            .any(|d| eq(name, d))
+                || nominated
+                    .iter()
+                    .any(|n| eq(name, std::str::from_utf8(n).unwrap_or("")));
             if hop {
                 continue;
             }
@@ -250,24 +259,40 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!((r.status, r.framing, r.keep_alive), (200, Framing::Length(5), true));
+        assert_eq!(
+            (r.status, r.framing, r.keep_alive),
+            (200, Framing::Length(5), true)
+        );
         assert_eq!(
             String::from_utf8(r.client_head.to_vec()).unwrap(),
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-App: a\r\n"
         );
-        let r = Response::parse(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap().unwrap();
+        let r = Response::parse(b"HTTP/1.0 200 OK\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
         assert_eq!((r.framing, r.keep_alive), (Framing::Close, false));
         let r = Response::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true)
             .unwrap()
             .unwrap();
         assert_eq!(r.framing, Framing::Empty);
-        let r = Response::parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false)
-            .unwrap()
-            .unwrap();
+        let r = Response::parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(r.framing, Framing::Chunked);
-        assert!(Response::parse(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", false).is_err());
-        assert!(Response::parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).is_err());
-        assert!(Response::parse(b"HTTP/1.1 200 OK\r\nContent-Len", false).unwrap().is_none());
+        assert!(Response::parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            false
+        )
+        .is_err());
+        assert!(
+            Response::parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).is_err()
+        );
+        assert!(Response::parse(b"HTTP/1.1 200 OK\r\nContent-Len", false)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -211,7 +211,12 @@ mod tests {
         put(2, c, Duration::from_millis(1), 8);
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(take(2).is_none(), "an expired connection is dropped");
-        put(3, UpConn::connect(&at, Duration::from_secs(1)).await.unwrap(), Duration::from_secs(60), 0);
+        put(
+            3,
+            UpConn::connect(&at, Duration::from_secs(1)).await.unwrap(),
+            Duration::from_secs(60),
+            0,
+        );
         assert!(take(3).is_none(), "keepalive 0 keeps nothing");
     }
 }

@@ -43,6 +43,8 @@ impl Running {
             proxy,
             hooks,
             inherited_children,
+            admin_stop,
+            admin_serving,
             ..
         } = self;
         let config = control.config.clone();
@@ -82,8 +84,8 @@ impl Running {
             timeout_ms = config.shutdown.timeout.as_millis() as u64,
             "shutdown: no longer accepting connections"
         );
-        let _ = proxy.stop.send(true);
-        if tokio::time::timeout(Duration::from_secs(5), proxy.accepting)
+        let mut threads = proxy.threads;
+        if tokio::time::timeout(Duration::from_secs(5), threads.stop_accepting())
             .await
             .is_err()
         {
@@ -128,7 +130,7 @@ impl Running {
             interrupted(inflight.current(), 0);
         }
         // 4. Close every proxy connection.
-        proxy.runtime.shutdown();
+        threads.close();
 
         // 5. Stop the workers; a(nother) signal escalates to SIGKILL.
         let kill = control.supervisor.killer();
@@ -166,6 +168,9 @@ impl Running {
             STRAY_GRACE
         };
         crate::process::strays::stop_strays(grace, &inherited_children).await;
+        // Last, the admin listener: probes saw readiness off until now.
+        let _ = admin_stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), admin_serving).await;
         let code = forced.map_or(0, |n| 128 + n);
         tracing::info!(
             event = events::SHUTDOWN_COMPLETE,

@@ -12,7 +12,6 @@ use pingora::server::{Fds, ListenFds};
 use pingora::services::listening::Service as ListeningService;
 use pingora::services::Service as _;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
 
 use super::RunError;
 use crate::admin::{AdminApp, Readiness};
@@ -25,9 +24,10 @@ use crate::metrics::{HookSeries, Metrics, WorkerResources};
 use crate::pool::Pool;
 use crate::process::Reaper;
 use crate::proxy::access_log::AccessLog;
+use crate::proxy::conn::Front;
 use crate::proxy::front::FrontApp;
-use crate::proxy::runtime::ProxyRuntime;
-use crate::proxy::{ForkyardProxy, InFlight, ProxySettings, Router, Upstream};
+use crate::proxy::listen::{self, Threads};
+use crate::proxy::{ForkyardProxy, InFlight, ProxySettings, Router, Shared, Upstream};
 use crate::record::HookLog;
 use crate::sd_notify::Notifier;
 use crate::signals::{self, ControlEvent};
@@ -66,13 +66,9 @@ fn become_subreaper() {
     }
 }
 
-/// The proxy, running on its own runtime.
+/// The proxy, running on its own threads.
 pub(super) struct ProxyParts {
-    pub(super) runtime: ProxyRuntime,
-    /// `true` stops the accept loops.
-    pub(super) stop: watch::Sender<bool>,
-    /// Ends once every accept loop has stopped.
-    pub(super) accepting: JoinHandle<()>,
+    pub(super) threads: Threads,
     pub(super) inflight: Arc<InFlight>,
 }
 
@@ -102,6 +98,9 @@ pub(super) struct Running {
     pub(super) hooks: HookRunner,
     /// Children forkyard had before it started anything (a wrapper's).
     pub(super) inherited_children: Vec<i32>,
+    /// The admin listener: serving until the very end of a shutdown.
+    pub(super) admin_stop: watch::Sender<bool>,
+    pub(super) admin_serving: tokio::task::JoinHandle<()>,
 }
 
 /// Every declared hook: `(pool, phase, name)`.
@@ -132,12 +131,12 @@ fn hook_series(config: &Config) -> Vec<HookSeries<'_>> {
 pub(super) fn build(config: Config) -> Result<Built, RunError> {
     become_subreaper();
     let inherited_children = crate::process::strays::children_of(std::process::id() as i32);
-    let proxy_listeners = config
-        .proxy
-        .listen
-        .iter()
-        .map(|a| bind("proxy.listen", *a).map(|l| (*a, l)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let proxy_sockets = listen::bind_all(&config.proxy.listen, config.proxy.threads.get())
+        .map_err(|(addr, source)| RunError::Bind {
+            what: "proxy.listen",
+            addr,
+            source,
+        })?;
     let admin_listener = bind("admin.listen", config.admin.listen)?;
 
     let pool_names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
@@ -167,10 +166,6 @@ pub(super) fn build(config: Config) -> Result<Built, RunError> {
         })
         .collect();
 
-    let runtime = ProxyRuntime::new(config.proxy.threads).map_err(|source| RunError::Io {
-        what: "start the proxy runtime",
-        source,
-    })?;
     // Pingora's upstream connection pool is one LRU for all peers: size it for
     // every worker's idle keep-alive connections.
     let keepalive_total: usize = config
@@ -197,24 +192,30 @@ pub(super) fn build(config: Config) -> Result<Built, RunError> {
     let router = Arc::new(ArcSwap::from_pointee(Router::for_config(&config)));
     let proxy_settings = Arc::new(ArcSwap::from_pointee(ProxySettings::of(&config.proxy)));
     let inflight = InFlight::new();
-    let proxy = ForkyardProxy {
+    let shared = Arc::new(Shared {
         pools: upstreams,
         router: router.clone(),
         settings: proxy_settings.clone(),
         inflight: inflight.clone(),
         unrouted: metrics.unrouted_requests.clone(),
         access_log: access_log.clone(),
-    };
-    let front = FrontApp {
-        inner: Arc::new(http_proxy(&server_conf, proxy)),
-        settings: proxy_settings.clone(),
-    };
-    let mut proxy_svc = ListeningService::new("forkyard proxy".to_string(), front);
-    let proxy_fds = attach_listeners(&mut proxy_svc, proxy_listeners);
-    let (stop, stop_rx) = watch::channel(false);
-    let accepting = runtime.spawn(async move {
-        proxy_svc.start_service(Some(proxy_fds), stop_rx, 1).await;
     });
+    let fallback = Arc::new(FrontApp {
+        inner: Arc::new(http_proxy(
+            &server_conf,
+            ForkyardProxy {
+                shared: shared.clone(),
+            },
+        )),
+        settings: proxy_settings.clone(),
+    });
+    let threads =
+        Threads::start(proxy_sockets, Arc::new(Front { shared, fallback })).map_err(|source| {
+            RunError::Io {
+                what: "start the proxy threads",
+                source,
+            }
+        })?;
     Ok(Built {
         config,
         admin_listener,
@@ -225,12 +226,7 @@ pub(super) fn build(config: Config) -> Result<Built, RunError> {
         router,
         proxy_settings,
         access_log,
-        proxy: ProxyParts {
-            runtime,
-            stop,
-            accepting,
-            inflight,
-        },
+        proxy: ProxyParts { threads, inflight },
     })
 }
 
@@ -276,10 +272,8 @@ impl Built {
         );
         let admin_fds =
             attach_listeners(&mut admin_svc, vec![(config.admin.listen, admin_listener)]);
-        let (_admin_stop_tx, admin_stop_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            // The sender lives in this task: the admin listener serves until exit.
-            let _keep = _admin_stop_tx;
+        let (admin_stop, admin_stop_rx) = watch::channel(false);
+        let admin_serving = tokio::spawn(async move {
             admin_svc
                 .start_service(Some(admin_fds), admin_stop_rx, 1)
                 .await;
@@ -311,8 +305,7 @@ impl Built {
             .run_phase(&config.hooks.on_start, &HookContext::global(Phase::OnStart))
             .await
         {
-            // Runtimes must not be dropped inside this async context.
-            proxy.runtime.shutdown();
+            proxy.threads.close();
             return Err(RunError::OnStart(failure.to_string()));
         }
         let os = Arc::new(System {
@@ -351,6 +344,8 @@ impl Built {
             proxy,
             hooks,
             inherited_children,
+            admin_stop,
+            admin_serving,
         })
     }
 }

@@ -57,10 +57,29 @@ impl Member {
         }
     }
 
+    /// A request starts on this process, if it has room under `max` requests in
+    /// flight (no limit when `None`).
+    pub(crate) fn try_begin(&self, max: Option<u32>) -> bool {
+        let room = match max {
+            None => {
+                self.in_flight.fetch_add(1, Relaxed);
+                true
+            }
+            Some(max) => self
+                .in_flight
+                .fetch_update(Relaxed, Relaxed, |n| (n < i64::from(max)).then_some(n + 1))
+                .is_ok(),
+        };
+        if room {
+            self.sent.fetch_add(1, Relaxed);
+        }
+        room
+    }
+
     /// A request starts on this process.
+    #[cfg(test)]
     pub(crate) fn begin(&self) {
-        self.in_flight.fetch_add(1, Relaxed);
-        self.sent.fetch_add(1, Relaxed);
+        self.try_begin(None);
     }
 
     /// A request on this process ended (answered or not).

@@ -709,9 +709,16 @@ impl<'de> Deserialize<'de> for RawSize {
                 Ok(RawSize(v.to_owned()))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+                // Zero needs no unit: `buffer: { response: 0 }` turns buffering off.
+                if v == 0 {
+                    return Ok(RawSize("0".into()));
+                }
                 V::bare_number(v)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+                if v == 0 {
+                    return Ok(RawSize("0".into()));
+                }
                 V::bare_number(v)
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawSize, E> {

@@ -210,9 +210,11 @@ impl JsonSchema for super::raw::RawSize {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "A size in bytes with a unit: B, KB, MB, GB, KiB, MiB or GiB, such as \"32KiB\" or \"10MiB\".",
+            "description": "A size in bytes with a unit: B, KB, MB, GB, KiB, MiB or GiB, such as \"32KiB\" or \"10MiB\"; or 0.",
             "anyOf": [
                 { "type": "string", "pattern": "^[0-9]+(B|KB|MB|GB|KiB|MiB|GiB)$", "examples": ["32KiB", "10MiB"] },
+                { "const": 0 },
+                { "const": "0" },
                 { "type": "string", "pattern": INTERPOLATED }
             ]
         })

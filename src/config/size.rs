@@ -17,6 +17,10 @@ pub(super) const SIZE_HINT: &str =
 /// Parse a size such as `"32KiB"` into bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let invalid = || format!("invalid size {text:?} ({SIZE_HINT})");
+    // Zero is zero in every unit: `buffer: { response: 0 }` turns buffering off.
+    if text == "0" {
+        return Ok(0);
+    }
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(invalid)?;
@@ -61,6 +65,7 @@ mod tests {
         assert_eq!(parse_size("32KiB"), Ok(32 * 1024));
         assert_eq!(parse_size("100MiB"), Ok(100 << 20));
         assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("0"), Ok(0));
         for bad in ["", "32", "KiB", "32 KiB", "32kib", "1.5MiB", "-1B"] {
             assert!(parse_size(bad).is_err(), "{bad:?} should be rejected");
         }

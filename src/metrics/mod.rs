@@ -167,6 +167,13 @@ metrics! {
         ("forkyard_worker_ejections_total", "Times a worker was taken out of selection after consecutive failures.");
     worker_in_flight: IntGaugeVec["pool", "worker"] =
         ("forkyard_worker_in_flight_requests", "Requests being proxied to each worker slot.");
+    queue_wait: HistogramVec["pool"] =
+        ("forkyard_queue_wait_seconds", "Time requests waited in a pool's queue for a worker with room (max_in_flight).")
+        buckets REQUEST_BUCKETS;
+    queue_depth: IntGaugeVec["pool"] =
+        ("forkyard_queue_depth", "Requests waiting in a pool's queue now.");
+    queue_rejections: IntCounterVec["pool", "reason"] =
+        ("forkyard_queue_rejections_total", "Requests answered 503 because the pool's queue was full or their wait timed out.");
 }
 
 /// Pre-resolved per-pool handles for the request path.
@@ -176,6 +183,10 @@ pub(crate) struct PoolRequestMetrics {
     pub duration: Histogram,
     pub connect_errors: IntCounter,
     pub retries: IntCounter,
+    pub queue_wait: Histogram,
+    pub queue_depth: IntGauge,
+    /// By reason: `full`, `timeout`.
+    pub queue_rejections: [IntCounter; 2],
 }
 
 impl PoolRequestMetrics {
@@ -277,6 +288,7 @@ impl Metrics {
             request_duration.with_label_values(&[*pool]);
             pool_degraded.with_label_values(&[*pool]);
             upstream_connect_errors.with_label_values(&[*pool]);
+            m.pool_requests(pool);
             retries.with_label_values(&[*pool]);
         }
 
@@ -304,6 +316,10 @@ impl Metrics {
             duration: self.request_duration.with_label_values(&[pool]),
             connect_errors: self.upstream_connect_errors.with_label_values(&[pool]),
             retries: self.retries.with_label_values(&[pool]),
+            queue_wait: self.queue_wait.with_label_values(&[pool]),
+            queue_depth: self.queue_depth.with_label_values(&[pool]),
+            queue_rejections: ["full", "timeout"]
+                .map(|r| self.queue_rejections.with_label_values(&[pool, r])),
         }
     }
 

@@ -29,7 +29,7 @@ use super::access_log;
 use super::request::Head;
 use super::response::{ChunkScanner, Framing, Response};
 use super::upconn::{self, UpConn};
-use super::upstreams::Lease;
+use super::upstreams::{Lease, Refusal};
 use super::{headers, Shared};
 use crate::config::{LbPolicy, UpstreamPolicy};
 
@@ -112,6 +112,7 @@ pub(crate) async fn run(
             client,
             404,
             "forkyard: no route matches this request\n",
+            b"",
             close || !body_ok,
             io,
         )
@@ -155,17 +156,29 @@ pub(crate) async fn run(
     let mut tried: Vec<u64> = Vec::new();
     let mut attempts: u32 = 0;
     let mut last_worker = None;
-    let outcome: Result<(Lease, Got), (u16, &'static str)> = loop {
+    let outcome: Result<(Lease, Got), Refused> = loop {
         let table = up.table();
         let policy = table.upstream().clone();
         let others = table.entries.len();
         drop(table);
-        let Some(lease) = up.select(&tried, key) else {
-            break Err(if attempts == 0 {
-                (503, "forkyard: no ready worker in this pool\n")
-            } else {
-                (502, "")
-            });
+        let lease = match up.admit(&tried, key).await {
+            Ok(lease) => lease,
+            Err(refusal) => {
+                break Err(Refused {
+                    status: refusal.status(),
+                    text: match refusal {
+                        Refusal::NoWorker => "forkyard: no ready worker in this pool\n",
+                        Refusal::NoOther => "",
+                        Refusal::QueueFull => {
+                            "forkyard: every worker is busy and the queue is full\n"
+                        }
+                        Refusal::QueueTimeout => {
+                            "forkyard: no worker had room within queue.timeout\n"
+                        }
+                    },
+                    retry_after: refusal.retry_after(),
+                })
+            }
         };
         if attempts > 0 {
             up.requests.retries.inc();
@@ -216,8 +229,17 @@ pub(crate) async fn run(
     };
 
     let (sent, keep) = match outcome {
-        Err((status, text)) => {
-            let ok = answer(client, status, text, close, io).await;
+        Err(Refused {
+            status,
+            text,
+            retry_after,
+        }) => {
+            let extra: &[u8] = if retry_after {
+                b"retry-after: 1\r\n"
+            } else {
+                b""
+            };
+            let ok = answer(client, status, text, extra, close, io).await;
             (
                 Sent {
                     status: if ok { status } else { 0 },
@@ -259,10 +281,23 @@ pub(crate) async fn run(
     }
 }
 
-fn failure_status(f: &Failure) -> (u16, &'static str) {
-    match f {
-        Failure::Connect { timed_out: true } | Failure::HeadTimeout => (504, ""),
-        _ => (502, ""),
+/// forkyard's own answer instead of a worker's.
+struct Refused {
+    status: u16,
+    text: &'static str,
+    /// Add `Retry-After` (the queue was full or timed out).
+    retry_after: bool,
+}
+
+fn failure_status(f: &Failure) -> Refused {
+    let status = match f {
+        Failure::Connect { timed_out: true } | Failure::HeadTimeout => 504,
+        _ => 502,
+    };
+    Refused {
+        status,
+        text: "",
+        retry_after: false,
     }
 }
 
@@ -290,7 +325,10 @@ async fn attempt(
     }
     let mut buf = BytesMut::with_capacity(8192);
     loop {
-        conn.quickack();
+        // A head that came in part: the rest may wait for our ACK (see `upconn`).
+        if !buf.is_empty() {
+            conn.quickack();
+        }
         match timeout(io, conn.read_buf(&mut buf)).await {
             Err(_) => return Err(Failure::HeadTimeout),
             Ok(Err(_)) | Ok(Ok(0)) => return Err(Failure::Died),
@@ -575,6 +613,7 @@ async fn answer(
     client: &mut TcpStream,
     status: u16,
     text: &str,
+    extra: &[u8],
     close: bool,
     io: Duration,
 ) -> bool {
@@ -591,6 +630,7 @@ async fn answer(
     if !text.is_empty() {
         out.put_slice(b"content-type: text/plain; charset=utf-8\r\n");
     }
+    out.put_slice(extra);
     out.put_slice(b"content-length: ");
     out.put_slice(itoa::Buffer::new().format(text.len()).as_bytes());
     out.put_slice(b"\r\n");

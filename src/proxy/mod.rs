@@ -133,6 +133,11 @@ pub(crate) struct RequestCtx {
     request_id: Option<HeaderValue>,
     /// The slot of the last attempt.
     last_worker: Option<usize>,
+    /// Why no worker was had, when none was.
+    refusal: Option<upstreams::Refusal>,
+    /// When the request's head was read, in microseconds since the epoch
+    /// (`X-Request-Start`).
+    start_us: u64,
 }
 
 impl ForkyardProxy {
@@ -174,6 +179,10 @@ impl ProxyHttp for ForkyardProxy {
             body_bytes: 0,
             request_id: None,
             last_worker: None,
+            refusal: None,
+            start_us: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
         }
     }
 
@@ -284,13 +293,15 @@ impl ProxyHttp for ForkyardProxy {
         if let Some(prev) = ctx.current.take() {
             ctx.tried.push(prev.entry().member.id);
         }
-        let Some(lease) = pool.select(&ctx.tried, ctx.hash_key) else {
-            let (code, why) = if ctx.attempts == 0 {
-                (503, "no ready worker")
-            } else {
-                (502, "no other worker left to try")
-            };
-            return Error::e_explain(ErrorType::HTTPStatus(code), why);
+        let lease = match pool.admit(&ctx.tried, ctx.hash_key).await {
+            Ok(lease) => lease,
+            Err(refusal) => {
+                ctx.refusal = Some(refusal);
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(refusal.status()),
+                    "no worker for this request",
+                );
+            }
         };
         if ctx.attempts > 0 {
             pool.requests.retries.inc();
@@ -346,6 +357,7 @@ impl ProxyHttp for ForkyardProxy {
                 .clone();
             upstream.insert_header(headers::X_REQUEST_ID, id)?;
         }
+        upstream.insert_header("x-request-start", format!("t={}", ctx.start_us))?;
         Ok(())
     }
 
@@ -437,7 +449,7 @@ impl ProxyHttp for ForkyardProxy {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
         use ErrorType::*;
         let code = match (e.etype(), e.esource()) {
@@ -452,7 +464,21 @@ impl ProxyHttp for ForkyardProxy {
             (_, ErrorSource::Downstream) => 400,
             _ => 500,
         };
-        if code > 0 && session.response_written().is_none() {
+        if code > 0
+            && session.response_written().is_none()
+            && ctx.refusal.is_some_and(|r| r.retry_after())
+        {
+            // The queue was full or the wait timed out: say when to come back.
+            let answered = async {
+                let mut header = ResponseHeader::build(code, Some(3))?;
+                header.insert_header("retry-after", "1")?;
+                header.insert_header("content-length", "0")?;
+                session.write_response_header(Box::new(header), true).await
+            };
+            if let Err(err) = answered.await {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        } else if code > 0 && session.response_written().is_none() {
             if let Err(err) = session.respond_error(code).await {
                 tracing::debug!(error = %err, "could not send the error response");
             }

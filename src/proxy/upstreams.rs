@@ -65,14 +65,18 @@ pub(crate) struct Upstream {
     pub name: Arc<str>,
     table: ArcSwap<Table>,
     eject: EjectClock,
+    /// Wakes requests waiting for room (`max_in_flight`) when a request ends.
+    room: Arc<tokio::sync::Notify>,
+    /// Requests waiting now.
+    waiting: std::sync::atomic::AtomicUsize,
     metrics: Arc<Metrics>,
     /// Pre-resolved request metrics of the pool.
     pub requests: PoolRequestMetrics,
 }
 
 /// A request in progress on one entry: the entry's counters stay up by one until
-/// it is dropped, on any path.
-pub(crate) struct Lease(Arc<Entry>);
+/// it is dropped, on any path; then a request waiting for room is woken.
+pub(crate) struct Lease(Arc<Entry>, Option<Arc<tokio::sync::Notify>>);
 
 impl Lease {
     pub(crate) fn entry(&self) -> &Arc<Entry> {
@@ -84,14 +88,47 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.0.member.end();
         self.0.in_flight.dec();
+        if let Some(room) = &self.1 {
+            room.notify_one();
+        }
+    }
+}
+
+/// Why no worker could be had for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No worker is ready (503).
+    NoWorker,
+    /// Every ready worker was already tried (502).
+    NoOther,
+    /// Every worker is at `max_in_flight` and the queue is full (503).
+    QueueFull,
+    /// The request waited `queue.timeout` for room (503).
+    QueueTimeout,
+}
+
+impl Refusal {
+    pub(crate) fn status(self) -> u16 {
+        match self {
+            Refusal::NoOther => 502,
+            Refusal::NoWorker | Refusal::QueueFull | Refusal::QueueTimeout => 503,
+        }
+    }
+
+    /// Whether the answer says when to come back (`Retry-After`).
+    pub(crate) fn retry_after(self) -> bool {
+        matches!(self, Refusal::QueueFull | Refusal::QueueTimeout)
     }
 }
 
 /// A pool's entries as seen by one request: `tried` members are left out.
+#[derive(Clone, Copy)]
 struct RequestView<'a> {
     entries: &'a [Arc<Entry>],
     tried: &'a [u64],
     ejection: Option<&'a EjectClock>,
+    /// `max_in_flight`: workers without room are left out.
+    room: Option<u32>,
 }
 
 impl View for RequestView<'_> {
@@ -101,6 +138,9 @@ impl View for RequestView<'_> {
     fn available(&self, i: usize) -> bool {
         let e = &self.entries[i];
         !self.tried.contains(&e.member.id)
+            && self
+                .room
+                .is_none_or(|max| e.member.in_flight() < max as usize)
             && !self
                 .ejection
                 .is_some_and(|c| c.any_out() && c.is_out(&e.eject))
@@ -155,6 +195,8 @@ impl Upstream {
                 max_out: 0,
             }),
             eject: EjectClock::default(),
+            room: Arc::new(tokio::sync::Notify::new()),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             requests: metrics.pool_requests(name),
             metrics,
         })
@@ -171,26 +213,96 @@ impl Upstream {
         self.table.load().entries.len()
     }
 
-    /// The worker for the next attempt, never one in `tried` (member ids). Ejected
-    /// workers are left out unless nothing else is left.
+    /// The worker for the next attempt, never one in `tried` (member ids), and
+    /// with room under `max_in_flight`. Ejected workers are left out unless nothing
+    /// else is left. `None` when no worker can take it now.
     pub(crate) fn select(&self, tried: &[u64], key: Option<u64>) -> Option<Lease> {
         let table = self.table.load();
-        let mut view = RequestView {
+        let room = table.upstream().max_in_flight;
+        let view = RequestView {
             entries: &table.entries,
             tried,
             ejection: Some(&self.eject),
+            room,
         };
-        let i = table.selector.pick(&view, key).or_else(|| {
-            if !self.eject.any_out() {
-                return None;
+        // A worker picked with room may lose it to another thread first; then the
+        // view sees it full and picks again.
+        for _ in 0..=table.entries.len() {
+            let i = table.selector.pick(&view, key).or_else(|| {
+                if !self.eject.any_out() {
+                    return None;
+                }
+                let all = RequestView {
+                    ejection: None,
+                    ..view
+                };
+                table.selector.pick(&all, key)
+            })?;
+            let entry = &table.entries[i];
+            if entry.member.try_begin(room) {
+                entry.in_flight.inc();
+                return Some(Lease(entry.clone(), room.map(|_| self.room.clone())));
             }
-            view.ejection = None;
-            table.selector.pick(&view, key)
-        })?;
-        let entry = table.entries[i].clone();
-        entry.member.begin();
-        entry.in_flight.inc();
-        Some(Lease(entry))
+        }
+        None
+    }
+
+    /// The worker for the next attempt as `select`, or, when every worker that
+    /// could take it is at `max_in_flight`, after waiting in the pool's queue.
+    pub(crate) async fn admit(&self, tried: &[u64], key: Option<u64>) -> Result<Lease, Refusal> {
+        if let Some(lease) = self.select(tried, key) {
+            return Ok(lease);
+        }
+        let table = self.table.load_full();
+        if table.entries.is_empty() {
+            return Err(Refusal::NoWorker);
+        }
+        let untried = table.entries.iter().any(|e| !tried.contains(&e.member.id));
+        if table.upstream().max_in_flight.is_none() || !untried {
+            return Err(if tried.is_empty() {
+                Refusal::NoWorker
+            } else {
+                Refusal::NoOther
+            });
+        }
+        let queue = table.upstream().queue;
+        drop(table);
+        use std::sync::atomic::Ordering::Relaxed;
+        let full = self
+            .waiting
+            .fetch_update(Relaxed, Relaxed, |n| (n < queue.max).then_some(n + 1))
+            .is_err();
+        if full {
+            self.requests.queue_rejections[0].inc();
+            return Err(Refusal::QueueFull);
+        }
+        self.requests.queue_depth.inc();
+        let started = tokio::time::Instant::now();
+        let deadline = started + queue.timeout;
+        let outcome = loop {
+            let notified = self.room.notified();
+            if let Some(lease) = self.select(tried, key) {
+                break Ok(lease);
+            }
+            if self.table.load().entries.is_empty() {
+                break Err(Refusal::NoWorker);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break self.select(tried, key).ok_or(Refusal::QueueTimeout);
+            }
+        };
+        self.waiting.fetch_sub(1, Relaxed);
+        self.requests.queue_depth.dec();
+        self.requests
+            .queue_wait
+            .observe(started.elapsed().as_secs_f64());
+        match &outcome {
+            // Another request may be waiting for room this one did not take.
+            Ok(_) => self.room.notify_one(),
+            Err(Refusal::QueueTimeout) => self.requests.queue_rejections[1].inc(),
+            Err(_) => {}
+        }
+        outcome
     }
 
     /// Record an attempt's result on `entry` for outlier ejection.

@@ -6,6 +6,7 @@ mod bad_http;
 mod balancing;
 mod config_errors;
 mod dashboard;
+mod data_path;
 mod deploy;
 mod drain;
 mod ejection;

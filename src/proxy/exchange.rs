@@ -107,7 +107,7 @@ pub(crate) async fn run(
         .and_then(|i| shared.pools.get(i).cloned())
     else {
         shared.unrouted.inc();
-        let body_ok = skip_body(client, rest, head.content_length, io).await;
+        let body_ok = !head.chunked && skip_body(client, rest, head.content_length, io).await;
         let _ = answer(
             client,
             404,
@@ -131,10 +131,24 @@ pub(crate) async fn run(
         return Next::Fallback(head);
     }
     // The whole body, before a worker is chosen.
-    let body = match read_body(client, rest, length, io).await {
-        Some(b) => b,
-        None => return Next::Close,
+    let body = if head.chunked {
+        match read_chunked(client, rest, pool.upstream.buffer.request, io).await {
+            Chunked::Whole(b) => b,
+            Chunked::TooBig => return Next::Fallback(head),
+            Chunked::Gone => return Next::Close,
+        }
+    } else {
+        match read_body(client, rest, length, io).await {
+            Some(b) => b,
+            None => return Next::Close,
+        }
     };
+    if body.len() as u64 > settings.client.max_body {
+        let text = "forkyard: request body larger than max_body\n";
+        let _ = answer(client, 413, text, b"", true, io).await;
+        up.requests.record(413, started.elapsed().as_secs_f64());
+        return Next::Close;
+    }
 
     let key = match &pool.upstream.lb {
         LbPolicy::Hash(k) => head.hash_key(&k.clone(), addr.ip()),
@@ -149,7 +163,7 @@ pub(crate) async fn run(
         }
     };
     let mut request = BytesMut::new();
-    head.upstream(&mut request, addr.ip(), request_id, start_us);
+    head.upstream(&mut request, addr.ip(), request_id, start_us, body.len());
     request.extend_from_slice(&body);
     let request = request.freeze();
 
@@ -594,6 +608,75 @@ async fn read_body(
     Some(rest.split_to(length).freeze())
 }
 
+/// How reading a chunked request body ended.
+enum Chunked {
+    /// The whole body, decoded.
+    Whole(Bytes),
+    /// Longer than the limit: `rest` still holds every byte read, for Pingora.
+    TooBig,
+    /// The client went away or stalled.
+    Gone,
+}
+
+/// Read a chunked body of at most `limit` decoded bytes; on success it is taken
+/// out of `rest` (pipelined bytes after it stay).
+async fn read_chunked(
+    client: &mut TcpStream,
+    rest: &mut BytesMut,
+    limit: u64,
+    io: Duration,
+) -> Chunked {
+    if limit == 0 {
+        return Chunked::TooBig;
+    }
+    let mut scanner = ChunkScanner::default();
+    let mut scanned = 0;
+    loop {
+        match scanner.feed(&rest[scanned..]) {
+            Err(()) => return Chunked::TooBig,
+            Ok(Some(end)) => {
+                let raw = rest.split_to(scanned + end);
+                return Chunked::Whole(dechunk(&raw));
+            }
+            Ok(None) => scanned = rest.len(),
+        }
+        // Sizes, extensions and CRLFs come on top of the data: allow a little.
+        if rest.len() as u64 > limit + 64 * 1024 {
+            return Chunked::TooBig;
+        }
+        rest.reserve(16 * 1024);
+        match timeout(io, client.read_buf(rest)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Chunked::Gone,
+        }
+    }
+}
+
+/// The data of a well-formed chunked body (checked by `ChunkScanner`).
+fn dechunk(mut raw: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(raw.len());
+    loop {
+        let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
+        let size_text = raw[..line_end]
+            .split(|b| *b == b';' || *b == b' ' || *b == b'\t')
+            .next()
+            .unwrap_or_default();
+        let size = std::str::from_utf8(size_text)
+            .ok()
+            .and_then(|s| usize::from_str_radix(s, 16).ok())
+            .unwrap_or(0);
+        raw = &raw[line_end + 2..];
+        if size == 0 || raw.len() < size {
+            break;
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[(size + 2).min(raw.len())..];
+    }
+    out.freeze()
+}
+
 /// Read and drop a body nobody will get; `false` if the connection cannot go on.
 async fn skip_body(
     client: &mut TcpStream,
@@ -640,4 +723,16 @@ async fn answer(
     out.put_slice(b"\r\n");
     out.put_slice(text.as_bytes());
     write(client, &out, io).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dechunk_takes_the_data_and_leaves_sizes_extensions_and_trailers() {
+        let raw = b"5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nT: v\r\n\r\n";
+        assert_eq!(&dechunk(raw)[..], b"hello world");
+        assert_eq!(&dechunk(b"0\r\n\r\n")[..], b"");
+    }
 }

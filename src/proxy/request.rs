@@ -71,6 +71,9 @@ pub(crate) struct Head {
     pub(crate) content_length: Option<u64>,
     /// The client asked to close after this request (`Connection: close`).
     pub(crate) close: bool,
+    /// `Transfer-Encoding: chunked`: the body is read whole and forwarded with a
+    /// `Content-Length`.
+    pub(crate) chunked: bool,
     /// Something only Pingora handles: `Upgrade`, `Expect`, `Transfer-Encoding`,
     /// a repeated or invalid `Content-Length`, a `Connection` option other than
     /// `close`/`keep-alive`.
@@ -107,6 +110,7 @@ impl Head {
             parsed,
             content_length: None,
             close: false,
+            chunked: false,
             unusual: false,
             host: None,
             request_id: None,
@@ -123,7 +127,14 @@ impl Head {
                 if head.content_length.is_none() {
                     head.unusual = true;
                 }
-            } else if eq(name, "transfer-encoding") || eq(name, "upgrade") || eq(name, "expect") {
+            } else if eq(name, "transfer-encoding") {
+                // Plain `chunked` is read whole (up to `buffer.request`) and sent on
+                // with a length; any other coding is Pingora's.
+                if head.chunked || !eq(value.trim_ascii(), "chunked") {
+                    head.unusual = true;
+                }
+                head.chunked = true;
+            } else if eq(name, "upgrade") || eq(name, "expect") {
                 head.unusual = true;
             } else if eq(name, "connection") {
                 for token in value.split(|b| *b == b',') {
@@ -143,7 +154,7 @@ impl Head {
                 head.request_id = Some(v.clone());
             }
         }
-        if lengths > 1 {
+        if lengths > 1 || (lengths > 0 && head.chunked) {
             head.unusual = true;
         }
         head
@@ -244,6 +255,7 @@ impl Head {
         client: IpAddr,
         request_id: &[u8],
         start_us: u64,
+        body_len: usize,
     ) {
         out.reserve(self.raw.len() + 160);
         out.put_slice(self.method());
@@ -253,7 +265,7 @@ impl Head {
         let mut xff: Option<&[u8]> = None;
         for (n, v) in &self.parsed.headers {
             let name = &self.raw[n.clone()];
-            if dropped(name) {
+            if dropped(name) || (self.chunked && eq(name, "transfer-encoding")) {
                 if eq(name, "x-forwarded-for") {
                     let v = &self.raw[v.clone()];
                     if !v.iter().all(u8::is_ascii_whitespace) {
@@ -282,6 +294,11 @@ impl Head {
         if self.request_id.is_none() {
             out.put_slice(b"x-request-id: ");
             out.put_slice(request_id);
+            out.put_slice(b"\r\n");
+        }
+        if self.chunked {
+            out.put_slice(b"content-length: ");
+            out.put_slice(itoa::Buffer::new().format(body_len).as_bytes());
             out.put_slice(b"\r\n");
         }
         out.put_slice(b"x-request-start: t=");
@@ -339,7 +356,8 @@ mod tests {
             "CONNECT a:1 HTTP/1.1\r\n\r\n",
             "GET http://a/ HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
             "POST / HTTP/1.1\r\nContent-Length: 2000000\r\n\r\n", // over max_body
@@ -348,6 +366,16 @@ mod tests {
         ] {
             assert!(!head(other).lean(&s), "{other:?}");
         }
+        let chunked = head("POST /u HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(chunked.lean(&s) && chunked.chunked);
+        let mut out = BytesMut::new();
+        chunked.upstream(&mut out, "127.0.0.1".parse().unwrap(), b"i", 1, 5);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            text.contains("content-length: 5\r\n")
+                && !text.to_ascii_lowercase().contains("transfer-encoding"),
+            "{text}"
+        );
         let close = head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
         assert!(close.lean(&s) && close.close);
     }
@@ -356,7 +384,7 @@ mod tests {
     fn the_worker_gets_forwarding_headers_and_no_hop_by_hop_ones() {
         let h = head("GET /a?b HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Host: evil\r\nAccept: */*\r\n\r\n");
         let mut out = BytesMut::new();
-        h.upstream(&mut out, "127.0.0.1".parse().unwrap(), b"abc", 42);
+        h.upstream(&mut out, "127.0.0.1".parse().unwrap(), b"abc", 42, 0);
         let text = String::from_utf8(out.to_vec()).unwrap();
         assert_eq!(
             text,
@@ -364,7 +392,7 @@ mod tests {
         );
         let kept = head("GET / HTTP/1.1\r\nX-Request-Id: mine\r\n\r\n");
         let mut out = BytesMut::new();
-        kept.upstream(&mut out, "::1".parse().unwrap(), b"abc", 1);
+        kept.upstream(&mut out, "::1".parse().unwrap(), b"abc", 1, 0);
         let text = String::from_utf8(out.to_vec()).unwrap();
         assert!(
             text.contains("X-Request-Id: mine\r\n") && !text.contains("abc"),

@@ -279,8 +279,8 @@ fn bad_http_bad_chunked_bodies_get_400_or_a_close() {
         ("no CRLF after data", b"POST /chunk-nocrlf HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n"),
         ("negative size", b"POST /chunk-neg HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n"),
     ];
-    // The head reaches the worker (bodies stream); the bad chunk ends the request
-    // with 400 and the worker's connection is closed.
+    // A bad chunk ends the request with 400 (forkyard reads small bodies whole, and
+    // hands a body it cannot read to Pingora, whose parser refuses it).
     for (what, req) in cases {
         assert_eq!(answer(&fy, req), Some(400), "{what}");
     }
@@ -296,7 +296,9 @@ fn bad_http_bad_chunked_bodies_get_400_or_a_close() {
         "{:?}",
         started.elapsed()
     );
-    assert!(worker_saw(&log).contains("POST /chunk-early"));
+    // The body is read whole before a worker is chosen (`buffer.request`): a body
+    // that stops never reaches one.
+    assert!(!worker_saw(&log).contains("POST /chunk-early"));
     still_healthy(&fy);
 }
 

@@ -57,8 +57,26 @@ fn a_streaming_response_arrives_incrementally() {
 }
 
 #[test]
-fn a_chunked_request_body_reaches_the_worker_incrementally() {
+fn a_small_chunked_body_reaches_the_worker_whole_with_a_length() {
     let fy = Forkyard::start(&config_with(&[fixture_pool("web", 1, "")], ""));
+    fy.wait_ready();
+    let raw = raw_exchange(
+        fy.proxy,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        SHORT,
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let v: serde_json::Value = serde_json::from_str(&text[text.find('{').unwrap()..]).unwrap();
+    assert_eq!(v["bytes"], 11, "{text}");
+}
+
+#[test]
+fn a_chunked_request_body_streams_to_the_worker_without_request_buffering() {
+    let fy = Forkyard::start(&config_with(
+        &[fixture_pool("web", 1, "    buffer: { request: 0 }\n")],
+        "",
+    ));
     fy.wait_ready();
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("got-first-chunk");

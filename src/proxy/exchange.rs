@@ -655,10 +655,7 @@ async fn read_chunked(
 /// The data of a well-formed chunked body (checked by `ChunkScanner`).
 fn dechunk(mut raw: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(raw.len());
-    loop {
-        let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(line_end) = raw.windows(2).position(|w| w == b"\r\n") {
         let size_text = raw[..line_end]
             .split(|b| *b == b';' || *b == b' ' || *b == b'\t')
             .next()

@@ -37,8 +37,8 @@ test: deps-test venv
 	$(CARGO) test --locked --all-targets $(TEST_FEATURES)
 
 # Side-by-side benchmark against nginx and HAProxy; writes bench/RESULTS.md.
-# ROUNDS, SECONDS, CONNS and SCENARIOS ("static python") tune it.
-bench: deps-bench
+# ROUNDS, SECONDS, CONNS and SCENARIOS ("static python stall idle") tune it.
+bench: deps-bench venv
 	$(CARGO) build --release --locked --bin forkyard --example plain_pingora
 	python3 bench/bench.py
 

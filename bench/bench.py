@@ -15,7 +15,15 @@ For each run it records wrk's requests/s and p50/p99 latency, the proxy's CPU ti
 (utime+stime of all its processes from /proc) divided by the requests served, and
 the proxy's RSS after the run. Medians over the rounds go to bench/RESULTS.md.
 
-Environment: ROUNDS (5), SECONDS (5), CONNS (32), SCENARIOS ("static python"),
+Two more scenarios:
+  stall   Python servers that write a response's head and body in two sends
+          without TCP_NODELAY (http.server, waitress, gunicorn sync and gthread,
+          uvicorn): p50 under keep-alive load direct and through forkyard, beside
+          nginx (the 40 ms delayed-ACK stall)
+  idle    RSS growth per idle keep-alive client connection (IDLE_CONNS, one GET
+          each, then idle) of forkyard, nginx and HAProxy
+
+Environment: ROUNDS (5), SECONDS (5), CONNS (32), SCENARIOS ("static python stall idle"),
 FORKYARD (./target/release/forkyard), QUICK=1 (1-thread targets only), and
 VARIANTS="name=/path/to/forkyard ..." to add other forkyard builds (1 thread) to
 the same interleaved rounds, for measuring one optimisation at a time.
@@ -38,7 +46,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 SECONDS = int(os.environ.get("SECONDS", "5"))
 CONNS = int(os.environ.get("CONNS", "32"))
-SCENARIOS = os.environ.get("SCENARIOS", "static python").split()
+SCENARIOS = os.environ.get("SCENARIOS", "static python stall idle").split()
+VENV_PY = os.path.join(ROOT, "target/venv/bin/python3")
+IDLE_CONNS = int(os.environ.get("IDLE_CONNS", "2000"))
 FORKYARD = os.environ.get("FORKYARD", os.path.join(ROOT, "target/release/forkyard"))
 PLAIN = os.path.join(ROOT, "target/release/examples/plain_pingora")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -271,6 +281,12 @@ def main():
     results = {}
     try:
         for si, scenario in enumerate(SCENARIOS):
+            if scenario == "stall":
+                results["_stall"] = stall(port(200))
+                continue
+            if scenario == "idle":
+                results["_idle"] = idle(port(300))
+                continue
             b = [port(si * 8 + 0), port(si * 8 + 1)]
             for bp in b:
                 (nginx_backend if scenario == "static" else python_backend)(bp)
@@ -335,6 +351,121 @@ def main():
     report(results, load_before, os.getloadavg())
 
 
+def stop_all():
+    for p in PROCS:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except OSError:
+            pass
+    for p in PROCS:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+    PROCS.clear()
+
+
+def stall_servers(p):
+    """(name, argv) of each Python server on port p."""
+    py = VENV_PY if os.path.exists(VENV_PY) else sys.executable
+    venv = os.path.dirname(py)
+    bench = os.path.join(ROOT, "bench")
+    return [
+        ("http.server", [sys.executable, os.path.join(bench, "app.py"), str(p)]),
+        ("waitress", [os.path.join(venv, "waitress-serve"), f"--listen=127.0.0.1:{p}", "--threads=4", "wsgi_app:app"]),
+        ("gunicorn sync", [os.path.join(venv, "gunicorn"), "-w", "1", "-k", "sync", "-b", f"127.0.0.1:{p}", "wsgi_app:app"]),
+        ("gunicorn gthread", [os.path.join(venv, "gunicorn"), "-w", "1", "-k", "gthread", "--threads", "4", "-b", f"127.0.0.1:{p}", "wsgi_app:app"]),
+        ("uvicorn", [os.path.join(venv, "uvicorn"), "--port", str(p), "--log-level", "warning", "wsgi_app:asgi"]),
+    ]
+
+
+def stall(base):
+    """p50 under keep-alive load: each Python server direct, through forkyard and
+    through nginx."""
+    out = {}
+    for i, (name, argv) in enumerate(stall_servers(base)):
+        bp = base + i * 10
+        argv = [a.replace(str(base), str(bp)) for a in argv]
+        if not os.path.exists(argv[0]):
+            print(f"  stall: {name} is not installed ({argv[0]}); run make bench (it makes target/venv)")
+            continue
+        start(argv, cwd=os.path.join(ROOT, "bench"))
+        wait_http(bp)
+        fy = forkyard(bp + 2, 1, [bp])
+        ng = nginx_proxy(bp + 4, 1, [bp])
+        row = {}
+        for target, url in (("direct", f"http://127.0.0.1:{bp}/"), ("forkyard", f"http://127.0.0.1:{bp + 2}/"),
+                            ("nginx", f"http://127.0.0.1:{bp + 4}/")):
+            subprocess.run(["wrk", "-t1", "-c8", "-d1s", url], capture_output=True)
+            p50s, rpss = [], []
+            for _ in range(3):
+                out_wrk = subprocess.run(["wrk", "-t1", "-c8", f"-d{SECONDS}s", "--latency", url],
+                                         capture_output=True, text=True).stdout
+                m = re.search(r"^\s+50%\s+(\S+)", out_wrk, re.M)
+                r = re.search(r"Requests/sec:\s+([\d.]+)", out_wrk)
+                if m and r:
+                    p50s.append(to_ms(m.group(1)))
+                    rpss.append(float(r.group(1)))
+            row[target] = {"p50": statistics.median(p50s) if p50s else None,
+                           "rps": statistics.median(rpss) if rpss else None}
+            print(f"[stall] {name:16s} {target:8s} p50 {fmt(row[target]['p50'], '.2f')} ms  {fmt(row[target]['rps'], '.0f')} req/s", flush=True)
+        out[name] = row
+        stop_all()
+    return out
+
+
+def open_idle(port_, n):
+    """n keep-alive connections, each after one GET answered; returns the sockets."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port_), timeout=10)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(4096)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
+        while len(body) < length:
+            body += s.recv(4096)
+        socks.append(s)
+    return socks
+
+
+def idle(base):
+    """RSS growth per idle keep-alive connection of each proxy."""
+    b = [base, base + 1]
+    for bp in b:
+        nginx_backend(bp)
+    targets = {
+        "forkyard 1 thread": lambda p: forkyard(p, 1, b),
+        "nginx 1 worker": lambda p: nginx_proxy(p, 1, b),
+        "haproxy 1 thread": lambda p: haproxy(p, 1, b),
+    }
+    out = {}
+    for i, (name, make) in enumerate(targets.items()):
+        lp = base + 10 + i * 5
+        proc = make(lp)
+        # Warm: the first connections also size pools and buffers.
+        warm = open_idle(lp, 50)
+        for s in warm:
+            s.close()
+        time.sleep(1)
+        pids = children(proc.pid)
+        before = rss_kib(pids)
+        socks = open_idle(lp, IDLE_CONNS)
+        time.sleep(2)
+        after = rss_kib(children(proc.pid))
+        for s in socks:
+            s.close()
+        out[name] = {"before_kib": before, "after_kib": after, "per_conn_kib": (after - before) / IDLE_CONNS}
+        print(f"[idle] {name:18s} {before} -> {after} KiB: {(after - before) / IDLE_CONNS:.2f} KiB per connection", flush=True)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+        PROCS.remove(proc)
+    stop_all()
+    return out
+
+
 def fmt(v, spec):
     return "–" if v is None else format(v, spec)
 
@@ -359,6 +490,30 @@ def report(results, load_before, load_after, meta=None):
         "",
     ]
     for scenario, res in results.items():
+        if scenario == "_stall":
+            lines += ["## Python workers that write head and body separately (the delayed-ACK stall)", "",
+                      f"`wrk -t1 -c8 -d{meta['seconds']}s`, keep-alive, median of 3 runs each; one worker process each "
+                      "(bench/app.py for http.server; bench/wsgi_app.py for the others).", "",
+                      "| worker | direct p50 ms | forkyard p50 ms | nginx p50 ms | direct req/s | forkyard req/s | nginx req/s |",
+                      "|---|---:|---:|---:|---:|---:|---:|"]
+            for name, row in res.items():
+                d, f, n = row.get("direct", {}), row.get("forkyard", {}), row.get("nginx", {})
+                lines.append(f"| {name} | {fmt(d.get('p50'), '.2f')} | {fmt(f.get('p50'), '.2f')} | {fmt(n.get('p50'), '.2f')} | "
+                             f"{fmt(d.get('rps'), '.0f')} | {fmt(f.get('rps'), '.0f')} | {fmt(n.get('rps'), '.0f')} |")
+            stalled = [n for n, r in res.items() if (r.get("forkyard", {}).get("p50") or 0) >= 35]
+            lines += ["", f"Target (no 40 ms stall through forkyard): {'met' if not stalled else '**missed** for ' + ', '.join(stalled)}", ""]
+            continue
+        if scenario == "_idle":
+            lines += ["## Idle keep-alive client connections", "",
+                      f"{IDLE_CONNS} client connections, one `GET /` each, then idle; RSS of all the proxy's processes before and after.", "",
+                      "| proxy | RSS before KiB | RSS after KiB | KiB per idle connection |", "|---|---:|---:|---:|"]
+            for name, row in res.items():
+                lines.append(f"| {name} | {row['before_kib']} | {row['after_kib']} | {row['per_conn_kib']:.2f} |")
+            f = res.get("forkyard 1 thread")
+            if f:
+                ok = f["per_conn_kib"] <= 8
+                lines += ["", f"Target (≤ 8 KiB per idle connection): {'met' if ok else '**missed**'} ({f['per_conn_kib']:.2f} KiB)", ""]
+            continue
         lines += [f"## {scenario} backends", "",
                   "| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | proxy RSS MiB |",
                   "|---|---:|---:|---:|---:|---:|"]

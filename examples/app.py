@@ -40,8 +40,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        # Head and body in one send: end_headers() alone would send the head first,
+        # and Nagle's algorithm would then hold the body until the client's ACK
+        # (up to 40 ms with delayed ACKs).
+        self._headers_buffer.append(b"\r\n" + body)
+        self.flush_headers()
 
     def log_message(self, fmt, *args):
         # One line per request on stderr; forkyard labels it with pool and worker.

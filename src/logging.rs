@@ -2,7 +2,7 @@
 //! `log` records are bridged into the same stream.
 //!
 //! Nothing that logs ever writes to stderr itself. Each formatted event goes through
-//! tracing-appender's non-blocking writer: a queue of at most [`QUEUE_LINES`] events
+//! tracing-appender's non-blocking writer: a queue of at most `QUEUE_LINES` events
 //! that one writer thread drains into stderr. When the queue is full (stderr is a
 //! pipe nobody reads) the event is dropped and counted in
 //! `forkyard_log_dropped_total`, as is an event that could not be written (stderr
@@ -10,7 +10,7 @@
 //! supervision: the control runtime that restarts workers also logs their output,
 //! and a blocking write there would stop it.
 //!
-//! The level is a reloadable filter: [`set_level`] changes it while forkyard runs,
+//! The level is a reloadable filter: `set_level` changes it while forkyard runs,
 //! unless `RUST_LOG` chose the filter at start.
 
 use std::io::{IsTerminal, Write};

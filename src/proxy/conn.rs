@@ -72,16 +72,23 @@ pub(crate) async fn serve(
         // Wait for the first byte of the next request (the first request's head
         // deadline runs from the connection's opening).
         let mut deadline = Instant::now() + settings.head.timeout;
-        if leftover.is_empty() && !first {
-            let idle = Duration::from_secs(settings.client.idle_secs);
+        if leftover.is_empty() {
+            // Nothing is allocated for a connection until it sends something.
+            let wait = if first {
+                settings.head.timeout
+            } else {
+                Duration::from_secs(settings.client.idle_secs)
+            };
             let mut stop = shutdown.clone();
             tokio::select! {
                 biased;
-                _ = super::listen::stopped(&mut stop) => return,
+                _ = super::listen::stopped(&mut stop), if !first => return,
                 r = stream.readable() => if r.is_err() { return },
-                _ = tokio::time::sleep(idle) => return,
+                _ = tokio::time::sleep(wait) => return,
             }
-            deadline = Instant::now() + settings.head.timeout;
+            if !first {
+                deadline = Instant::now() + settings.head.timeout;
+            }
         }
         first = false;
         let mut buf = std::mem::take(&mut leftover);

@@ -1,15 +1,27 @@
-//! The front proxy: a Pingora [`ProxyHttp`] that routes each request to a pool and
-//! balances it over that pool's ready workers.
+//! The front proxy: routes each request to a pool and balances it over that pool's
+//! ready workers, on two paths that share every decision.
 //!
-//! - [`front`] guards every client connection (request-head deadline and size)
-//!   below Pingora's parser; the hooks here check framing and body size, pick a
-//!   worker ([`upstreams`], [`selection`]), retry, eject outliers ([`eject`]), set
-//!   `X-Forwarded-*` and `X-Request-Id` ([`headers`]), and record metrics and the
-//!   access log ([`access_log`]) once per request.
+//! - [`listen`]: `proxy.threads` threads, each with its own runtime and
+//!   `SO_REUSEPORT` listening sockets; [`conn`] serves each client connection:
+//!   it reads each request head within its limits and takes the common request
+//!   (HTTP/1.1, an ordinary method, no body or one within `buffer.request`) on
+//!   forkyard's lean path ([`exchange`], with [`request`], [`response`] and
+//!   per-thread upstream keep-alive pools in [`upconn`]).
+//! - Anything else (WebSocket upgrades, large or streamed bodies, HTTP/1.0, a head
+//!   `httparse` refuses) is handed, bytes already read put back, to Pingora's HTTP
+//!   proxy, for the rest of the connection: [`front`] guards its request heads and
+//!   [`ForkyardProxy`] implements Pingora's `ProxyHttp` hooks with the same rules.
+//! - Both paths route with the [`Router`], pick a worker from the pool's
+//!   [`upstreams::Table`] with its algorithm ([`selection`]) and admission
+//!   (`max_in_flight` and the queue), eject outliers ([`eject`]), set
+//!   `X-Forwarded-*`, `X-Request-Id` and `X-Request-Start` ([`headers`]), and
+//!   record metrics and the access log ([`access_log`]) once per request.
 //! - A request that matches no route gets 404; a pool with no ready worker gets 503.
 //! - A connect failure is retried on a worker not yet tried, for any method. A
 //!   connection the worker reset or closed before its answer reached the client is
-//!   retried for idempotent methods. A response in `retry_on` (or a response-head
+//!   retried for idempotent methods; on the lean path a response within
+//!   `buffer.response` is read whole first, so this covers a worker that dies
+//!   between its head and its body. A response in `retry_on` (or a response-head
 //!   timeout with `timeout` in it) is retried only for idempotent methods and only
 //!   while nothing has been sent to the client. At most `retries` extra attempts.
 //! - Every request holds an [`InFlight`] guard, so shutdown can wait for the proxy to

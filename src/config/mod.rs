@@ -530,6 +530,7 @@ routes:
                 listen: "127.0.0.1:9090".parse().unwrap(),
                 token: None,
                 token_file: None,
+                socket: ControlSocket::Default,
             },
             log: LogConfig {
                 level: LogLevel::Info,

@@ -50,10 +50,11 @@
 //! - [`server`]: building and connecting the parts, the control loop, and the
 //!   shutdown order.
 //! - `signals` (the one owner of process signals), `sockets` (the runtime
-//!   directory of `bind: unix` sockets), `security` (start-up warnings),
+//!   directory of `bind: unix` sockets, and the control socket), `security`
+//!   (start-up warnings),
 //!   `sd_notify`, [`logging`], `plan` (`forkyard check`'s output), [`client`] (the
-//!   tiny HTTP client of `forkyard status` and `probe`), `watch` (the config file
-//!   watch), `fault` (test-only fault injection).
+//!   tiny HTTP client of `forkyard status`, `probe` and the control commands),
+//!   `watch` (the config file watch), `fault` (test-only fault injection).
 //!
 //! # Theory of operation
 //!
@@ -144,5 +145,6 @@ pub(crate) mod watch;
 pub use child::main as child_main;
 pub use plan::describe as describe_plan;
 pub use security::warnings as security_warnings;
+pub use sockets::control::{find as find_control_socket, find_any as find_any_control_socket};
 pub use status::table::text as status_table;
 pub use status::StatusReport;

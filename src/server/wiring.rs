@@ -5,7 +5,6 @@ use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use pingora::apps::http_app::HttpServer;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
@@ -14,6 +13,7 @@ use pingora::services::Service as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::admin_listeners;
 use super::RunError;
 use crate::admin::{AdminApp, Readiness};
 use crate::auth::AdminAuth;
@@ -80,6 +80,7 @@ pub(super) struct ProxyParts {
 pub(super) struct Built {
     config: Config,
     admin_listener: TcpListener,
+    control_socket: Option<crate::sockets::control::Bound>,
     inherited_children: Vec<i32>,
     metrics: Arc<Metrics>,
     board: Arc<StatusBoard>,
@@ -102,6 +103,8 @@ pub(super) struct Running {
     pub(super) hooks: HookRunner,
     /// Children forkyard had before it started anything (a wrapper's).
     pub(super) inherited_children: Vec<i32>,
+    /// Removes the control socket's file when forkyard is done.
+    pub(super) _control_socket: Option<crate::sockets::control::Remover>,
 }
 
 /// Every declared hook: `(pool, phase, name)`.
@@ -139,6 +142,7 @@ pub(super) fn build(config: Config) -> Result<Built, RunError> {
         .map(|a| bind("proxy.listen", *a).map(|l| (*a, l)))
         .collect::<Result<Vec<_>, _>>()?;
     let admin_listener = bind("admin.listen", config.admin.listen)?;
+    let control_socket = admin_listeners::bind_control_socket(&config.admin)?;
 
     let pool_names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
     let hook_series = hook_series(&config);
@@ -218,6 +222,7 @@ pub(super) fn build(config: Config) -> Result<Built, RunError> {
     Ok(Built {
         config,
         admin_listener,
+        control_socket,
         inherited_children,
         metrics,
         board,
@@ -242,6 +247,7 @@ impl Built {
         let Built {
             config,
             admin_listener,
+            control_socket,
             inherited_children,
             metrics,
             board,
@@ -264,26 +270,17 @@ impl Built {
 
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let auth = AdminAuth::new(config.admin.token.clone());
-        let mut admin_svc = ListeningService::new(
-            "forkyard admin".to_string(),
-            HttpServer::new_app(AdminApp {
+        let control_socket = admin_listeners::serve(
+            AdminApp {
                 metrics: metrics.clone(),
                 readiness: readiness.clone(),
                 board: board.clone(),
                 commands: commands_tx,
                 auth: auth.clone(),
-            }),
+            },
+            (config.admin.listen, admin_listener),
+            control_socket,
         );
-        let admin_fds =
-            attach_listeners(&mut admin_svc, vec![(config.admin.listen, admin_listener)]);
-        let (_admin_stop_tx, admin_stop_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            // The sender lives in this task: the admin listener serves until exit.
-            let _keep = _admin_stop_tx;
-            admin_svc
-                .start_service(Some(admin_fds), admin_stop_rx, 1)
-                .await;
-        });
 
         tracing::info!(
             event = events::START,
@@ -351,6 +348,7 @@ impl Built {
             proxy,
             hooks,
             inherited_children,
+            _control_socket: control_socket,
         })
     }
 }

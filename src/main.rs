@@ -49,8 +49,8 @@ enum Command {
     },
     /// Validate the config and print the resolved plan, then exit.
     ///
-    /// Warnings (risky settings) go to stderr; with --strict they are errors and
-    /// the exit code is 78.
+    /// Warnings (a pool's program not found, risky settings) go to stderr; with
+    /// --strict they are errors and the exit code is 78.
     Check(CheckArgs),
     /// Print the workers table of a running forkyard (its /status), over the
     /// control socket when it can be found, else the admin listener.
@@ -251,11 +251,20 @@ fn check(args: CheckArgs) -> ExitCode {
     };
     print!("{}", forkyard::describe_plan(&config));
     let as_root = nix::unistd::geteuid().is_root();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
     let file = path.display();
-    let warnings: Vec<String> = forkyard::security_warnings(&config, as_root)
+    let mut warnings: Vec<String> = forkyard::program_findings(&config, as_root)
         .into_iter()
-        .map(|w| w.message)
+        .map(|f| match forkyard::config::value_position(&text, &f.key) {
+            Some((line, column)) => format!("{file}:{line}:{column}: {}: {}", f.key, f.message),
+            None => format!("{file}: {}: {}", f.key, f.message),
+        })
         .collect();
+    warnings.extend(
+        forkyard::security_warnings(&config, as_root)
+            .into_iter()
+            .map(|w| w.message),
+    );
     let label = if args.strict { "error" } else { "warning" };
     for w in &warnings {
         eprintln!("{label}: {w}");

@@ -45,6 +45,7 @@ use serde_yaml::Value;
 
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
+pub use location::value_position;
 pub use model::*;
 pub(crate) use placeholder::Placeholders;
 pub use schema::json_schema;

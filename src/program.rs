@@ -152,6 +152,13 @@ fn worker_path(pool: &PoolConfig, own_path: Option<&str>) -> String {
         .unwrap_or_else(|| DEFAULT_PATH.to_owned())
 }
 
+/// `path` without its `.` components, for messages.
+fn tidy(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| *c != std::path::Component::CurDir)
+        .collect()
+}
+
 /// Every pool whose program would not start, for a forkyard that is root when
 /// `as_root`, run in this process's directory and environment.
 pub fn findings(config: &Config, as_root: bool) -> Vec<Finding> {
@@ -174,20 +181,26 @@ pub fn findings(config: &Config, as_root: bool) -> Vec<Finding> {
                 continue;
             }
         };
-        let cwd = here.join(&pool.cwd);
+        let cwd = tidy(&here.join(&pool.cwd));
         let path_var = worker_path(pool, own_path.as_deref());
         let hint = "(an on_start hook may create it; otherwise every worker exits 127)";
         let message = match resolve(&program, &cwd, &path_var, &account) {
             Outcome::Found => continue,
+            Outcome::NotFound if program.starts_with('/') => {
+                format!("program {program:?} not found {hint}")
+            }
             Outcome::NotFound if program.contains('/') => {
-                format!("program {program:?} not found in {} {hint}", cwd.display())
+                format!(
+                    "program {program:?} not found in the pool's cwd {} {hint}",
+                    cwd.display()
+                )
             }
             Outcome::NotFound => {
                 format!("program {program:?} not found on the workers' PATH {path_var} {hint}")
             }
             Outcome::NotExecutable(file) => format!(
                 "program {program:?} ({}) is not a file executable {}; every worker would exit 126",
-                file.display(),
+                tidy(&file).display(),
                 account.describe()
             ),
         };

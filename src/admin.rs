@@ -1,17 +1,26 @@
-//! The admin listener: `GET /metrics`, `/healthz`, `/readyz`, `/status` (JSON) and
-//! `/` (the same status as an HTML page for people), and `POST /reload`,
+//! The admin app: `GET /metrics`, `/healthz`, `/readyz`, `/status` (JSON) and `/`
+//! (the same status as an HTML page for people), and `POST /reload`,
 //! `POST /pools/<name>/scale?workers=N` and `POST /pools/<name>/restart`. The
 //! POSTs are carried out by the control object (`control`), whose typed replies
 //! are rendered here.
 //!
-//! With `admin.token` (or `admin.token_file`) set, every POST needs
-//! `Authorization: Bearer <token>` and gets 401 with `WWW-Authenticate: Bearer`
-//! without it; the token is compared in constant time. The GET endpoints stay open:
-//! they change nothing, and probes and scrapers must not need a secret.
+//! One app serves two listeners, each with its own rule for the POSTs ([`Access`]):
+//!
+//! - the control socket (`admin.socket`): anyone who can connect, which its file mode
+//!   (0600) limits to forkyard's user and root;
+//! - `admin.listen` (TCP): with `admin.token` (or `admin.token_file`) set, every
+//!   POST needs `Authorization: Bearer <token>` and gets 401 with
+//!   `WWW-Authenticate: Bearer` without it (compared in constant time). Without a
+//!   token, POSTs are answered on a loopback address only, and get 403 elsewhere,
+//!   with a body that says how to enable them.
+//!
+//! The GET endpoints are open on both: they change nothing, and probes and scrapers
+//! must not need a secret.
 //!
 //! It runs on the control runtime, apart from the proxy's threads, so a saturated
 //! proxy does not stop Prometheus or a probe from getting an answer.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -21,7 +30,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::AdminAuth;
+use crate::auth::{AdminAuth, Verdict};
 use crate::control::{Command, ReloadResult};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
@@ -206,25 +215,85 @@ impl AdminApp {
     }
 }
 
+/// Who may use the POST endpoints on one listener of the admin app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// The control socket: its file mode decided who could connect; no token.
+    Socket,
+    /// `admin.listen` at this address: with a token set, requests that carry it;
+    /// without one, anyone on a loopback address and no one elsewhere.
+    Tcp(SocketAddr),
+}
+
+/// What becomes of a request that would change something.
+#[derive(Debug, PartialEq, Eq)]
+enum Gate {
+    Pass,
+    /// A token is set and the request does not carry it: 401.
+    Unauthorized,
+    /// No token, and a listener other machines can reach: 403.
+    Closed(SocketAddr),
+}
+
+fn gate(access: Access, verdict: Verdict) -> Gate {
+    match (access, verdict) {
+        (Access::Socket, _) | (_, Verdict::Valid) => Gate::Pass,
+        (Access::Tcp(_), Verdict::Wrong) => Gate::Unauthorized,
+        (Access::Tcp(addr), Verdict::NoToken) if addr.ip().is_loopback() => Gate::Pass,
+        (Access::Tcp(addr), Verdict::NoToken) => Gate::Closed(addr),
+    }
+}
+
+/// The admin app on one listener, with that listener's rule for the POSTs.
+pub(crate) struct AdminListener {
+    pub(crate) app: Arc<AdminApp>,
+    pub(crate) access: Access,
+}
+
 #[async_trait]
-impl ServeHttp for AdminApp {
+impl ServeHttp for AdminListener {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        self.app.serve(session, self.access).await
+    }
+}
+
+fn unauthorized() -> Response<Vec<u8>> {
+    let mut response = text(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong bearer token: send Authorization: Bearer <admin.token>\n".into(),
+    );
+    response.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer realm=\"forkyard admin\""),
+    );
+    response
+}
+
+fn closed(addr: SocketAddr) -> Response<Vec<u8>> {
+    text(
+        StatusCode::FORBIDDEN,
+        format!(
+            "POST is closed on admin.listen {addr}: it is not a loopback address and no admin.token is set.\n\
+             To change what runs, either\n\
+             - run `forkyard reload`, `forkyard scale POOL N` or `forkyard restart POOL` where forkyard runs \
+             (they use its control socket, admin.socket), or\n\
+             - set admin.token or admin.token_file and send Authorization: Bearer <token>.\n"
+        ),
+    )
+}
+
+impl AdminApp {
+    async fn serve(&self, session: &mut ServerSession, access: Access) -> Response<Vec<u8>> {
         let req = session.req_header();
-        if req.method != Method::GET
-            && req.method != Method::HEAD
-            && !self
+        if req.method != Method::GET && req.method != Method::HEAD {
+            let verdict = self
                 .auth
-                .allows(req.headers.get(http::header::AUTHORIZATION))
-        {
-            let mut response = text(
-                StatusCode::UNAUTHORIZED,
-                "missing or wrong bearer token: send Authorization: Bearer <admin.token>\n".into(),
-            );
-            response.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer realm=\"forkyard admin\""),
-            );
-            return response;
+                .verdict(req.headers.get(http::header::AUTHORIZATION));
+            match gate(access, verdict) {
+                Gate::Pass => {}
+                Gate::Unauthorized => return unauthorized(),
+                Gate::Closed(addr) => return closed(addr),
+            }
         }
         if req.method == Method::POST {
             let (path, query) = (
@@ -297,4 +366,31 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
         .header("cache-control", "no-store")
         .body(body)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_post_on_each_listener() {
+        let public: SocketAddr = "0.0.0.0:9090".parse().unwrap();
+        let v6: SocketAddr = "[::]:9090".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:9090".parse().unwrap();
+        let local6: SocketAddr = "[::1]:9090".parse().unwrap();
+        for verdict in [Verdict::NoToken, Verdict::Valid, Verdict::Wrong] {
+            assert_eq!(gate(Access::Socket, verdict), Gate::Pass, "{verdict:?}");
+        }
+        for addr in [public, v6, local, local6] {
+            assert_eq!(gate(Access::Tcp(addr), Verdict::Valid), Gate::Pass);
+            assert_eq!(gate(Access::Tcp(addr), Verdict::Wrong), Gate::Unauthorized);
+        }
+        assert_eq!(gate(Access::Tcp(local), Verdict::NoToken), Gate::Pass);
+        assert_eq!(gate(Access::Tcp(local6), Verdict::NoToken), Gate::Pass);
+        assert_eq!(
+            gate(Access::Tcp(public), Verdict::NoToken),
+            Gate::Closed(public)
+        );
+        assert_eq!(gate(Access::Tcp(v6), Verdict::NoToken), Gate::Closed(v6));
+    }
 }

@@ -1,10 +1,31 @@
-//! A tiny blocking HTTP/1.1 client for `forkyard status` and `forkyard probe`: one
-//! `GET` over a fresh connection, bounded in time. It exists so that a container
-//! image needs no curl or wget for its HEALTHCHECK.
+//! A tiny blocking HTTP/1.1 client for `forkyard status`, `probe` and the control
+//! commands (`reload`, `scale`, `restart`): one request over a fresh connection,
+//! over TCP or forkyard's control socket, bounded in time. It exists so that a
+//! container image needs no curl or wget for its HEALTHCHECK.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `host:port`.
+    Tcp(String),
+    /// A unix socket: forkyard's control socket.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(addr) => f.write_str(addr),
+            Target::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -65,41 +86,91 @@ pub fn split_url(url: &str) -> Result<(String, String), ClientError> {
 /// `GET url`, all of it within `timeout`.
 pub fn get(url: &str, timeout: Duration) -> Result<Response, ClientError> {
     let (addr, path) = split_url(url)?;
+    request(&Target::Tcp(addr), "GET", &path, timeout)
+}
+
+/// One request with an empty body to `target`, all of it within `timeout`.
+pub fn request(
+    target: &Target,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
     let deadline = Instant::now() + timeout;
-    let resolve = |source| ClientError::Resolve {
-        addr: addr.clone(),
-        source,
-    };
-    let target = addr
-        .to_socket_addrs()
-        .map_err(resolve)?
-        .next()
-        .ok_or_else(|| resolve(std::io::ErrorKind::NotFound.into()))?;
+    let addr = target.to_string();
     let connect = |source| ClientError::Connect {
         addr: addr.clone(),
         source,
     };
-    let mut stream = TcpStream::connect_timeout(&target, timeout).map_err(connect)?;
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .max(Duration::from_millis(1));
-    stream.set_read_timeout(Some(left)).map_err(connect)?;
-    stream.set_write_timeout(Some(left)).map_err(connect)?;
-    let host = addr.trim_end_matches(":80");
+    let left = || {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    };
+    let raw = match target {
+        Target::Tcp(authority) => {
+            let resolve = |source| ClientError::Resolve {
+                addr: authority.clone(),
+                source,
+            };
+            let to = authority
+                .to_socket_addrs()
+                .map_err(resolve)?
+                .next()
+                .ok_or_else(|| resolve(std::io::ErrorKind::NotFound.into()))?;
+            let stream = TcpStream::connect_timeout(&to, timeout).map_err(connect)?;
+            stream.set_read_timeout(Some(left())).map_err(connect)?;
+            stream.set_write_timeout(Some(left())).map_err(connect)?;
+            exchange(
+                stream,
+                authority.trim_end_matches(":80"),
+                method,
+                path,
+                &addr,
+            )?
+        }
+        Target::Unix(socket) => {
+            let stream = UnixStream::connect(socket).map_err(connect)?;
+            stream.set_read_timeout(Some(left())).map_err(connect)?;
+            stream.set_write_timeout(Some(left())).map_err(connect)?;
+            exchange(stream, "localhost", method, path, &addr)?
+        }
+    };
+    parse(&raw).ok_or(ClientError::NotHttp { addr })
+}
+
+/// Send the request on `stream` and read the whole answer.
+fn exchange(
+    mut stream: impl Read + Write,
+    host: &str,
+    method: &str,
+    path: &str,
+    addr: &str,
+) -> Result<Vec<u8>, ClientError> {
+    let body_length = if method == "GET" || method == "HEAD" {
+        ""
+    } else {
+        "Content-Length: 0\r\n"
+    };
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: forkyard/{}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: forkyard/{}\r\nConnection: close\r\n{body_length}\r\n",
         env!("CARGO_PKG_VERSION")
     );
-    stream.write_all(request.as_bytes()).map_err(connect)?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|source| ClientError::Connect {
+            addr: addr.to_owned(),
+            source,
+        })?;
     let mut raw = Vec::new();
     stream
         .take(16 * 1024 * 1024)
         .read_to_end(&mut raw)
         .map_err(|source| ClientError::Read {
-            addr: addr.clone(),
+            addr: addr.to_owned(),
             source,
         })?;
-    parse(&raw).ok_or(ClientError::NotHttp { addr })
+    Ok(raw)
 }
 
 fn parse(raw: &[u8]) -> Option<Response> {

@@ -14,7 +14,7 @@ pub(crate) const START: &str = "start";
 /// lost; see docs/reliability.md. Fields: `thread`, `location`.
 pub(crate) const PANIC: &str = "panic";
 /// A risky setting was found at start-up (see `security`). Fields: `check`
-/// (`admin_open`, `workers_as_root`, `file_permissions`).
+/// (`workers_as_root`, `file_permissions`).
 pub(crate) const SECURITY_WARNING: &str = "security_warning";
 /// A worker process was spawned. Fields: `pool`, `worker`, `pid`, `port`.
 pub(crate) const SPAWN: &str = "spawn";

@@ -19,7 +19,9 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["sockets"],
     &["config"],
-    &["fault", "logging", "security", "plan", "slot", "process"],
+    &[
+        "fault", "logging", "security", "plan", "program", "slot", "process",
+    ],
     &["hooks"],
     &["child", "status"],
     &["metrics"],

@@ -16,7 +16,7 @@
 //!  metrics
 //!  child · status                           `forkyard __child`; the status board
 //!  hooks                                    the hook runner (both sides of the fork)
-//!  fault · logging · security · plan · slot · process
+//!  fault · logging · security · plan · program · slot · process
 //!  config
 //!  sockets
 //!  account · events · signals · probe · client · watch · sd_notify
@@ -50,9 +50,11 @@
 //! - [`server`]: building and connecting the parts, the control loop, and the
 //!   shutdown order.
 //! - `signals` (the one owner of process signals), `sockets` (the runtime
-//!   directory of `bind: unix` sockets), `security` (start-up warnings),
-//!   `sd_notify`, [`logging`], `plan` (`forkyard check`'s output), [`client`] (the
-//!   tiny HTTP client of `forkyard status` and `probe`), `watch` (the config file
+//!   directory of `bind: unix` sockets, and the control socket), `security`
+//!   (start-up warnings),
+//!   `sd_notify`, [`logging`], `plan` (`forkyard check`'s output), `program`
+//!   (`check`'s look for each pool's program), [`client`] (the tiny HTTP client of
+//!   `forkyard status`, `probe` and the control commands), `watch` (the config file
 //!   watch), `fault` (test-only fault injection).
 //!
 //! # Theory of operation
@@ -127,6 +129,7 @@ pub(crate) mod plan;
 pub(crate) mod pool;
 pub(crate) mod probe;
 pub(crate) mod process;
+pub(crate) mod program;
 pub(crate) mod proxy;
 pub(crate) mod record;
 pub(crate) mod sd_notify;
@@ -143,6 +146,8 @@ pub(crate) mod watch;
 // `client`.
 pub use child::main as child_main;
 pub use plan::describe as describe_plan;
+pub use program::{findings as program_findings, Finding as ProgramFinding};
 pub use security::warnings as security_warnings;
+pub use sockets::control::{find as find_control_socket, find_any as find_any_control_socket};
 pub use status::table::text as status_table;
 pub use status::StatusReport;

@@ -1,14 +1,17 @@
 //! The `forkyard` command: parse the CLI, load the config, run, map errors to exit
 //! codes (78 for a bad config, 1 for any other start-up failure, 0 after a clean
 //! shutdown; the full table is in README.md, "Exit codes"). Also the small client
-//! commands: `status`, `probe` and `schema`.
+//! commands: `status`, `probe`, `schema`, and `reload`, `scale` and `restart`,
+//! which use the control socket.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use forkyard::client::{self, Target};
+use forkyard::config::{Config, ControlSocket};
 
 /// mimalloc instead of glibc's malloc: Pingora allocates and frees many small
 /// buffers per request, and this cut the proxy's CPU per request (see
@@ -45,12 +48,47 @@ enum Command {
         watch: bool,
     },
     /// Validate the config and print the resolved plan, then exit.
-    Check(ConfigArg),
-    /// Print the workers table of a running forkyard (from its admin /status).
+    ///
+    /// Warnings (a pool's program not found, risky settings) go to stderr; with
+    /// --strict they are errors and the exit code is 78.
+    Check(CheckArgs),
+    /// Print the workers table of a running forkyard (its /status), over the
+    /// control socket when it can be found, else the admin listener.
     ///
     /// Exits 0 when forkyard is ready, 3 when it answers but is not ready, 1 when
     /// it cannot be reached.
     Status(StatusArgs),
+    /// Make a running forkyard re-read its config file and apply it (as SIGHUP
+    /// does), over its control socket; prints what changed.
+    ///
+    /// Exits 0 when applied, 1 otherwise (rolled back, invalid file, a key that
+    /// needs a restart, or forkyard not reached).
+    Reload(ControlArgs),
+    /// Run WORKERS workers in POOL, over the control socket.
+    ///
+    /// Exits 0 when done, 1 otherwise (unknown pool, outside its port range,
+    /// forkyard not reached).
+    Scale {
+        /// The pool's name.
+        #[arg(value_parser = pool_name)]
+        pool: String,
+        /// The number of workers to run.
+        workers: usize,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Replace every worker of POOL, one at a time, each new one ready before the
+    /// old one stops, over the control socket.
+    ///
+    /// Exits 0 when every worker was replaced, 1 otherwise (rolled back, unknown
+    /// pool, forkyard not reached).
+    Restart {
+        /// The pool's name.
+        #[arg(value_parser = pool_name)]
+        pool: String,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
     /// GET a URL and exit 0 on a 2xx answer, 1 otherwise (for container
     /// HEALTHCHECKs in images without curl).
     Probe(ProbeArgs),
@@ -60,11 +98,16 @@ enum Command {
 
 #[derive(clap::Args)]
 struct StatusArgs {
-    /// The admin address (IP:port). Default: `admin.listen` of the config file if
-    /// it loads, else 127.0.0.1:9090.
+    /// The admin address (IP:port), asked instead of the control socket. Default:
+    /// `admin.listen` of the config file if it loads, else 127.0.0.1:9090, when the
+    /// control socket cannot be reached.
     #[arg(long, env = "FORKYARD_ADMIN")]
     admin: Option<String>,
-    /// The config file that names the admin address when --admin is not given.
+    /// The control socket (no fallback to the admin address when given). Default:
+    /// as for `forkyard reload`.
+    #[arg(long, env = "FORKYARD_SOCKET")]
+    socket: Option<PathBuf>,
+    /// The config file that names the control socket and the admin address.
     #[arg(short, long, env = "FORKYARD_CONFIG", default_value = "config.yaml")]
     config: PathBuf,
     /// Print the raw /status JSON instead of the table.
@@ -88,6 +131,46 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Treat warnings as errors: exit 78 when there is any (for CI).
+    #[arg(long)]
+    strict: bool,
+}
+
+/// Where the control commands find forkyard.
+#[derive(clap::Args)]
+struct ControlArgs {
+    /// The control socket. Default: `admin.socket` of the config file, or the
+    /// default socket of its admin port (`forkyard-<port>.sock` in
+    /// $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/forkyard, /run/forkyard or
+    /// /tmp/forkyard-<uid>); without a config, the only such socket there is.
+    #[arg(long, env = "FORKYARD_SOCKET")]
+    socket: Option<PathBuf>,
+    /// The config file that says where the control socket is.
+    #[arg(short, long, env = "FORKYARD_CONFIG", default_value = "config.yaml")]
+    config: PathBuf,
+    /// Give up waiting for the answer after this long (a reload or restart waits
+    /// for each new worker to be ready), e.g. "90s".
+    #[arg(long, default_value = "10m", value_parser = forkyard::config::parse_duration)]
+    timeout: Duration,
+}
+
+/// A pool name as config.yaml allows it (`[a-z0-9_-]+`).
+fn pool_name(name: &str) -> Result<String, String> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err("a pool name is lower-case letters, digits, '_' and '-'".to_owned())
+    }
+}
+
 fn main() -> ExitCode {
     // Each worker process starts here first (see `process::child`); keep it before
     // any other work so the fresh image stays minimal.
@@ -97,6 +180,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Status(args) => status(args),
+        Command::Reload(args) => control("reload", args, "/reload"),
+        Command::Scale {
+            pool,
+            workers,
+            control: args,
+        } => control(
+            "scale",
+            args,
+            &format!("/pools/{pool}/scale?workers={workers}"),
+        ),
+        Command::Restart {
+            pool,
+            control: args,
+        } => control("restart", args, &format!("/pools/{pool}/restart")),
         Command::Probe(args) => probe(args),
         Command::Schema => {
             let mut out = std::io::stdout().lock();
@@ -105,25 +202,7 @@ fn main() -> ExitCode {
                 Err(_) => ExitCode::FAILURE,
             }
         }
-        Command::Check(arg) => match forkyard::config::load(&arg.config) {
-            Ok(config) => {
-                print!("{}", forkyard::describe_plan(&config));
-                let as_root = nix::unistd::geteuid().is_root();
-                for w in forkyard::security_warnings(&config, as_root) {
-                    eprintln!("warning: {}", w.message);
-                }
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!(
-                    "forkyard: {} problem(s) in {}",
-                    errors.0.len(),
-                    arg.config.display()
-                );
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
+        Command::Check(args) => check(args),
         Command::Run { config: arg, watch } => {
             let config = match forkyard::config::load(&arg.config) {
                 Ok(c) => c,
@@ -155,43 +234,178 @@ fn main() -> ExitCode {
     }
 }
 
+/// `forkyard check`: the plan on stdout, then warnings (errors with `--strict`).
+fn check(args: CheckArgs) -> ExitCode {
+    let path = &args.config.config;
+    let config = match forkyard::config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "forkyard: {} problem(s) in {}",
+                errors.0.len(),
+                path.display()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    print!("{}", forkyard::describe_plan(&config));
+    let as_root = nix::unistd::geteuid().is_root();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let file = path.display();
+    let mut warnings: Vec<String> = forkyard::program_findings(&config, as_root)
+        .into_iter()
+        .map(|f| match forkyard::config::value_position(&text, &f.key) {
+            Some((line, column)) => format!("{file}:{line}:{column}: {}: {}", f.key, f.message),
+            None => format!("{file}: {}: {}", f.key, f.message),
+        })
+        .collect();
+    warnings.extend(
+        forkyard::security_warnings(&config, as_root)
+            .into_iter()
+            .map(|w| w.message),
+    );
+    let label = if args.strict { "error" } else { "warning" };
+    for w in &warnings {
+        eprintln!("{label}: {w}");
+    }
+    if args.strict && !warnings.is_empty() {
+        eprintln!(
+            "forkyard: {} warning(s) in {file}, which --strict makes errors",
+            warnings.len()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    ExitCode::SUCCESS
+}
+
+/// The config file, when it loads (the commands that only read where forkyard
+/// listens do not mind a config they cannot load).
+fn config_if_valid(path: &Path) -> Option<Config> {
+    forkyard::config::load(path).ok()
+}
+
+/// The control socket: `--socket`, else the config's `admin.socket` (or the
+/// default socket of its admin port), else the only forkyard socket there is.
+fn control_socket(socket: Option<PathBuf>, config: &Path) -> Result<PathBuf, String> {
+    if let Some(path) = socket {
+        return Ok(path);
+    }
+    match config_if_valid(config) {
+        Some(c) => match c.admin.socket {
+            ControlSocket::Off => Err(format!(
+                "{} sets admin.socket: false, so forkyard has no control socket",
+                config.display()
+            )),
+            ControlSocket::Path(path) => Ok(path),
+            ControlSocket::Default => forkyard::find_control_socket(c.admin.listen.port()),
+        },
+        None => forkyard::find_any_control_socket()
+            .map_err(|e| format!("{e} (and {} did not load)", config.display())),
+    }
+}
+
+/// `forkyard reload`, `scale` and `restart`: one POST over the control socket.
+fn control(what: &str, args: ControlArgs, path: &str) -> ExitCode {
+    let socket = match control_socket(args.socket, &args.config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "forkyard {what}: {e}; is forkyard running? (name its socket with --socket PATH, or its config with -c)"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match client::request(&Target::Unix(socket), "POST", path, args.timeout) {
+        Ok(r) if (200..300).contains(&r.status) => {
+            print!("{}", r.body);
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprint!(
+                "forkyard {what}: {} ({}): {}",
+                r.status,
+                reason(r.status),
+                r.body
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("forkyard {what}: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A word on what a control command's error status means.
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "bad request",
+        404 => "not found",
+        409 => "rolled back",
+        422 => "not applied",
+        503 => "unavailable",
+        _ => "error",
+    }
+}
+
 fn status(args: StatusArgs) -> ExitCode {
+    if args.admin.is_none() {
+        let named = args.socket.is_some();
+        if let Ok(socket) = control_socket(args.socket.clone(), &args.config) {
+            let target = Target::Unix(socket);
+            match client::request(&target, "GET", "/status", Duration::from_secs(5)) {
+                Ok(r) => return show_status(&target, r, args.json),
+                Err(e) if named => {
+                    eprintln!("forkyard status: {}", error_chain(&e));
+                    return ExitCode::FAILURE;
+                }
+                // Not reachable (another user's socket, a stale one): ask TCP.
+                Err(_) => {}
+            }
+        }
+    }
     let admin = args
         .admin
-        .unwrap_or_else(|| match forkyard::config::load(&args.config) {
-            Ok(c) => {
+        .unwrap_or_else(|| match config_if_valid(&args.config) {
+            Some(c) => {
                 let mut addr = c.admin.listen;
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
                 addr.to_string()
             }
-            Err(_) => DEFAULT_ADMIN.to_owned(),
+            None => DEFAULT_ADMIN.to_owned(),
         });
-    let url = format!("http://{admin}/status");
-    let response = match forkyard::client::get(&url, Duration::from_secs(5)) {
-        Ok(r) if r.status == 200 => r,
-        Ok(r) => {
-            eprintln!(
-                "forkyard status: {url} answered {}: {}",
-                r.status,
-                r.body.trim()
-            );
-            return ExitCode::FAILURE;
-        }
+    let target = Target::Tcp(admin.clone());
+    match client::request(&target, "GET", "/status", Duration::from_secs(5)) {
+        Ok(r) => show_status(&target, r, args.json),
         Err(e) => {
             eprintln!("forkyard status: {}; is forkyard running with admin.listen {admin}? (use --admin ADDR)", error_chain(&e));
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
+    }
+}
+
+/// Print a `/status` answer from `target` as the table (or JSON), and exit as
+/// `forkyard status` does.
+fn show_status(target: &Target, response: client::Response, json: bool) -> ExitCode {
+    if response.status != 200 {
+        eprintln!(
+            "forkyard status: {target} answered {}: {}",
+            response.status,
+            response.body.trim()
+        );
+        return ExitCode::FAILURE;
+    }
     let report: forkyard::StatusReport = match serde_json::from_str(&response.body) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("forkyard status: {url} did not answer a status document: {e}");
+            eprintln!("forkyard status: {target} did not answer a status document: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if args.json {
+    if json {
         print!("{}", response.body);
     } else {
         print!("{}", forkyard::status_table(&report));

@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use crate::config::{shown, Config, Hook, HookAction, LogFormat, Phase, ReadyProbe, REDACTED};
+use crate::config::{
+    shown, Config, ControlSocket, Hook, HookAction, LogFormat, Phase, ReadyProbe, REDACTED,
+};
 
 /// One line per hook: phase, name, action, timeout, failure policy.
 fn describe_hooks(out: &mut String, indent: &str, phase: Phase, hooks: &[Hook]) {
@@ -44,15 +46,31 @@ pub fn describe(config: &Config) -> String {
             "s"
         }
     );
-    let auth = match (&config.admin.token, &config.admin.token_file) {
-        (None, _) => "open to anyone who reaches the address".to_string(),
+    let admin = &config.admin;
+    let auth = match (&admin.token, &admin.token_file) {
+        (None, _) if admin.listen.ip().is_loopback() => {
+            "no token, open to local processes (a loopback address)".to_string()
+        }
+        (None, _) => "closed (403): not a loopback address and no admin.token".to_string(),
         (Some(_), Some(file)) => format!("bearer token from {}", file.display()),
         (Some(_), None) => format!("bearer token {REDACTED}"),
     };
     let _ = writeln!(
         out,
-        "admin: listen {} (/ /status /metrics /healthz /readyz; POST /reload, /pools/<name>/scale: {auth})",
-        config.admin.listen
+        "admin: listen {} (/ /status /metrics /healthz /readyz; POST /reload, /pools/<name>/scale, /pools/<name>/restart: {auth})",
+        admin.listen
+    );
+    let socket = match &admin.socket {
+        ControlSocket::Off => "off (admin.socket: false)".to_string(),
+        ControlSocket::Path(path) => format!("{} (mode 0600)", path.display()),
+        ControlSocket::Default => format!(
+            "{} (mode 0600; the default for this user and environment)",
+            crate::sockets::control::default_path(admin.listen.port()).display()
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "control socket: {socket}: every endpoint, POSTs without a token, for forkyard's user and root (forkyard reload, scale, restart, status)"
     );
     let _ = writeln!(
         out,

@@ -9,6 +9,8 @@
 //! Stale socket files (a worker killed with SIGKILL leaves its socket behind) are
 //! removed before a slot's worker starts — only if they are sockets: anything else
 //! at that path is an error, never deleted.
+//!
+//! `control`: forkyard's own control socket, which the `forkyard` commands find.
 
 use std::fs::{self, DirBuilder};
 use std::io;
@@ -17,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::account;
+
+pub(crate) mod control;
 
 /// This process's runtime directory for worker sockets (not created yet), and
 /// whether it is systemd's (`$RUNTIME_DIRECTORY`) rather than forkyard's own.
@@ -83,7 +87,7 @@ fn private_dir(dir: &Path, mode: u32, tighten: bool) -> io::Result<()> {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(
-                "{} exists but is not a directory owned by uid {euid}; refusing to put worker sockets there",
+                "{} exists but is not a directory owned by uid {euid}; refusing to put sockets there",
                 dir.display()
             ),
         ));

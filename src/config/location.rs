@@ -99,6 +99,23 @@ impl fmt::Display for KeyPath {
     }
 }
 
+/// The line and column of the value at `path` (as displayed, e.g.
+/// `pools.web.command[0]`) in config text, for messages about a valid config.
+pub fn value_position(text: &str, path: &str) -> Option<(usize, usize)> {
+    let mut key = KeyPath::root();
+    for part in path.split('.') {
+        let (name, indexes) = part.split_once('[').unwrap_or((part, ""));
+        key = key.key(name);
+        for index in indexes.split('[') {
+            if let Some(n) = index.strip_suffix(']') {
+                key = key.index(n.parse().ok()?);
+            }
+        }
+    }
+    let mark = LocationIndex::build(text).locate(&key, false)?;
+    Some((mark.line, mark.column))
+}
+
 /// The text a scalar map key is addressed by in a key path.
 pub(super) fn key_text(key: &Value) -> Option<String> {
     match key {
@@ -371,6 +388,13 @@ pools:
 routes:
   - {host: a.com, pool: web}
 ";
+
+    #[test]
+    fn value_positions_by_displayed_path() {
+        assert_eq!(value_position(TEXT, "pools.web.command[0]"), Some((6, 9)));
+        assert_eq!(value_position(TEXT, "proxy.listen[1]"), Some((2, 26)));
+        assert_eq!(value_position(TEXT, "pools.web.ports"), Some((8, 12)));
+    }
 
     #[test]
     fn paths_render_like_serde_path_to_error() {

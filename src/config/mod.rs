@@ -45,6 +45,7 @@ use serde_yaml::Value;
 
 pub use duration::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
+pub use location::value_position;
 pub use model::*;
 pub(crate) use placeholder::Placeholders;
 pub use schema::json_schema;
@@ -530,6 +531,7 @@ routes:
                 listen: "127.0.0.1:9090".parse().unwrap(),
                 token: None,
                 token_file: None,
+                socket: ControlSocket::Default,
             },
             log: LogConfig {
                 level: LogLevel::Info,

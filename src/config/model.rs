@@ -68,6 +68,21 @@ pub struct AdminConfig {
     pub token: Option<Secret>,
     /// Where the token was read from, when it came from `admin.token_file`.
     pub token_file: Option<PathBuf>,
+    /// The control socket (`admin.socket`). Default: [`ControlSocket::Default`].
+    pub socket: ControlSocket,
+}
+
+/// `admin.socket`: the unix socket that carries the control endpoints for local
+/// users (`forkyard reload`, `scale`, `restart`, `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlSocket {
+    /// `forkyard-<admin port>.sock` in the first usable runtime directory (see
+    /// `sockets::control`).
+    Default,
+    /// An absolute path.
+    Path(PathBuf),
+    /// `admin.socket: false`: no control socket.
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

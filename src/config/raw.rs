@@ -83,14 +83,22 @@ pub(super) struct RawAdmin {
     /// One `IP:port`. Default `"127.0.0.1:9090"`.
     #[schemars(with = "Option<super::schema::Address>")]
     pub listen: Option<Scalar>,
-    /// Bearer token required by `POST /reload` and `POST /pools/<name>/scale`: at
-    /// least 16 visible ASCII characters, e.g. `"${FORKYARD_ADMIN_TOKEN}"`. Not with
-    /// `token_file`. Default: none (the POST endpoints are open to whoever reaches
-    /// the admin address).
+    /// Bearer token required by the POST endpoints (`/reload`,
+    /// `/pools/<name>/scale`, `/pools/<name>/restart`) on `listen`: at least 16
+    /// visible ASCII characters, e.g. `"${FORKYARD_ADMIN_TOKEN}"`. Not with
+    /// `token_file`. Default: none (then the POST endpoints answer on a loopback
+    /// `listen` only, and 403 elsewhere).
     pub token: Option<String>,
     /// A file holding the bearer token (surrounding whitespace is trimmed), read at
     /// start-up and at each reload. Not with `token`. Default: none.
     pub token_file: Option<String>,
+    /// The control socket: an absolute path, or `false` for none. It carries the
+    /// same endpoints as `listen`, POSTs included, without a token; its mode is 0600.
+    /// Default: `forkyard-<admin port>.sock` in `$RUNTIME_DIRECTORY`,
+    /// `$XDG_RUNTIME_DIR/forkyard`, `/run/forkyard` or `/tmp/forkyard-<uid>`,
+    /// whichever is usable first.
+    #[schemars(with = "Option<super::schema::SocketPath>")]
+    pub socket: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]

@@ -74,6 +74,13 @@ formats! {
     BindMode => or_interpolated(json!({ "enum": ["port", "inherit", "unix"] }));
     /// `IP:port`.
     Address => address();
+    /// `admin.socket`: an absolute path, or `false`.
+    SocketPath => or_interpolated(json!({
+        "anyOf": [
+            { "type": "string", "pattern": "^/", "examples": ["/run/forkyard/forkyard.sock"] },
+            { "type": "boolean" }
+        ]
+    }));
     LogLevel => or_interpolated(json!({ "enum": ["error", "warn", "info", "debug", "trace"] }));
     LogFormat => or_interpolated(json!({ "enum": ["text", "json"] }));
     /// `"START-END"` or one port.

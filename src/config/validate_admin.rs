@@ -1,6 +1,7 @@
-//! Validation of `admin:`: the listen address and the bearer token of the POST
+//! Validation of `admin:`: the listen address, the bearer token of the POST
 //! endpoints (`token`, or `token_file`, which is read here, so a missing or empty
-//! file is a config error with its location, at start-up and at reload alike).
+//! file is a config error with its location, at start-up and at reload alike), and
+//! the control socket.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LO
 /// Shorter tokens are guessable; 16 characters of `openssl rand -hex` are 64 bits.
 const MIN_TOKEN_LEN: usize = 16;
 const TOKEN_HINT: &str = "e.g. the output of `openssl rand -hex 32`";
+/// `sun_path` holds 108 bytes, the last one a NUL.
+const MAX_SOCKET_PATH: usize = 107;
 
 impl Checker<'_> {
     pub(super) fn admin(
@@ -28,10 +31,12 @@ impl Checker<'_> {
             Some(scalar) => self.address(&scalar, &listen_path),
         };
         let (token, token_file) = self.admin_token(raw.token, raw.token_file, path);
+        let socket = self.control_socket(raw.socket, &path.key("socket"));
         let config = AdminConfig {
             listen: addr.unwrap_or(DEFAULT_ADMIN_LISTEN),
             token,
             token_file,
+            socket,
         };
         let listener = addr.map(|addr| Listener {
             path: listen_path,
@@ -83,6 +88,36 @@ impl Checker<'_> {
                 }
             }
         }
+    }
+
+    /// `admin.socket`: `false`, `true` (the default place) or an absolute path that
+    /// fits in a socket address.
+    fn control_socket(&mut self, raw: Option<Scalar>, path: &KeyPath) -> ControlSocket {
+        let Some(scalar) = raw else {
+            return ControlSocket::Default;
+        };
+        let text = self.text(&scalar, path);
+        match (scalar.typed, text.as_str()) {
+            (true, "false") => return ControlSocket::Off,
+            (true, "true") => return ControlSocket::Default,
+            _ => {}
+        }
+        let hint = r#"expected an absolute path such as "/run/forkyard/forkyard.sock", or false for no control socket"#;
+        if scalar.typed || !text.starts_with('/') || text.ends_with('/') {
+            self.error(path, format!("invalid socket path {text:?} ({hint})"));
+            return ControlSocket::Default;
+        }
+        if text.len() > MAX_SOCKET_PATH {
+            self.error(
+                path,
+                format!(
+                    "socket path {text:?} is {} bytes; a unix socket path has at most {MAX_SOCKET_PATH}",
+                    text.len()
+                ),
+            );
+            return ControlSocket::Default;
+        }
+        ControlSocket::Path(PathBuf::from(text))
     }
 
     /// Whether `token` is usable in an `Authorization` header and long enough. The
@@ -163,6 +198,43 @@ mod tests {
         assert_eq!(
             load("  token: \"0123456789abcdef\"\n  token_file: /x\n").unwrap_err(),
             "config.yaml:3:15: admin.token_file: set admin.token or admin.token_file, not both"
+        );
+    }
+
+    #[test]
+    fn control_socket_is_a_path_false_or_the_default() {
+        use crate::config::ControlSocket;
+        assert_eq!(
+            load("  listen: 127.0.0.1:9090\n").unwrap().admin.socket,
+            ControlSocket::Default
+        );
+        assert_eq!(
+            load("  socket: false\n").unwrap().admin.socket,
+            ControlSocket::Off
+        );
+        assert_eq!(
+            load("  socket: true\n").unwrap().admin.socket,
+            ControlSocket::Default
+        );
+        assert_eq!(
+            load("  socket: /run/app/forkyard.sock\n")
+                .unwrap()
+                .admin
+                .socket,
+            ControlSocket::Path("/run/app/forkyard.sock".into())
+        );
+        assert_eq!(
+            load("  socket: run/forkyard.sock\n").unwrap_err(),
+            r#"config.yaml:2:11: admin.socket: invalid socket path "run/forkyard.sock" (expected an absolute path such as "/run/forkyard/forkyard.sock", or false for no control socket)"#
+        );
+        assert!(load("  socket: 0\n")
+            .unwrap_err()
+            .contains("invalid socket path \"0\""));
+        let long = format!("/{}", "x".repeat(107));
+        let e = load(&format!("  socket: {long}\n")).unwrap_err();
+        assert!(
+            e.ends_with("is 108 bytes; a unix socket path has at most 107"),
+            "{e}"
         );
     }
 

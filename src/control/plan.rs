@@ -48,6 +48,7 @@ pub(crate) const KEYS: &[(&str, Class)] = &[
     ("admin.listen", Class::Restart),
     ("admin.token", Class::AtOnce),
     ("admin.token_file", Class::AtOnce),
+    ("admin.socket", Class::Restart),
     ("log.level", Class::AtOnce),
     ("log.format", Class::Restart),
     ("log.access", Class::AtOnce),
@@ -207,8 +208,10 @@ fn admin_keys(p: &mut Plan, a: &AdminConfig, b: &AdminConfig) {
         listen,
         token,
         token_file,
+        socket,
     } = b;
     p.note("admin.listen", None, a.listen != *listen);
+    p.note("admin.socket", None, a.socket != *socket);
     // A token read from a file is compared by value: a rotated file is a change.
     p.note(
         "admin.token",
@@ -395,6 +398,7 @@ pools:
                 "admin.token",
                 pool("admin: { token: \"0123456789abcdef0123\" }\n"),
             ),
+            ("admin.socket", pool("admin: { socket: false }\n")),
             ("log.level", pool("log: { level: debug }\n")),
             ("log.format", pool("log: { format: json }\n")),
             ("log.access", pool("log: { access: true }\n")),

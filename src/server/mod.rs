@@ -15,9 +15,11 @@
 //! - `wiring`: the listeners, metrics, pools and the proxy (`build`), then, on
 //!   the control runtime, signals, the reaper, the admin listener, `on_start`, the
 //!   supervisor and the control object (`Built::start`).
+//! - `admin_listeners`: the admin app on `admin.listen` and on the control socket.
 //! - this file: the control loop, which hands each event to the control object.
 //! - `shutdown`: the shutdown order.
 
+mod admin_listeners;
 mod shutdown;
 mod wiring;
 
@@ -36,6 +38,11 @@ pub enum RunError {
     /// An `on_start` hook failed with `abort` (its message).
     #[error("{0}; nothing was started")]
     OnStart(String),
+    #[error("cannot serve the control socket (admin.socket): {source}")]
+    ControlSocket {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot {what}: {source}")]
     Io {
         what: &'static str,

@@ -43,8 +43,7 @@ impl Running {
             proxy,
             hooks,
             inherited_children,
-            admin_stop,
-            admin_serving,
+            admin,
             ..
         } = self;
         let config = control.config.clone();
@@ -168,9 +167,9 @@ impl Running {
             STRAY_GRACE
         };
         crate::process::strays::stop_strays(grace, &inherited_children).await;
-        // Last, the admin listener: probes saw readiness off until now.
-        let _ = admin_stop.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(1), admin_serving).await;
+        // Last, the admin listeners: probes saw readiness off until now. The
+        // control socket's file goes with them.
+        admin.stop(Duration::from_secs(1)).await;
         let code = forced.map_or(0, |n| 128 + n);
         tracing::info!(
             event = events::SHUTDOWN_COMPLETE,

@@ -5,7 +5,6 @@ use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use pingora::apps::http_app::HttpServer;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Fds, ListenFds};
@@ -13,6 +12,7 @@ use pingora::services::listening::Service as ListeningService;
 use pingora::services::Service as _;
 use tokio::sync::{mpsc, watch};
 
+use super::admin_listeners;
 use super::RunError;
 use crate::admin::{AdminApp, Readiness};
 use crate::auth::AdminAuth;
@@ -76,6 +76,7 @@ pub(super) struct ProxyParts {
 pub(super) struct Built {
     config: Config,
     admin_listener: TcpListener,
+    control_socket: Option<crate::sockets::control::Bound>,
     inherited_children: Vec<i32>,
     metrics: Arc<Metrics>,
     board: Arc<StatusBoard>,
@@ -98,9 +99,9 @@ pub(super) struct Running {
     pub(super) hooks: HookRunner,
     /// Children forkyard had before it started anything (a wrapper's).
     pub(super) inherited_children: Vec<i32>,
-    /// The admin listener: serving until the very end of a shutdown.
-    pub(super) admin_stop: watch::Sender<bool>,
-    pub(super) admin_serving: tokio::task::JoinHandle<()>,
+    /// The admin listeners (TCP and the control socket), serving until the very
+    /// end of a shutdown.
+    pub(super) admin: admin_listeners::AdminServing,
 }
 
 /// Every declared hook: `(pool, phase, name)`.
@@ -138,6 +139,7 @@ pub(super) fn build(config: Config) -> Result<Built, RunError> {
             source,
         })?;
     let admin_listener = bind("admin.listen", config.admin.listen)?;
+    let control_socket = admin_listeners::bind_control_socket(&config.admin)?;
 
     let pool_names: Vec<&str> = config.pools.iter().map(|p| p.name.as_str()).collect();
     let hook_series = hook_series(&config);
@@ -219,6 +221,7 @@ pub(super) fn build(config: Config) -> Result<Built, RunError> {
     Ok(Built {
         config,
         admin_listener,
+        control_socket,
         inherited_children,
         metrics,
         board,
@@ -238,6 +241,7 @@ impl Built {
         let Built {
             config,
             admin_listener,
+            control_socket,
             inherited_children,
             metrics,
             board,
@@ -260,24 +264,17 @@ impl Built {
 
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let auth = AdminAuth::new(config.admin.token.clone());
-        let mut admin_svc = ListeningService::new(
-            "forkyard admin".to_string(),
-            HttpServer::new_app(AdminApp {
+        let admin = admin_listeners::serve(
+            AdminApp {
                 metrics: metrics.clone(),
                 readiness: readiness.clone(),
                 board: board.clone(),
                 commands: commands_tx,
                 auth: auth.clone(),
-            }),
+            },
+            (config.admin.listen, admin_listener),
+            control_socket,
         );
-        let admin_fds =
-            attach_listeners(&mut admin_svc, vec![(config.admin.listen, admin_listener)]);
-        let (admin_stop, admin_stop_rx) = watch::channel(false);
-        let admin_serving = tokio::spawn(async move {
-            admin_svc
-                .start_service(Some(admin_fds), admin_stop_rx, 1)
-                .await;
-        });
 
         tracing::info!(
             event = events::START,
@@ -344,8 +341,7 @@ impl Built {
             proxy,
             hooks,
             inherited_children,
-            admin_stop,
-            admin_serving,
+            admin,
         })
     }
 }

@@ -1,7 +1,9 @@
 //! `deploy/` passes the validators made for each kind of file (hadolint,
 //! kubernetes-validate, yamllint, the compose spec, promtool, systemd-analyze), and
 //! the files agree with each other and with forkyard: ports, probe paths, config
-//! paths, and shutdown timings matched to forkyard's drain.
+//! paths, shutdown timings matched to forkyard's drain, the admin token taken from a
+//! Secret or the environment (never written in a file), and a place for the control
+//! socket.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,9 +27,42 @@ fn yaml(path: &Path) -> Value {
 
 /// A forkyard config given as text, validated by forkyard itself.
 fn forkyard_config(text: &str, what: &str) -> forkyard::config::Config {
-    let env = |_: &str| None;
+    forkyard_config_env(text, what, &[])
+}
+
+/// Like `forkyard_config`, with these environment variables (and no others).
+fn forkyard_config_env(text: &str, what: &str, vars: &[(&str, &str)]) -> forkyard::config::Config {
+    let env = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
     forkyard::config::load_from_str(text, Path::new(what), &env)
         .unwrap_or_else(|e| panic!("{what} is not a valid forkyard config:\n{e}"))
+}
+
+/// The variable the container configs take the admin token from.
+const TOKEN_VAR: &str = "FORKYARD_ADMIN_TOKEN";
+/// A token for validating configs that read one.
+const SOME_TOKEN: &str = "deploy-test-token-0123456789abcdef";
+
+/// deploy/docker/config.yaml: its admin token comes from `$FORKYARD_ADMIN_TOKEN`
+/// and from nothing else (without the variable it does not load).
+fn docker_config() -> forkyard::config::Config {
+    let text = read(&deploy("docker/config.yaml"));
+    let what = "deploy/docker/config.yaml";
+    let config = forkyard_config_env(&text, what, &[(TOKEN_VAR, SOME_TOKEN)]);
+    assert_eq!(
+        config.admin.token.as_ref().map(|t| t.expose()),
+        Some(SOME_TOKEN),
+        "{what}: admin.token is ${{{TOKEN_VAR}}}"
+    );
+    let without = forkyard::config::load_from_str(&text, Path::new(what), &|_| None);
+    let err = without
+        .expect_err("the token has no default in the file")
+        .to_string();
+    assert!(err.contains(TOKEN_VAR), "{err}");
+    config
 }
 
 /// The longest a forkyard with `config` may take from SIGTERM to exit:
@@ -51,10 +86,7 @@ fn dockerfile_passes_hadolint_and_matches_forkyard() {
     let text = read(&deploy("docker/Dockerfile"));
     let stages = text.lines().filter(|l| l.starts_with("FROM ")).count();
     assert!(stages >= 2, "multi-stage");
-    let config = forkyard_config(
-        &read(&deploy("docker/config.yaml")),
-        "deploy/docker/config.yaml",
-    );
+    let config = docker_config();
     let admin_port = config.admin.listen.port();
     assert!(
         config.admin.listen.ip().is_unspecified(),
@@ -66,6 +98,8 @@ fn dockerfile_passes_hadolint_and_matches_forkyard() {
     assert!(text.contains("ENTRYPOINT [\"forkyard\"]"));
     assert!(text.contains("COPY deploy/docker/config.yaml /etc/forkyard/config.yaml"));
     assert!(text.contains("CMD [\"run\", \"-c\", \"/etc/forkyard/config.yaml\"]"));
+    // `docker exec … forkyard reload` finds the control socket through the config.
+    assert!(text.contains("ENV FORKYARD_CONFIG=/etc/forkyard/config.yaml"));
     let last_user = text.lines().rev().find(|l| l.starts_with("USER ")).unwrap();
     assert!(
         !last_user.contains("root") && !last_user.contains(" 0"),
@@ -108,15 +142,31 @@ fn kubernetes_manifests_validate_and_agree() {
     assert_eq!(listed, on_disk, "kustomization.yaml lists every manifest");
 
     let doc = |name: &str| yaml(&dir.join(name));
-    let (cm, dep, svc, pm, hpa) = (
+    let (cm, dep, svc, pm, hpa, secret) = (
         doc("configmap.yaml"),
         doc("deployment.yaml"),
         doc("service.yaml"),
         doc("podmonitor.yaml"),
         doc("hpa.yaml"),
+        doc("secret.yaml"),
     );
     let config_text = cm["data"]["config.yaml"].as_str().unwrap();
-    let config = forkyard_config(config_text, "the ConfigMap's config.yaml");
+    // The token file is the Secret's (checked below); validate with a real file.
+    let token_file = serde_yaml::from_str::<Value>(config_text).unwrap()["admin"]["token_file"]
+        .as_str()
+        .expect("the ConfigMap's config reads admin.token_file")
+        .to_owned();
+    let scratch = tempfile::tempdir().unwrap();
+    let stand_in = scratch.path().join("admin-token");
+    std::fs::write(&stand_in, SOME_TOKEN).unwrap();
+    let config = forkyard_config(
+        &config_text.replace(&token_file, &stand_in.display().to_string()),
+        "the ConfigMap's config.yaml",
+    );
+    assert_eq!(
+        config.admin.token.as_ref().map(|t| t.expose()),
+        Some(SOME_TOKEN)
+    );
 
     let pod = &dep["spec"]["template"];
     let labels = &pod["metadata"]["labels"];
@@ -175,6 +225,63 @@ fn kubernetes_manifests_validate_and_agree() {
         pod["spec"]["volumes"][0]["configMap"]["name"],
         cm["metadata"]["name"]
     );
+
+    // The admin token: a Secret, mounted read-only where admin.token_file reads it.
+    assert_eq!(secret["kind"], "Secret");
+    let data = secret["stringData"].as_mapping().expect("stringData");
+    assert_eq!(data.len(), 1, "one key: the token");
+    let (key, value) = data.iter().next().unwrap();
+    assert_eq!(value, "", "the shipped Secret holds no usable token");
+    let volume = pod["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == secret["metadata"]["name"])
+        .expect("a volume from the Secret");
+    let mount = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .expect("the Secret's volume is mounted");
+    assert_eq!(mount["readOnly"], true);
+    assert_eq!(
+        token_file,
+        format!(
+            "{}/{}",
+            mount["mountPath"].as_str().unwrap(),
+            key.as_str().unwrap()
+        )
+    );
+    // Readable through the pod's fsGroup, writable by no one (else forkyard warns).
+    let mode = volume["secret"]["defaultMode"].as_u64().unwrap();
+    assert!(
+        mode & 0o040 != 0 && mode & 0o022 == 0,
+        "defaultMode {mode:o}"
+    );
+    assert_eq!(
+        pod["spec"]["securityContext"]["fsGroup"],
+        pod["spec"]["securityContext"]["runAsGroup"]
+    );
+    // The control socket needs a writable directory on a read-only root:
+    // /tmp/forkyard-<uid>, an emptyDir. The commands find the config through
+    // FORKYARD_CONFIG.
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    let tmp = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"] == "/tmp")
+        .expect("a volume at /tmp for the control socket");
+    assert!(pod["spec"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|v| v["name"] == tmp["name"] && v["emptyDir"].is_mapping()));
+    let env = c["env"].as_sequence().unwrap();
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "FORKYARD_CONFIG" && e["value"] == "/etc/forkyard/config.yaml"));
 
     // Shutdown matched to the drain: preStop, then SIGTERM → drain → stop workers.
     let pre_stop: Vec<&str> = c["lifecycle"]["preStop"]["exec"]["command"]
@@ -256,10 +363,21 @@ fn compose_file_follows_the_compose_spec_and_matches_forkyard() {
         "deploy/docker/Dockerfile"
     );
     // docker stop waits stop_grace_period before SIGKILL: it must cover the drain.
-    let config = forkyard_config(
-        &read(&deploy("docker/config.yaml")),
-        "deploy/docker/config.yaml",
+    let config = docker_config();
+    // The token comes from the shell that runs compose, which must set it: it is
+    // never written in the file.
+    let token = services["forkyard"]["environment"][TOKEN_VAR]
+        .as_str()
+        .unwrap_or_else(|| panic!("services.forkyard.environment.{TOKEN_VAR}"));
+    assert!(
+        token.starts_with(&format!("${{{TOKEN_VAR}:?")),
+        "{TOKEN_VAR}: {token}"
     );
+    assert!(services["forkyard"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|v| v.as_str() == Some("./docker/config.yaml:/etc/forkyard/config.yaml:ro")));
     let grace = services["forkyard"]["stop_grace_period"].as_str().unwrap();
     let grace = forkyard::config::parse_duration(grace).unwrap();
     assert!(grace >= stop_budget(&config), "stop_grace_period {grace:?}");
@@ -322,6 +440,8 @@ fn systemd_unit_is_type_notify_and_verifies() {
         "/usr/local/bin/forkyard run -c /etc/forkyard/config.yaml"
     );
     assert_eq!(value("KillSignal"), "SIGTERM");
+    // /run/forkyard: where a root shell's `forkyard reload` finds the control socket.
+    assert_eq!(value("RuntimeDirectory"), "forkyard");
     // The unit's install steps put the repository's config.yaml in /etc/forkyard.
     let config = forkyard::config::load(&repo().join("config.yaml")).unwrap();
     let stop = Duration::from_secs(value("TimeoutStopSec").parse().unwrap());

@@ -4,7 +4,9 @@
 
 mod bad_http;
 mod balancing;
+mod check_program;
 mod config_errors;
+mod control_socket;
 mod dashboard;
 mod data_path;
 mod deploy;

@@ -9,6 +9,8 @@ use std::process::Command;
 use crate::harness::*;
 
 const MODELINE: &str = "# yaml-language-server: $schema=";
+/// For the configs that read the admin token from `$FORKYARD_ADMIN_TOKEN`.
+const ADMIN_TOKEN: &str = "schema-test-token-0123456789";
 
 fn generated_schema() -> String {
     let (ok, out) = run_tool(Command::new(forkyard_bin()).arg("schema"));
@@ -73,12 +75,14 @@ fn configs_in_the_docs_are_valid() {
     for (i, block) in doc_configs().into_iter().enumerate() {
         let f = dir.path().join(format!("doc-{i}.yaml"));
         std::fs::write(&f, &block).unwrap();
-        // The docs' `${DATABASE_URL}` example needs the variable set.
+        // The docs' `${DATABASE_URL}` and `${FORKYARD_ADMIN_TOKEN}` examples need
+        // the variables set.
         let (ok, out) = run_tool(
             Command::new(forkyard_bin())
                 .args(["check", "-c"])
                 .arg(&f)
-                .env("DATABASE_URL", "postgres://db/app"),
+                .env("DATABASE_URL", "postgres://db/app")
+                .env("FORKYARD_ADMIN_TOKEN", ADMIN_TOKEN),
         );
         assert!(
             ok,
@@ -122,7 +126,8 @@ fn every_config_validates_and_unknown_keys_are_rejected() {
             Command::new(forkyard_bin())
                 .args(["check", "-c"])
                 .arg(&f)
-                .env("WEB_WORKERS", "2"),
+                .env("WEB_WORKERS", "2")
+                .env("FORKYARD_ADMIN_TOKEN", ADMIN_TOKEN),
         );
         assert!(ok, "forkyard check {}:\n{out}", f.display());
     }

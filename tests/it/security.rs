@@ -1,6 +1,7 @@
-//! Security defaults: the admin bearer token on the POST endpoints (inline and from
-//! a file that is re-read at reload), open GET endpoints, start-up warnings, and
-//! secrets kept out of `check` output and logs.
+//! Security defaults: POST endpoints on an admin listener that other machines reach
+//! only with a token (403 without one, loopback open as before), the admin bearer
+//! token (inline and from a file that is re-read at reload), open GET endpoints,
+//! start-up warnings, and secrets kept out of `check` output and logs.
 
 use std::os::unix::fs::PermissionsExt as _;
 
@@ -15,6 +16,88 @@ fn post(fy: &Forkyard, path: &str, auth: Option<&str>) -> Response {
         .map(|h| vec![("Authorization", h)])
         .unwrap_or_default();
     http_request(fy.admin, "POST", path, &headers, b"").expect("POST to admin")
+}
+
+/// A config whose admin listener is on all interfaces (reached on 127.0.0.1).
+fn public_admin(pool: &str, admin_extra: &str) -> String {
+    config_with(&[pool.to_string()], "").replace(
+        "  listen: \"{admin}\"",
+        &format!("  listen: \"0.0.0.0:{{admin_port}}\"{admin_extra}"),
+    )
+}
+
+#[test]
+fn posts_on_a_public_admin_address_need_a_token() {
+    let pool = fixture_pool("web", 2, "").replace("workers: 2", "workers: 1");
+    let fy = Forkyard::builder(&public_admin(&pool, ""))
+        .env("IT_ADMIN_TOKEN", TOKEN)
+        .start();
+    fy.wait_ready();
+    for path in [
+        "/reload",
+        "/pools/web/scale?workers=2",
+        "/pools/web/restart",
+        "/nothing-here",
+    ] {
+        for auth in [None, Some(TOKEN)] {
+            let r = post(&fy, path, auth);
+            assert_eq!(r.status, 403, "{path} with {auth:?}: {r:?}");
+            assert!(
+                r.body
+                    .contains("not a loopback address and no admin.token is set")
+                    && r.body.contains("forkyard reload")
+                    && r.body.contains("set admin.token or admin.token_file"),
+                "the answer says how to enable them: {r:?}"
+            );
+        }
+    }
+    for path in ["/metrics", "/healthz", "/readyz", "/status", "/"] {
+        let r = fy.admin_get(path).unwrap();
+        assert_eq!(r.status, 200, "GET {path} stays open: {r:?}");
+    }
+    assert_eq!(
+        fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#),
+        Some(1.0),
+        "nothing was scaled"
+    );
+    assert_eq!(
+        fy.metric(r#"forkyard_config_reloads_total{result="ok"}"#),
+        Some(0.0),
+        "nothing was reloaded"
+    );
+
+    // A token, set by a reload over the control socket: now the POSTs need it, and
+    // answer with it.
+    fy.write_config(&public_admin(&pool, "\n  token: \"${IT_ADMIN_TOKEN}\""));
+    let config = fy.dir().join("config.yaml");
+    let run = run_cli(
+        std::process::Command::new(forkyard_bin())
+            .args(["reload", "-c", config.to_str().unwrap()])
+            .env("IT_ADMIN_TOKEN", TOKEN),
+    );
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("admin token replaced"), "{run:?}");
+    let r = post(&fy, "/pools/web/scale?workers=2", None);
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = post(&fy, "/pools/web/scale?workers=2", Some(&TOKEN[1..]));
+    assert_eq!(r.status, 401, "{r:?}");
+    let r = post(&fy, "/pools/web/scale?workers=2", Some(TOKEN));
+    assert_eq!(r.status, 200, "{r:?}");
+    fy.wait_workers_ready("web", 2);
+    assert!(!fy.log().contains(TOKEN), "the token was logged");
+}
+
+#[test]
+fn posts_on_a_loopback_admin_address_need_no_token() {
+    let pool = fixture_pool("web", 2, "").replace("workers: 2", "workers: 1");
+    let fy = Forkyard::start(&config_with(&[pool], ""));
+    fy.wait_ready();
+    assert!(fy.admin.ip().is_loopback());
+    let r = post(&fy, "/pools/web/scale?workers=2", None);
+    assert_eq!(r.status, 200, "{r:?}");
+    fy.wait_workers_ready("web", 2);
+    let r = post(&fy, "/reload", None);
+    assert_eq!(r.status, 200, "{r:?}");
 }
 
 #[test]
@@ -128,9 +211,14 @@ fn check_redacts_secrets_and_warns_about_risky_settings() {
         !stdout.contains("-value-"),
         "a secret value was shown: {stdout}"
     );
+    // No token on a public address: the POSTs are closed there, which the plan says.
     assert!(
-        stderr.contains("warning: admin.listen 0.0.0.0:9090 is not a loopback address and no admin.token is set"),
-        "{stderr}"
+        stdout.contains("closed (403): not a loopback address and no admin.token"),
+        "{stdout}"
+    );
+    assert!(
+        !stderr.contains("admin.listen"),
+        "no warning for it: {stderr}"
     );
     assert!(
         stderr.contains("is writable by group or others (mode 664)"),

@@ -123,7 +123,9 @@ pub fn config_with(pools: &[String], routes: &str) -> String {
     )
 }
 
-/// What `forkyard check -c <path>` printed and how it exited.
+/// What `forkyard check -c <path>` (or another forkyard command) printed and how
+/// it exited.
+#[derive(Debug)]
 pub struct CheckRun {
     pub code: Option<i32>,
     pub stdout: String,
@@ -137,7 +139,21 @@ pub fn forkyard_check(path: &Path, env_remove: &[&str]) -> CheckRun {
     for name in env_remove {
         cmd.env_remove(name);
     }
-    let out = cmd.output().expect("run forkyard check");
+    run_cli(&mut cmd)
+}
+
+/// Run `forkyard <args>` (a client command: `reload`, `status`, `check --strict`…)
+/// with the test's environment.
+pub fn forkyard_cli(args: &[&str]) -> CheckRun {
+    run_cli(Command::new(forkyard_bin()).args(args))
+}
+
+/// Run `cmd` to its end: how it exited and what it printed.
+pub fn run_cli(cmd: &mut Command) -> CheckRun {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     CheckRun {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

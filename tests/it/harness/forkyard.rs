@@ -68,6 +68,7 @@ impl Builder {
             .yaml
             .replace("{proxy}", &proxy.to_string())
             .replace("{admin}", &admin.to_string())
+            .replace("{admin_port}", &admin.port().to_string())
             .replace("{dir}", &dir.path().display().to_string());
         let path = dir.path().join("config.yaml");
         std::fs::write(&path, text).unwrap();
@@ -143,7 +144,9 @@ pub struct Forkyard {
 
 impl Forkyard {
     /// Start `forkyard run` with `yaml`, where `{proxy}` and `{admin}` are replaced by
-    /// fresh loopback addresses and `{dir}` by a temporary directory for the test.
+    /// fresh loopback addresses, `{admin_port}` by the admin address's port (for
+    /// `"0.0.0.0:{admin_port}"`, still reached at `admin`), and `{dir}` by a temporary
+    /// directory for the test.
     pub fn start(yaml: &str) -> Forkyard {
         Forkyard::builder(yaml).start()
     }
@@ -170,6 +173,7 @@ impl Forkyard {
         let text = text
             .replace("{proxy}", &self.proxy.to_string())
             .replace("{admin}", &self.admin.to_string())
+            .replace("{admin_port}", &self.admin.port().to_string())
             .replace("{dir}", &self.dir().display().to_string());
         std::fs::write(self.dir().join("config.yaml"), text).unwrap();
     }

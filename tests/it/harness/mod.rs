@@ -6,7 +6,8 @@
 //! - [`Forkyard`]: `Forkyard::start(yaml)`, or `Forkyard::builder(yaml)` for extra
 //!   environment, a working directory, a wrapper command (`unshare ...`) or a shell
 //!   prefix run before exec. `{proxy}`, `{admin}` and `{dir}` in the YAML become
-//!   fresh loopback addresses and a temporary directory. Its output is collected;
+//!   fresh loopback addresses and a temporary directory (`{admin_port}`: the admin
+//!   address's port, for an admin listener on all interfaces). Its output is collected;
 //!   when a test panics while it runs, its last [`TAIL_LINES`] log lines are printed.
 //! - [`wait_for_or_log`]: poll with a deadline (never a fixed sleep); on failure,
 //!   say what was awaited and print forkyard's last log lines. If forkyard exits

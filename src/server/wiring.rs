@@ -1,16 +1,12 @@
 //! Building forkyard's parts from a validated config and connecting them.
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::IntoRawFd;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{Fds, ListenFds};
-use pingora::services::listening::Service as ListeningService;
-use pingora::services::Service as _;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::admin_listeners;
 use super::RunError;
@@ -43,19 +39,6 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
 }
 
 /// Hand pre-bound listeners to a Pingora listening service as "inherited" fds.
-fn attach_listeners<A>(
-    svc: &mut ListeningService<A>,
-    listeners: Vec<(SocketAddr, TcpListener)>,
-) -> ListenFds {
-    let mut fds = Fds::new();
-    for (addr, l) in listeners {
-        let key = addr.to_string();
-        svc.add_tcp(&key);
-        fds.add(key, l.into_raw_fd());
-    }
-    Arc::new(parking_lot::Mutex::new(fds))
-}
-
 /// Make orphans of our workers our children, so the reaper can reap them.
 fn become_subreaper() {
     if std::process::id() == 1 {

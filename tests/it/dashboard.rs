@@ -221,12 +221,13 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     // web: healthy workers that crash on /crash (exit_code) and get kill -9 (signal);
     // each spawn's post_spawn warm-up expects a status the fixture never sends, so
     // it fails (http_status) and, with `skip`, the worker is used anyway.
+    // With max_in_flight 1, the /sleep load below keeps requests in the queue.
     // slow: a worker that never becomes ready, killed after 1s (boot_timeout).
     // A forkyard-wide on_start check fails too (exit), with `skip`.
     let web = fixture_pool(
         "web",
         2,
-        "    hooks:\n      post_spawn: [{ name: warm, http: { path: \"/\", expect_status: 204 }, on_failure: skip }]\n",
+        "    max_in_flight: 1\n    queue: { max: 100, timeout: \"30s\" }\n    hooks:\n      post_spawn: [{ name: warm, http: { path: \"/\", expect_status: 204 }, on_failure: skip }]\n",
     );
     let slow = fixture_pool(
         "slow",
@@ -267,6 +268,8 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             .every(Duration::from_millis(ms))
             .start()
     });
+    // Four clients for two workers that take one request each: two wait.
+    let queued = Load::to(fy.proxy).clients(4).get("/sleep?s=0.1").start();
 
     // The `pool` variable, as Grafana resolves it: label_values(forkyard_workers, pool).
     let var = &dashboard()["templating"]["list"]
@@ -324,6 +327,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     });
     let [ok, crashes, unready] = traffic.map(Load::finish);
     assert!(ok.ok > 0 && crashes.sent() > 0 && unready.sent() > 0);
+    assert!(queued.finish().ok > 0);
     assert!(
         done,
         "{} of {} dashboard queries return no data:\n  {}\nforkyard log tail:\n{}\nprometheus log tail:\n{}",

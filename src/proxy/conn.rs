@@ -27,7 +27,6 @@ use bytes::{Buf, BytesMut};
 use pingora::apps::ServerApp;
 use pingora::protocols::SocketDigest;
 use pingora::proxy::HttpProxy;
-use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -92,9 +91,6 @@ pub(crate) async fn serve(
         }
         first = false;
         let mut buf = std::mem::take(&mut leftover);
-        if buf.capacity() == 0 {
-            buf = BytesMut::with_capacity(4096);
-        }
         let parsed = match read_head(&mut stream, &mut buf, deadline, settings.head.max_size).await
         {
             HeadRead::Gone => return,
@@ -102,7 +98,7 @@ pub(crate) async fn serve(
                 let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, answer).await;
                 return;
             }
-            HeadRead::Fallback => return hand_over(front, stream, buf, shutdown).await,
+            HeadRead::Fallback => return Box::pin(hand_over(front, stream, buf, shutdown)).await,
             HeadRead::Complete(p) => p,
         };
         let head = Head::new(buf.split_to(parsed.len).freeze(), parsed);
@@ -110,10 +106,20 @@ pub(crate) async fn serve(
             // Put the head back in front of what follows it.
             let mut all = BytesMut::from(&head.raw[..]);
             all.extend_from_slice(&buf);
-            return hand_over(front, stream, all, shutdown).await;
+            return Box::pin(hand_over(front, stream, all, shutdown)).await;
         }
         let closing = *shutdown.borrow();
-        match exchange::run(&front.shared, &mut stream, client, head, &mut buf, closing).await {
+        // Boxed: the exchange's state (a few KiB) exists only while a request is
+        // in flight, not in every idle connection's task.
+        let exchange = Box::pin(exchange::run(
+            &front.shared,
+            &mut stream,
+            client,
+            head,
+            &mut buf,
+            closing,
+        ));
+        match exchange.await {
             exchange::Next::Continue => {
                 // Bytes of a pipelined next request stay for the next round.
                 leftover = buf;
@@ -128,7 +134,7 @@ pub(crate) async fn serve(
             exchange::Next::Fallback(head) => {
                 let mut all = BytesMut::from(&head.raw[..]);
                 all.extend_from_slice(&buf);
-                return hand_over(front, stream, all, shutdown).await;
+                return Box::pin(hand_over(front, stream, all, shutdown)).await;
             }
         }
     }
@@ -161,16 +167,45 @@ async fn read_head(
                 return HeadRead::Reject(RESPONSE_431);
             }
         }
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
-        }
-        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+        match tokio::time::timeout_at(deadline, read_some(stream, buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Gone,
             Ok(Ok(_)) => {}
             Err(_) if buf.is_empty() => return HeadRead::Gone,
             Err(_) => return HeadRead::Reject(RESPONSE_408),
         }
     }
+}
+
+thread_local! {
+    /// Where head bytes are read first, so a connection's buffer is only as large
+    /// as what it has sent (a partial head waiting for more holds its bytes, not
+    /// a read-sized buffer).
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
+}
+const SCRATCH_LEN: usize = 16 * 1024;
+
+/// Read what the socket has (at least one byte, or 0 at its end) onto `buf`.
+/// (Through `poll_read`, which also clears the socket's readiness after a short
+/// read, so the next wait for a request really waits.)
+async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    use std::task::Poll;
+    use tokio::io::{AsyncRead, ReadBuf};
+    std::future::poll_fn(|cx| {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let mut read = ReadBuf::new(&mut scratch[..]);
+            match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    buf.extend_from_slice(read.filled());
+                    Poll::Ready(Ok(read.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+    })
+    .await
 }
 
 /// Give the connection, with `read` (bytes already taken from it) put back in

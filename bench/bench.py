@@ -441,6 +441,9 @@ def idle(base):
         "nginx 1 worker": lambda p: nginx_proxy(p, 1, b),
         "haproxy 1 thread": lambda p: haproxy(p, 1, b),
     }
+    for variant in os.environ.get("VARIANTS", "").split():
+        vname, vpath = variant.split("=", 1)
+        targets[f"variant {vname}"] = lambda p, vpath=vpath: forkyard(p, 1, b, vpath)
     out = {}
     for i, (name, make) in enumerate(targets.items()):
         lp = base + 10 + i * 5

@@ -59,6 +59,7 @@ pub(crate) const KEYS: &[(&str, Class)] = &[
     ("routes", Class::AtOnce),
     ("pools", Class::Restart),
     ("pools.*.command", Class::Rolling),
+    ("pools.*.preload", Class::Rolling),
     ("pools.*.env", Class::Rolling),
     ("pools.*.cwd", Class::Rolling),
     ("pools.*.hooks.pre_fork", Class::Rolling),
@@ -240,6 +241,7 @@ fn pool_keys(p: &mut Plan, a: &PoolConfig, b: &PoolConfig) {
     let PoolConfig {
         name,
         command,
+        preload,
         workers,
         ports,
         env,
@@ -256,6 +258,7 @@ fn pool_keys(p: &mut Plan, a: &PoolConfig, b: &PoolConfig) {
     } = b;
     let pool = Some(name.as_str());
     p.note("pools.*.command", pool, a.command != *command);
+    p.note("pools.*.preload", pool, a.preload != *preload);
     p.note("pools.*.env", pool, a.env != *env);
     p.note("pools.*.cwd", pool, a.cwd != *cwd);
     p.note("pools.*.workers", pool, a.workers != *workers);

@@ -108,7 +108,7 @@ fn env<'a>(spec: &'a SpawnSpec, key: &str) -> &'a str {
 
 #[async_trait]
 impl Processes for FakeOs {
-    fn launch(&self, spec: &SpawnSpec, _: &HookContext) -> Result<Launched, SpawnError> {
+    async fn launch(&self, spec: &SpawnSpec, _: &HookContext) -> Result<Launched, SpawnError> {
         let mut s = self.state.lock();
         s.next_pid += 1;
         let pid = s.next_pid;
@@ -158,6 +158,10 @@ impl Processes for FakeOs {
 
     async fn run_hooks(&self, _: &[Hook], _: &HookContext) -> Result<(), HookFailure> {
         Ok(())
+    }
+
+    fn generation(self: Arc<Self>, _: &Arc<PoolConfig>) -> super::launch::Os {
+        self
     }
 }
 

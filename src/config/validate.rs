@@ -1104,7 +1104,7 @@ mod tests {
         let e = one("pools:\n  web:\n    command: [app]\n    ports: \"9001\"\n    wrokers: 2\n");
         assert_eq!(
             e,
-            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive); did you mean "workers"?"#
+            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, preload, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive); did you mean "workers"?"#
         );
         let errors = errors(&format!("{POOL}prxy: {{}}\n"));
         assert_eq!(errors[0].path, "prxy");

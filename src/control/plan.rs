@@ -533,11 +533,38 @@ pools:
         }
         for (key, _) in KEYS {
             // admin.token_file needs a file; it is covered by the security tests.
+            // pools.*.preload needs a preload pool: see the next test.
             assert!(
-                *key == "admin.token_file" || seen.iter().any(|s| s == key),
+                ["admin.token_file", "pools.*.preload"].contains(key)
+                    || seen.iter().any(|s| s == key),
                 "{key} has no edit in this test"
             );
         }
+    }
+
+    #[test]
+    fn a_changed_preload_key_rolls_the_pool() {
+        let preload = BASE.replace(
+            r#"command: ["python3", "app.py", "{port}"]"#,
+            r#"preload: { app: "app:application" }"#,
+        );
+        let base = load(&preload);
+        let changed = load(&preload.replace("app:application", "app:other"));
+        let changes = plan(&base, &changed).changes;
+        assert_eq!(
+            changes,
+            [Change {
+                key: "pools.web.preload".into(),
+                class: Class::Rolling
+            }]
+        );
+        // From a command to a preload pool: both keys, both rolling.
+        let keys: Vec<String> = plan(&load(BASE), &base)
+            .changes
+            .into_iter()
+            .map(|c| c.key)
+            .collect();
+        assert_eq!(keys, ["pools.web.command", "pools.web.preload"]);
     }
 
     #[test]

@@ -584,6 +584,10 @@ def serve_wsgiref(app, sock, **options):
     """The standard library's single-threaded server, on a socket it did not bind."""
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
+    class Handler(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass  # forkyard's access log (log.access) covers requests
+
     class Server(WSGIServer):
         def server_bind(self):
             pass
@@ -594,7 +598,7 @@ def serve_wsgiref(app, sock, **options):
 
     if options:
         raise TypeError(f"wsgiref takes no server_options, got {sorted(options)}")
-    srv = Server(("127.0.0.1", 0), WSGIRequestHandler, bind_and_activate=False)
+    srv = Server(("127.0.0.1", 0), Handler, bind_and_activate=False)
     srv.socket.close()
     srv.socket = sock
     name = sock.getsockname()

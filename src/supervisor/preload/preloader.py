@@ -86,6 +86,14 @@ class Channel:
         return json.loads(data), fds
 
 
+def is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
 def other_threads():
     """Every thread of this process but the main one, named."""
     try:
@@ -164,7 +172,8 @@ class Preloader:
         self.chan = Channel(fd)
         self.forkyard = os.getppid()
         # What the preloader holds before the app exists: a worker closes these.
-        self.own_fds = {int(f) for f in os.listdir("/proc/self/fd")} - {0, 1, 2}
+        # (The listing's own descriptor is closed again by the time it returns.)
+        self.own_fds = {fd for fd in map(int, os.listdir("/proc/self/fd")) if is_open(fd)} - {0, 1, 2}
         self.app = None
         self.server = None
 

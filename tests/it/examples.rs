@@ -93,13 +93,10 @@ impl TinyDb {
                 std::thread::spawn(move || {
                     let reader = BufReader::new(conn.try_clone().unwrap());
                     for line in reader.lines().map_while(Result::ok) {
-                        let q: serde_json::Value = serde_json::from_str(&line).unwrap();
-                        record
-                            .lock()
-                            .unwrap()
-                            .entry(id)
-                            .or_default()
-                            .insert(q["pid"].as_i64().unwrap());
+                        let q: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                        if let Some(pid) = q["pid"].as_i64() {
+                            record.lock().unwrap().entry(id).or_default().insert(pid);
+                        }
                         let sql = q["sql"].as_str().unwrap_or_default().to_uppercase();
                         let answer = if sql.contains("COUNT(") {
                             serde_json::json!({"columns": ["count_1"], "rows": [[1]]})
@@ -173,10 +170,10 @@ fn preloaded_pyramid_sqlalchemy_workers_share_the_import_time_connection_unless_
         shared >= 2,
         "several workers on one connection without dispose: {connections:?} (workers {workers:?})"
     );
-    assert!(
-        openers.is_disjoint(&workers),
-        "the connections were opened by the preloader"
-    );
+    // (Which process opened the connection a worker ends up with is not asserted:
+    // workers writing on one socket read each other's answers, and a confused
+    // worker may drop it and open its own. That is the hazard.)
+    let _ = openers;
 
     // With `post_fork: [{ call: "models:engine.dispose" }]`: every pid has its own.
     let (connections, workers, openers) = preloaded_against_tiny_db(&venv, &yaml);

@@ -353,3 +353,94 @@ fn a_reload_whose_new_preloader_cannot_import_rolls_back() {
         (ps.as_array()?.len() == 1 && ps[0]["generation"] == 1).then_some(())
     });
 }
+
+#[test]
+fn the_post_fork_built_ins_apply_in_each_preloaded_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    let user = if root {
+        "        - { user: nobody }\n"
+    } else {
+        ""
+    };
+    let yaml = config_with(
+        &[preload_pool(
+            "web",
+            2,
+            dir.path(),
+            &format!("    hooks:\n      post_fork:\n        - {{ seed_env: APP_SEED }}\n        - {{ umask: \"027\" }}\n        - {{ rlimits: {{ nofile: 1000 }} }}\n        - {{ nice: 5 }}\n{user}"),
+        )],
+        "",
+    );
+    let fy = Forkyard::start(&yaml);
+    fy.wait_workers_ready("web", 2);
+    let mut seeds = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let j = fy.get("/process").unwrap().json();
+        assert_eq!(j["umask"], "027", "{j}");
+        assert_eq!(j["nofile"], 1000, "{j}");
+        assert_eq!(j["nice"], 5, "{j}");
+        assert_eq!(
+            j["pgid"], j["pid"],
+            "each worker leads its own process group: {j}"
+        );
+        let seed = j["seed"].as_str().unwrap().to_string();
+        assert_eq!(seed.len(), 64, "{j}");
+        seeds.insert((j["pid"].clone(), seed));
+        if root {
+            let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+            assert_eq!(
+                j["uid"],
+                nobody.uid.as_raw(),
+                "the worker dropped to nobody: {j}"
+            );
+        }
+        // The worker has its socket and fds 0-2, and the app's own: not the
+        // preloader's channel to forkyard.
+        let fds: Vec<u64> = j["fds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_u64().unwrap())
+            .collect();
+        assert!(fds.len() <= 6, "few descriptors: {fds:?}");
+    }
+    assert_eq!(
+        seeds
+            .iter()
+            .map(|(p, _)| p.to_string())
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        seeds.len(),
+        "one seed per worker, each different: {seeds:?}"
+    );
+    assert!(
+        fy.log().contains("builtins=umask, rlimits, nice,"),
+        "one post_fork_done line per spawn lists the built-ins in the order applied"
+    );
+}
+
+#[test]
+fn shutdown_stops_the_workers_then_the_preloader_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fy = Forkyard::start(&config_with(&[preload_pool("web", 2, dir.path(), "")], ""));
+    fy.wait_workers_ready("web", 2);
+    let preloader = ready_preloader_pid(&fy, 0);
+    let status = fy.signal_and_wait(Signal::SIGTERM, BOOT);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let log = fy.log();
+    let stopped = log
+        .find("preloader stopped")
+        .expect("the preloader was stopped");
+    let done = log
+        .find("event=\"shutdown_complete\"")
+        .expect("shutdown completed");
+    assert!(
+        stopped < done,
+        "the preloader stopped before forkyard exited"
+    );
+    assert!(
+        kill(Pid::from_raw(preloader), None).is_err(),
+        "no preloader left behind"
+    );
+}

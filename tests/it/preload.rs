@@ -444,3 +444,24 @@ fn shutdown_stops_the_workers_then_the_preloader_and_exits_0() {
         "no preloader left behind"
     );
 }
+
+#[test]
+fn a_missing_interpreter_is_an_exit_code_restart_with_the_reason_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = preload_pool("web", 1, dir.path(), "").replace(
+        "      server: wsgiref\n",
+        "      server: wsgiref\n      python: /nonexistent/python3\n",
+    );
+    let fy = Forkyard::start(&config_with(&[pool], ""));
+    wait_for_or_log(&fy, BOOT, "the preloader's exits counted", || {
+        (fy.metric(r#"forkyard_preloader_restarts_total{pool="web",reason="exit_code"}"#)? >= 2.0)
+            .then_some(())
+    });
+    let log = fy.log();
+    assert!(
+        log.contains("/nonexistent/python3")
+            && log.contains("preloader exited before it had imported the app"),
+        "the log says which interpreter could not start"
+    );
+    assert_eq!(preloader(&fy, 0)["last_exit"]["status"], "exit code 127");
+}

@@ -396,9 +396,10 @@ impl Task {
             }
         };
         let reply = first
+            .as_ref()
             .ok()
-            .flatten()
-            .and_then(|bytes| serde_json::from_slice::<Reply>(&bytes).ok());
+            .and_then(Option::as_ref)
+            .and_then(|bytes| serde_json::from_slice::<Reply>(bytes).ok());
         match reply {
             Some(Reply::Ready {
                 protocol,
@@ -431,6 +432,17 @@ impl Task {
                     status,
                     format!("the preloader could not import the app: {error}"),
                 );
+            }
+            None if !matches!(first, Ok(Some(_))) => {
+                // The channel closed without a word: the process is ending (a
+                // crash while importing, or an interpreter that could not start).
+                let status = match timeout(STOP_GRACE, &mut exit).await {
+                    Ok(s) => s.ok(),
+                    Err(_) => self.kill(pid, &mut exit).await,
+                };
+                let reason = status.map_or("signal", |s| reason_of(s, oom_before));
+                tracing::warn!(event = events::PRELOADER_EXIT, pool = %name, generation = self.generation, pid, reason, status = ?status, "preloader exited before it had imported the app (its output is in the log)");
+                return Self::failed(reason, status, "the preloader exited before it had imported the app (its output is in the log)");
             }
             other => {
                 tracing::warn!(pool = %name, generation = self.generation, pid, reply = ?other, "the preloader's first message is not ready/failed; killing it");

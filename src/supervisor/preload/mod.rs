@@ -215,7 +215,7 @@ impl Processes for Preloaded {
     async fn launch(&self, spec: &SpawnSpec, ctx: &HookContext) -> Result<Launched, SpawnError> {
         let (Some(child), Some(socket)) = (&spec.child, &spec.inherit) else {
             return Err(SpawnError::Setup(
-                "a preload worker needs its slot's socket".into(),
+                "the slot's socket could not be bound (see the error before this one)".into(),
             ));
         };
         self.preloader.up().await.map_err(SpawnError::Preloader)?;

@@ -465,3 +465,37 @@ fn a_missing_interpreter_is_an_exit_code_restart_with_the_reason_in_the_log() {
     );
     assert_eq!(preloader(&fy, 0)["last_exit"]["status"], "exit code 127");
 }
+
+#[test]
+fn recycle_max_uss_replaces_a_worker_whose_own_memory_passed_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // A preloaded worker's USS is a few MiB, far below its RSS; 1 KiB is passed at
+    // once, 1 GiB never (the control).
+    let tight = preload_pool(
+        "tight",
+        1,
+        dir.path(),
+        "    recycle: { max_uss: \"1KiB\" }\n",
+    );
+    let roomy = preload_pool(
+        "roomy",
+        1,
+        dir.path(),
+        "    recycle: { max_uss: \"1GiB\" }\n",
+    );
+    let fy = Forkyard::start(&config_with(
+        &[tight, roomy],
+        "routes:\n  - { path_prefix: /roomy, pool: roomy }\n  - { pool: tight }\n",
+    ));
+    wait_for_or_log(&fy, BOOT, "a recycle for memory", || {
+        (fy.metric(r#"forkyard_worker_restarts_total{pool="tight",reason="recycle_memory"}"#)?
+            >= 1.0)
+            .then_some(())
+    });
+    fy.wait_workers_ready("roomy", 1);
+    std::thread::sleep(std::time::Duration::from_millis(600)); // two recycle checks
+    assert_eq!(
+        fy.metric(r#"forkyard_worker_restarts_total{pool="roomy",reason="recycle_memory"}"#),
+        Some(0.0)
+    );
+}

@@ -4,10 +4,17 @@
 //!
 //! - [`actor`]: one slot's life (spawn, ready, serve, stop, restart) and its one
 //!   exit path; [`launch`] is the seam through which it touches processes.
+//! - [`preload`]: a preload pool's launcher, behind the same seam: the pool's
+//!   preloader imports the app once and forks the workers.
 //! - [`state`], [`lifecycle`]: the slot's state machine, and the one call per step
 //!   that records it in the log, the metrics and the status board.
 //! - [`backoff`], [`crash_loop`], [`health`], [`recycle`], [`readiness`]: the
 //!   policies, each reading the pool's current settings when it decides.
+//!
+//! Each pool has a *generation*: the settings new workers start with and the
+//! launcher that starts them ([`launch::Processes::generation`]). A rolling reload
+//! or restart makes a new one; for a preload pool that is a new preloader, which
+//! lives as long as the actors that hold it.
 //!
 //! A slot ([`SlotId`]) keeps its number for its whole life. A rolling replacement
 //! or a recycle starts the slot's new worker on a spare endpoint of the pool's

@@ -18,7 +18,7 @@ PY_REQUIREMENTS := examples/pyramid-sqlalchemy/requirements.txt tests/requiremen
 
 BENCH_DEPS := $(BUILD_DEPS) wrk:wrk nginx:nginx haproxy:haproxy
 
-.PHONY: run build test lint bench bench-lifecycle soak deps-build deps-test deps-bench venv clean
+.PHONY: run build test lint bench bench-lifecycle bench-preload soak deps-build deps-test deps-bench venv clean
 
 run: deps-build
 	$(CARGO) build --release --locked
@@ -46,6 +46,13 @@ bench: deps-bench venv
 bench-lifecycle: deps-build
 	$(CARGO) build --release --locked --bin forkyard
 	python3 bench/lifecycle.py
+
+# Preload figures: memory (PSS), kill-to-answer and boot time of forkyard exec and
+# preload pools against gunicorn with and without --preload; writes bench/PRELOAD.md.
+# Run it on a quiet machine (nothing else building or testing).
+bench-preload: deps-build venv
+	$(CARGO) build --release --locked --bin forkyard
+	$(VENV)/bin/python bench/preload.py
 
 # Soak run: keep-alive GETs for SOAK_SECONDS (600) while workers are killed, the
 # config is reloaded and a post_fork hook fails now and then; see bench/soak.

@@ -240,6 +240,7 @@ pub fn main() -> ! {
         if spec.listen_fd.is_some() {
             keep.insert(LISTEN_FD);
         }
+        keep.extend(spec.keep_fd);
         close_inherited_fds(&keep);
     }
     if !spec.hooks.is_empty() {
@@ -312,6 +313,7 @@ fn run_hooks(
         HookRunner {
             reaper,
             recorder: reporter,
+            caller: None,
         }
         .run_phase(hooks, ctx)
         .await

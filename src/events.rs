@@ -64,3 +64,18 @@ pub(crate) const DRAIN_FINISH: &str = "drain_finish";
 pub(crate) const SHUTDOWN: &str = "shutdown";
 /// Every worker is stopped; forkyard exits. Fields: `exit_code`, `duration_ms`.
 pub(crate) const SHUTDOWN_COMPLETE: &str = "shutdown_complete";
+/// A preload pool's preloader process was started; it imports the app next.
+/// Fields: `pool`, `generation`, `pid`.
+pub(crate) const PRELOADER_SPAWN: &str = "preloader_spawn";
+/// A preloader imported the app and forks workers on request. Fields: `pool`,
+/// `generation`, `pid`, `import_ms`, `python`.
+pub(crate) const PRELOADER_READY: &str = "preloader_ready";
+/// A preloader could not import the app (the message ends with the traceback's
+/// tail). Fields: `pool`, `generation`, `pid`, `error`.
+pub(crate) const PRELOADER_FAILED: &str = "preloader_failed";
+/// A preloader process is gone. Fields: `pool`, `generation`, `pid`, `reason`,
+/// `status`.
+pub(crate) const PRELOADER_EXIT: &str = "preloader_exit";
+/// A preloader will be started again after a delay. Fields: `pool`, `generation`,
+/// `reason`, `delay_ms`, `restarts`.
+pub(crate) const PRELOADER_RESTART: &str = "preloader_restart";

@@ -40,7 +40,8 @@
 //!   status board.
 //! - `supervisor`: one actor per worker slot (its state machine, backoff, health,
 //!   recycling, crash loop), behind a seam (`supervisor::launch`) for its
-//!   processes.
+//!   processes; `supervisor::preload` is a preload pool's launcher: its preloader
+//!   (a Python module shipped in the binary) and the protocol it speaks.
 //! - `proxy`: the Pingora `ProxyHttp` implementation, routing, balancing, retries,
 //!   outlier ejection, the client connection guard, the access log.
 //! - `control`: the one place that changes what runs — reload (with the class of
@@ -94,6 +95,16 @@
 //! built-ins (limits, user, seed, …), closes inherited fds, runs the `post_fork`
 //! `run:` hooks with the same hook runner forkyard uses, reports each result as a
 //! typed message over a close-on-exec pipe, and then execs the app.
+//!
+//! A preload pool's workers are not exec'd: its preloader, a Python process
+//! started like any child (through `forkyard __child`), imports the app once and
+//! forks each worker on request, twice, so that the worker is re-parented to
+//! forkyard and its exit reaches the same reaper. forkyard hands the worker its
+//! slot's socket (forkyard holds one per slot), its output and report pipes over a
+//! `SOCK_SEQPACKET` channel, and tells it to go only once it watches its pid. The
+//! worker reports its `post_fork` steps on the same kind of pipe, in the same
+//! typed messages, as `forkyard __child` does. Each pool generation (a rolling
+//! reload or restart) has its own preloader, which lives as long as its workers.
 //!
 //! Hooks of the other phases run inside forkyard as tasks of the control runtime,
 //! so a slow hook delays only its own worker slot: `on_start` before any worker,

@@ -14,6 +14,7 @@ fn describe_hooks(out: &mut String, indent: &str, phase: Phase, hooks: &[Hook]) 
             HookAction::Http { target, method, .. } => format!("http {method} {target:?}"),
             HookAction::WaitFor(t) => format!("wait_for {t:?}"),
             HookAction::Builtin(b) => format!("built-in {b:?}"),
+            HookAction::Call(t) => format!("call {t}"),
         };
         let _ = writeln!(
             out,
@@ -106,6 +107,23 @@ pub fn describe(config: &Config) -> String {
             pool.stop.signal.as_str(),
             pool.stop.grace,
         );
+        if let Some(p) = &pool.preload {
+            let options: Vec<String> = p
+                .server_options
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  preload: app {} with {}, imports {:?}, server {}({}), gc_freeze {}; workers are forked from it and get a socket forkyard holds",
+                p.app,
+                p.python,
+                p.imports,
+                p.server.name(),
+                options.join(", "),
+                p.gc_freeze,
+            );
+        }
         for slot in 0..pool.workers.get() {
             let port = pool.slot_port(slot);
             let socket = pool.socket_path(port);

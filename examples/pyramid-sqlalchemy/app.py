@@ -1,8 +1,13 @@
-"""A Pyramid + SQLAlchemy app served by waitress, one process per forkyard worker.
+"""A Pyramid + SQLAlchemy app served by waitress, under forkyard.
+
+Two ways to run it: one fresh process per worker (config.yaml), or imported once
+by forkyard's preloader and forked into each worker (preload.yaml).
 
 GET / answers which process served it, which process opened the database
-connection it used (always the same one: no pool is shared across workers), and a
-random number from a generator seeded per worker by forkyard's `seed_env`.
+connection it used, and a random number from a generator seeded per worker by
+forkyard's `seed_env`. Run fresh, each worker opens its own connection. Preloaded,
+the connection opened below at import is inherited by every worker unless
+post_fork disposes of the engine's pool (preload.yaml does).
 """
 import os
 import random
@@ -12,8 +17,20 @@ from pyramid.view import view_config
 
 from models import Greeting, Session, engine
 
-# post_fork's seed_env gives every spawn a fresh 256-bit seed.
-random.seed(os.environ.get("APP_SEED"))
+
+def reseed():
+    """post_fork's seed_env gives every spawn a fresh 256-bit seed in APP_SEED;
+    preloaded, this runs in each worker as a post_fork `call:`."""
+    random.seed(os.environ.get("APP_SEED"))
+
+
+reseed()
+
+# Read once at import, as many apps warm a cache: this opens a database connection
+# in whichever process imports the app, and leaves it in the engine's pool.
+with Session() as _session:
+    _first = _session.query(Greeting).first()
+    DEFAULT_GREETING = _first.text if _first else None
 
 
 @view_config(route_name="home", renderer="json")

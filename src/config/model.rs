@@ -210,11 +210,16 @@ pub struct Recycle {
     pub max_lifetime: Option<Duration>,
     /// Bytes.
     pub max_rss: Option<u64>,
+    /// Bytes of unique memory (USS: private pages, from `/proc/<pid>/smaps_rollup`).
+    pub max_uss: Option<u64>,
 }
 
 impl Recycle {
     pub fn is_set(&self) -> bool {
-        self.max_requests.is_some() || self.max_lifetime.is_some() || self.max_rss.is_some()
+        self.max_requests.is_some()
+            || self.max_lifetime.is_some()
+            || self.max_rss.is_some()
+            || self.max_uss.is_some()
     }
 }
 
@@ -264,8 +269,12 @@ pub struct StopPolicy {
 pub struct PoolConfig {
     /// `[a-z0-9_-]+`.
     pub name: String,
-    /// argv template; non-empty; may contain `{port}`, `{worker}`, `{pool}`.
+    /// argv template; non-empty; may contain `{port}`, `{worker}`, `{pool}`. Empty
+    /// for a preload pool.
     pub command: Vec<String>,
+    /// A preload pool: forkyard's preloader imports the app once and forks the
+    /// workers from it. `None` for a command pool.
+    pub preload: Option<Preload>,
     /// Default 1.
     pub workers: NonZeroUsize,
     /// Slot i uses `ports.start + i`. Required; at least `workers` ports.
@@ -288,6 +297,67 @@ pub struct PoolConfig {
     /// The per-worker lifecycle hooks.
     pub hooks: PoolHooks,
     pub upstream: UpstreamPolicy,
+}
+
+/// A Python object named `module:attribute` (the attribute may be dotted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PyTarget {
+    pub module: String,
+    pub attribute: String,
+}
+
+impl std::fmt::Display for PyTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.module, self.attribute)
+    }
+}
+
+/// How each preloaded worker serves the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreloadServer {
+    Waitress,
+    Wsgiref,
+    /// An ASGI app.
+    Uvicorn,
+    /// `function(app, sock, **server_options)`.
+    Custom(PyTarget),
+}
+
+impl PreloadServer {
+    /// The built-in servers by name.
+    pub const NAMED: [(&'static str, PreloadServer); 3] = [
+        ("waitress", PreloadServer::Waitress),
+        ("wsgiref", PreloadServer::Wsgiref),
+        ("uvicorn", PreloadServer::Uvicorn),
+    ];
+
+    /// As the preloader protocol and `check` write it.
+    pub fn name(&self) -> String {
+        match self {
+            PreloadServer::Waitress => "waitress".into(),
+            PreloadServer::Wsgiref => "wsgiref".into(),
+            PreloadServer::Uvicorn => "uvicorn".into(),
+            PreloadServer::Custom(t) => t.to_string(),
+        }
+    }
+}
+
+/// `preload:`: what the pool's preloader imports and how its workers serve it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preload {
+    /// The WSGI (or, with uvicorn, ASGI) app.
+    pub app: PyTarget,
+    /// The interpreter. Default `python3` (on `PATH`); a relative path is relative to
+    /// the directory forkyard runs in.
+    pub python: String,
+    /// Default waitress.
+    pub server: PreloadServer,
+    /// Keyword arguments for the server, in file order.
+    pub server_options: Vec<(String, serde_json::Value)>,
+    /// Modules imported before the app, in order.
+    pub imports: Vec<String>,
+    /// `gc.freeze()` before each fork, gc on again in the worker. Default true.
+    pub gc_freeze: bool,
 }
 
 /// How a request picks a worker. To add an algorithm: a variant here (with its
@@ -511,6 +581,7 @@ impl Phase {
 
 /// What a failed hook (after its retries) does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnFailure {
     /// `on_start`: forkyard exits before spawning anything. Per-worker phases: this
     /// spawn attempt fails and counts toward the worker's backoff.
@@ -562,6 +633,9 @@ pub enum HookAction {
     WaitFor(WaitTarget),
     /// A `post_fork` built-in, applied in the worker process before the app starts.
     Builtin(Builtin),
+    /// Call a Python function with no arguments, in a preload pool's preloader
+    /// (`pre_fork`) or in its new worker (`post_fork`).
+    Call(PyTarget),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -130,10 +130,12 @@ pub(super) struct RawShutdown {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Pool")]
 pub(super) struct RawPool {
-    /// Required. argv, non-empty; may use `{port}` (`{socket}` for `bind: unix`),
-    /// `{worker}` and `{pool}`.
-    #[schemars(required)]
+    /// Required unless `preload` is given (never both). argv, non-empty; may use
+    /// `{port}` (`{socket}` for `bind: unix`), `{worker}` and `{pool}`.
     pub command: Option<RawCommand>,
+    /// Instead of `command`: import a Python app once in forkyard's preloader and
+    /// fork each worker from it. Default: none.
+    pub preload: Option<RawPreload>,
     /// Number of worker processes, 1 to 65535. Default 1.
     #[schemars(with = "Option<super::schema::Count>")]
     pub workers: Option<usize>,
@@ -295,6 +297,34 @@ pub(super) struct RawRecycle {
     pub max_lifetime: Option<RawDuration>,
     /// Resident memory of a worker, e.g. `"512MiB"`. Default: no limit.
     pub max_rss: Option<Scalar>,
+    /// Unique memory (USS) of a worker, e.g. `"256MiB"`. Default: no limit.
+    pub max_uss: Option<Scalar>,
+}
+
+/// `preload:` of a pool.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Preload")]
+pub(super) struct RawPreload {
+    /// Required. The app, `module:attribute` (the attribute may be dotted), e.g.
+    /// `"myapp.wsgi:application"`.
+    #[schemars(required)]
+    pub app: Option<String>,
+    /// The Python interpreter. Default `python3` on `PATH`; a relative path is
+    /// relative to the directory forkyard runs in.
+    pub python: Option<String>,
+    /// How each worker serves the app: `waitress`, `wsgiref`, `uvicorn` (ASGI) or
+    /// `"module:function"`, called as `function(app, sock, **server_options)`.
+    /// Default `waitress`.
+    pub server: Option<String>,
+    /// Keyword arguments for the server, e.g. `{ threads: 4 }`. Default: none.
+    pub server_options: Option<serde_json::Map<String, serde_json::Value>>,
+    /// More modules imported, in order, before the app. Default: none.
+    pub imports: Option<Vec<String>>,
+    /// `gc.freeze()` before each fork and the garbage collector on again in the
+    /// worker, so collections do not copy the shared pages. Default true.
+    #[schemars(with = "Option<super::schema::Flag>")]
+    pub gc_freeze: Option<bool>,
 }
 
 /// `health:` active checks.
@@ -427,6 +457,10 @@ pub(super) struct RawHook {
     pub http: Option<RawHttpAction>,
     /// Action: poll a TCP or HTTP target until it answers.
     pub wait_for: Option<RawWaitFor>,
+    /// Action (preload pools, `pre_fork` and `post_fork` only): call the Python
+    /// function `module:attribute` with no arguments, in the preloader before the
+    /// fork or in the new worker after it.
+    pub call: Option<String>,
     /// post_fork built-in: close inherited fds other than 0-2. Default true.
     #[schemars(with = "Option<super::schema::Flag>")]
     pub close_fds: Option<bool>,

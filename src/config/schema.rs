@@ -34,7 +34,19 @@ fn or_interpolated(value: Value) -> Schema {
 /// The schema as pretty-printed JSON (`forkyard schema`, `docs/config.schema.json`).
 pub fn json_schema() -> String {
     let generator = SchemaGenerator::new(SchemaSettings::draft07());
-    let schema = generator.into_root_schema_for::<RawConfig>();
+    let mut schema = generator.into_root_schema_for::<RawConfig>();
+    // A pool has `command` or `preload`, never both (the loader says so with a
+    // location; editors learn it here).
+    if let Some(pool) = schema
+        .get_mut("definitions")
+        .and_then(|d| d.get_mut("Pool"))
+        .and_then(Value::as_object_mut)
+    {
+        pool.insert(
+            "oneOf".into(),
+            json!([{ "required": ["command"] }, { "required": ["preload"] }]),
+        );
+    }
     serde_json::to_string_pretty(&schema).unwrap_or_default()
 }
 
@@ -266,7 +278,10 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("Default 1"));
-        assert_eq!(pool["required"], json!(["command"]));
+        assert_eq!(
+            pool["oneOf"],
+            json!([{ "required": ["command"] }, { "required": ["preload"] }])
+        );
         assert_eq!(schema["required"], json!(["pools"]));
     }
 }

@@ -376,7 +376,19 @@ impl Checker<'_> {
                 ),
             );
         }
-        let command = self.command(raw.command, &path.key("command"));
+        let preload_path = path.key("preload");
+        let preload = raw.preload.map(|p| self.preload(p, &preload_path));
+        let command = match (&preload, raw.command) {
+            (Some(_), Some(_)) => {
+                self.key_error(
+                    &preload_path,
+                    "a pool has either command (forkyard runs your program for each worker) or preload (forkyard imports your Python app once and forks each worker from it), not both",
+                );
+                Vec::new()
+            }
+            (Some(_), None) => Vec::new(),
+            (None, raw_command) => self.command(raw_command, &path.key("command")),
+        };
         let workers_path = path.key("workers");
         let workers = self.count(raw.workers, &workers_path, MAX_WORKERS);
         let env = self.env(raw.env, &path.key("env"));
@@ -429,7 +441,8 @@ impl Checker<'_> {
         self.pool_placeholders(&command, &env, bind, &path);
         let ready_given = raw.ready.is_some();
         let ready = self.ready(raw.ready, &path.key("ready"));
-        if bind == Bind::Inherit && ready.probe == ReadyProbe::Tcp {
+        // A preload pool's TCP probe waits for an HTTP answer (`supervisor::preload`).
+        if bind == Bind::Inherit && ready.probe == ReadyProbe::Tcp && preload.is_none() {
             let at = if ready_given {
                 path.key("ready")
             } else {
@@ -444,7 +457,7 @@ impl Checker<'_> {
         let recycle = self.recycle(raw.recycle, &path.key("recycle"));
         let restart = self.restart(raw.restart.unwrap_or_default(), &path.key("restart"));
         let stop = self.stop(raw.stop.unwrap_or_default(), &path.key("stop"));
-        let hooks = self.pool_hooks(raw.hooks, &path.key("hooks"), bind);
+        let hooks = self.pool_hooks(raw.hooks, &path.key("hooks"), bind, preload.is_some());
         let upstream = self.upstream(
             UpstreamParts {
                 lb: raw.lb,
@@ -464,6 +477,7 @@ impl Checker<'_> {
         let config = PoolConfig {
             name,
             command,
+            preload,
             workers,
             ports: ports.unwrap_or(PortRange { start: 1, end: 1 }),
             env,
@@ -483,6 +497,84 @@ impl Checker<'_> {
             path,
             // Unix pools' slot numbers are not ports: they clash with nothing.
             ports: ports.filter(|_| bind != Bind::Unix),
+        }
+    }
+
+    fn preload(&mut self, raw: RawPreload, path: &KeyPath) -> Preload {
+        use super::validate_hooks::parse_py_target;
+        let stand_in = PyTarget {
+            module: String::new(),
+            attribute: String::new(),
+        };
+        let app = match raw.app {
+            None => {
+                self.missing(
+                    &path.key("app"),
+                    r#"the app to import, "module:attribute", e.g. "myapp.wsgi:application""#,
+                );
+                stand_in.clone()
+            }
+            Some(text) => parse_py_target(&text).unwrap_or_else(|m| {
+                self.error(&path.key("app"), m);
+                stand_in.clone()
+            }),
+        };
+        let python = match raw.python {
+            Some(p) if p.trim().is_empty() => {
+                self.error(
+                    &path.key("python"),
+                    r#"python must not be empty (e.g. "python3" or "target/venv/bin/python3")"#,
+                );
+                "python3".to_string()
+            }
+            Some(p) => p,
+            None => "python3".to_string(),
+        };
+        let server = match raw.server.as_deref() {
+            None => PreloadServer::Waitress,
+            Some(text) => match PreloadServer::NAMED.iter().find(|(n, _)| *n == text) {
+                Some((_, s)) => s.clone(),
+                None if text.contains(':') => match parse_py_target(text) {
+                    Ok(t) => PreloadServer::Custom(t),
+                    Err(m) => {
+                        self.error(&path.key("server"), m);
+                        PreloadServer::Waitress
+                    }
+                },
+                None => {
+                    let names: Vec<&str> = PreloadServer::NAMED.iter().map(|(n, _)| *n).collect();
+                    let message = format!(
+                        r#"unknown server {text:?} (expected one of: {}, or "module:function" called as function(app, sock, **server_options))"#,
+                        names.join(", ")
+                    );
+                    self.error(&path.key("server"), with_suggestion(message, text, &names));
+                    PreloadServer::Waitress
+                }
+            },
+        };
+        let imports_path = path.key("imports");
+        let imports: Vec<String> = raw.imports.unwrap_or_default();
+        for (i, module) in imports.iter().enumerate() {
+            let ok = !module.is_empty()
+                && module.split('.').all(|p| {
+                    let mut c = p.chars();
+                    c.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                        && c.all(|c| c.is_alphanumeric() || c == '_')
+                });
+            if !ok {
+                self.error(
+                    &imports_path.index(i),
+                    format!(r#"invalid module name {module:?} (expected a dotted name such as "numpy" or "myapp.models")"#),
+                );
+            }
+        }
+        Preload {
+            app,
+            python,
+            server,
+            server_options: raw.server_options.unwrap_or_default().into_iter().collect(),
+            imports,
+            gc_freeze: raw.gc_freeze.unwrap_or(true),
         }
     }
 
@@ -656,17 +748,21 @@ impl Checker<'_> {
         if raw.max_requests == Some(0) {
             self.error(&path.key("max_requests"), "max_requests must be at least 1");
         }
-        let max_rss = raw.max_rss.and_then(|scalar| {
-            let p = path.key("max_rss");
-            let text = self.text(&scalar, &p);
-            match parse_size(&text) {
-                Ok(n) => Some(n),
-                Err(m) => {
-                    self.error(&p, m);
-                    None
+        let mut size = |raw: Option<Scalar>, key: &str| {
+            raw.and_then(|scalar| {
+                let p = path.key(key);
+                let text = self.text(&scalar, &p);
+                match parse_size(&text) {
+                    Ok(n) => Some(n),
+                    Err(m) => {
+                        self.error(&p, m);
+                        None
+                    }
                 }
-            }
-        });
+            })
+        };
+        let max_rss = size(raw.max_rss, "max_rss");
+        let max_uss = size(raw.max_uss, "max_uss");
         Recycle {
             max_requests: raw.max_requests.filter(|n| *n > 0),
             max_requests_jitter: raw.max_requests_jitter.unwrap_or(0),
@@ -674,6 +770,7 @@ impl Checker<'_> {
                 .max_lifetime
                 .and_then(|d| self.positive_duration(Some(d), &path.key("max_lifetime"), SECOND)),
             max_rss,
+            max_uss,
         }
     }
 
@@ -1010,7 +1107,7 @@ mod tests {
         let e = one("pools:\n  web:\n    command: [app]\n    ports: \"9001\"\n    wrokers: 2\n");
         assert_eq!(
             e,
-            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive, buffer, max_in_flight, queue); did you mean "workers"?"#
+            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, preload, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive, buffer, max_in_flight, queue); did you mean "workers"?"#
         );
         let errors = errors(&format!("{POOL}prxy: {{}}\n"));
         assert_eq!(errors[0].path, "prxy");

@@ -51,6 +51,27 @@ pub(super) fn parse_http_url(text: &str) -> Result<HttpUrl, String> {
     })
 }
 
+/// Parse `module:attribute` (dotted names of Python identifiers on both sides).
+pub(super) fn parse_py_target(text: &str) -> Result<PyTarget, String> {
+    let dotted = |s: &str| {
+        !s.is_empty()
+            && s.split('.').all(|part| {
+                let mut chars = part.chars();
+                chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_alphanumeric() || c == '_')
+            })
+    };
+    match text.split_once(':') {
+        Some((module, attribute)) if dotted(module) && dotted(attribute) => Ok(PyTarget {
+            module: module.to_string(),
+            attribute: attribute.to_string(),
+        }),
+        _ => Err(format!(
+            r#"invalid Python target {text:?} (expected "module:attribute", e.g. "myapp.models:engine.dispose")"#
+        )),
+    }
+}
+
 /// Split `host:port` (IPv6 as `[::1]:5432`).
 fn parse_host_port(text: &str) -> Result<(String, u16), String> {
     let err = || {
@@ -75,26 +96,28 @@ impl Checker<'_> {
     ) -> GlobalHooks {
         let raw = raw.unwrap_or_default();
         GlobalHooks {
-            on_start: self.hook_list(raw.on_start, Phase::OnStart, path, None),
-            on_shutdown: self.hook_list(raw.on_shutdown, Phase::OnShutdown, path, None),
+            on_start: self.hook_list(raw.on_start, Phase::OnStart, path, None, false),
+            on_shutdown: self.hook_list(raw.on_shutdown, Phase::OnShutdown, path, None, false),
         }
     }
 
-    /// The hooks of a pool whose workers bind with `bind`.
+    /// The hooks of a pool whose workers bind with `bind`; `preload` when it is a
+    /// preload pool (which allows `call:`).
     pub(super) fn pool_hooks(
         &mut self,
         raw: Option<RawPoolHooks>,
         path: &KeyPath,
         bind: Bind,
+        preload: bool,
     ) -> PoolHooks {
         let raw = raw.unwrap_or_default();
         let b = Some(bind);
         PoolHooks {
-            pre_fork: self.hook_list(raw.pre_fork, Phase::PreFork, path, b),
-            post_fork: self.hook_list(raw.post_fork, Phase::PostFork, path, b),
-            post_spawn: self.hook_list(raw.post_spawn, Phase::PostSpawn, path, b),
-            pre_stop: self.hook_list(raw.pre_stop, Phase::PreStop, path, b),
-            on_exit: self.hook_list(raw.on_exit, Phase::OnExit, path, b),
+            pre_fork: self.hook_list(raw.pre_fork, Phase::PreFork, path, b, preload),
+            post_fork: self.hook_list(raw.post_fork, Phase::PostFork, path, b, preload),
+            post_spawn: self.hook_list(raw.post_spawn, Phase::PostSpawn, path, b, preload),
+            pre_stop: self.hook_list(raw.pre_stop, Phase::PreStop, path, b, preload),
+            on_exit: self.hook_list(raw.on_exit, Phase::OnExit, path, b, preload),
         }
     }
 
@@ -105,6 +128,7 @@ impl Checker<'_> {
         phase: Phase,
         parent: &KeyPath,
         bind: Option<Bind>,
+        preload: bool,
     ) -> Vec<Hook> {
         let path = parent.key(phase.as_str());
         let mut hooks: Vec<Hook> = Vec::new();
@@ -114,7 +138,7 @@ impl Checker<'_> {
                 Some(bind) => Scope::Pool(bind),
                 None => Scope::Once(phase),
             };
-            if let Some(hook) = self.hook(item, phase, scope, i, &item_path) {
+            if let Some(hook) = self.hook(item, phase, scope, i, &item_path, preload) {
                 if hooks.iter().any(|h| h.name == hook.name) {
                     self.error(
                         &item_path.key("name"),
@@ -134,6 +158,7 @@ impl Checker<'_> {
         scope: Scope,
         index: usize,
         path: &KeyPath,
+        preload: bool,
     ) -> Option<Hook> {
         let raw_builtins = raw_builtins(&raw);
         let name = match raw.name {
@@ -194,6 +219,17 @@ impl Checker<'_> {
             let a = self.wait_for(w, &path.key("wait_for"));
             actions.push(("wait_for", a.unwrap_or(HookAction::Run(Vec::new()))));
         }
+        if let Some(call) = raw.call {
+            let call_path = path.key("call");
+            let target = match parse_py_target(&call) {
+                Ok(t) => HookAction::Call(t),
+                Err(m) => {
+                    self.error(&call_path, m);
+                    HookAction::Run(Vec::new())
+                }
+            };
+            actions.push(("call", target));
+        }
         for (key, b) in self.builtins(&raw_builtins, path) {
             actions.push((
                 key,
@@ -206,10 +242,15 @@ impl Checker<'_> {
             1 => actions.pop()?,
             0 => {
                 if !self.poisoned(path) {
-                    let more = if phase == Phase::PostFork {
-                        format!(", or a built-in ({BUILTINS})")
+                    let call = if preload && matches!(phase, Phase::PreFork | Phase::PostFork) {
+                        ", call"
                     } else {
-                        String::new()
+                        ""
+                    };
+                    let more = if phase == Phase::PostFork {
+                        format!("{call}, or a built-in ({BUILTINS})")
+                    } else {
+                        call.to_string()
                     };
                     self.error(
                         path,
@@ -242,6 +283,21 @@ impl Checker<'_> {
                 self.key_error(
                     &action_path,
                     format!("{key} cannot run in post_fork (which runs inside the new worker process); use pre_fork for it"),
+                );
+            }
+            (HookAction::Call(_), p) if !matches!(p, Phase::PreFork | Phase::PostFork) => {
+                self.key_error(
+                    &action_path,
+                    format!(
+                        "call runs Python in a preload pool's preloader (pre_fork) or in its new worker (post_fork); it cannot be used in {}",
+                        phase.as_str()
+                    ),
+                );
+            }
+            (HookAction::Call(_), _) if !preload => {
+                self.key_error(
+                    &action_path,
+                    "call needs a preload pool (a pool with preload: instead of command:): forkyard cannot call into a program it only starts",
                 );
             }
             _ => {}

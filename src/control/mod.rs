@@ -14,7 +14,8 @@
 //! proxy settings, the router, the admin token, the access log, the file watch.
 //! Pools whose process-defining keys changed are replaced worker by worker
 //! ([`Supervisor::roll`]); if a new worker never becomes ready the pool is rolled
-//! back, settings included (`result="rolled_back"`).
+//! back, settings included (`result="rolled_back"`). Every reload rolls each preload
+//! pool onto a new preloader, changed or not, so the code on disk goes live.
 
 pub(crate) mod plan;
 
@@ -126,7 +127,8 @@ impl Control {
         }
     }
 
-    /// Replace every worker of `pool` with a new one of the same generation.
+    /// Replace every worker of `pool` with a new one of the same settings (for a
+    /// preload pool, forked from a new preloader that imports the code as it is now).
     pub(crate) async fn restart(&mut self, pool: &str) -> Result<Rollout, PoolError> {
         let generation = self.supervisor.generation(pool)?;
         tracing::info!(pool, "rolling restart");
@@ -218,7 +220,10 @@ impl Control {
             items.push("nothing changed".into());
             return report(ReloadResult::Refused, items);
         }
-        if plan.changes.is_empty() {
+        // A preload pool is rolled onto a new preloader by every reload, changed or
+        // not: that is how new code goes live.
+        let preload = |c: &Config| c.pools.iter().any(|p| p.preload.is_some());
+        if plan.changes.is_empty() && !preload(&new) {
             return report(ReloadResult::Applied, vec!["no change".into()]);
         }
         let mut items = Vec::new();
@@ -241,19 +246,23 @@ impl Control {
 
         for i in 0..self.pools.len() {
             let (old, fresh) = (self.config.pools[i].clone(), new.pools[i].clone());
-            if old == fresh {
+            let preloaded = fresh.preload.is_some();
+            if old == fresh && !preloaded {
                 continue;
             }
             let (pool, name) = (self.pools[i].clone(), fresh.name.clone());
             let fresh = Arc::new(fresh);
             pool.replace(fresh.clone());
             let workers = fresh.workers.get();
-            if plan.rolls(&name) {
+            if plan.rolls(&name) || preloaded {
                 let current = self.supervisor.sizes()[i].1;
                 if workers < current {
                     let _ = self.supervisor.scale(&name, workers);
                 }
                 match self.supervisor.roll(&name, fresh.clone()).await {
+                    Ok(Rollout::Done) if preloaded => {
+                        items.push(format!("{name}: replaced from a new preloader"))
+                    }
                     Ok(Rollout::Done) => items.push(format!("{name}: replaced")),
                     Ok(Rollout::RolledBack { slot }) => {
                         pool.replace(Arc::new(old.clone()));

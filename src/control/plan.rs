@@ -60,6 +60,7 @@ pub(crate) const KEYS: &[(&str, Class)] = &[
     ("routes", Class::AtOnce),
     ("pools", Class::Restart),
     ("pools.*.command", Class::Rolling),
+    ("pools.*.preload", Class::Rolling),
     ("pools.*.env", Class::Rolling),
     ("pools.*.cwd", Class::Rolling),
     ("pools.*.hooks.pre_fork", Class::Rolling),
@@ -246,6 +247,7 @@ fn pool_keys(p: &mut Plan, a: &PoolConfig, b: &PoolConfig) {
     let PoolConfig {
         name,
         command,
+        preload,
         workers,
         ports,
         env,
@@ -262,6 +264,7 @@ fn pool_keys(p: &mut Plan, a: &PoolConfig, b: &PoolConfig) {
     } = b;
     let pool = Some(name.as_str());
     p.note("pools.*.command", pool, a.command != *command);
+    p.note("pools.*.preload", pool, a.preload != *preload);
     p.note("pools.*.env", pool, a.env != *env);
     p.note("pools.*.cwd", pool, a.cwd != *cwd);
     p.note("pools.*.workers", pool, a.workers != *workers);
@@ -562,11 +565,38 @@ pools:
         }
         for (key, _) in KEYS {
             // admin.token_file needs a file; it is covered by the security tests.
+            // pools.*.preload needs a preload pool: see the next test.
             assert!(
-                *key == "admin.token_file" || seen.iter().any(|s| s == key),
+                ["admin.token_file", "pools.*.preload"].contains(key)
+                    || seen.iter().any(|s| s == key),
                 "{key} has no edit in this test"
             );
         }
+    }
+
+    #[test]
+    fn a_changed_preload_key_rolls_the_pool() {
+        let preload = BASE.replace(
+            r#"command: ["python3", "app.py", "{port}"]"#,
+            r#"preload: { app: "app:application" }"#,
+        );
+        let base = load(&preload);
+        let changed = load(&preload.replace("app:application", "app:other"));
+        let changes = plan(&base, &changed).changes;
+        assert_eq!(
+            changes,
+            [Change {
+                key: "pools.web.preload".into(),
+                class: Class::Rolling
+            }]
+        );
+        // From a command to a preload pool: both keys, both rolling.
+        let keys: Vec<String> = plan(&load(BASE), &base)
+            .changes
+            .into_iter()
+            .map(|c| c.key)
+            .collect();
+        assert_eq!(keys, ["pools.web.command", "pools.web.preload"]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::time::{sleep, timeout, Instant};
 
-use super::runner::{HookContext, Recorder};
+use super::runner::{Caller, HookContext, Recorder};
 use super::FailureReason;
 use crate::config::{Hook, HookAction, HttpTarget, Placeholders, WaitTarget};
 use crate::probe;
@@ -39,6 +39,7 @@ pub(crate) async fn attempt(
     ctx: &HookContext,
     reaper: &Reaper,
     recorder: &dyn Recorder,
+    caller: Option<&dyn Caller>,
 ) -> Result<(), AttemptError> {
     match &hook.action {
         HookAction::Run(argv) => run(hook, argv, ctx, reaper, recorder).await,
@@ -100,6 +101,15 @@ pub(crate) async fn attempt(
         // Built-ins exist only in post_fork, where the worker process applies them
         // itself before it runs the other hooks (`process::child`).
         HookAction::Builtin(_) => Ok(()),
+        // Only a preload pool's preloader can call into Python (validation keeps
+        // `call:` out of other pools).
+        HookAction::Call(target) => match caller {
+            Some(caller) => caller.call(hook, ctx).await,
+            None => Err(fail(
+                FailureReason::SpawnError,
+                format!("call {target}: no preloader runs this hook"),
+            )),
+        },
     }
 }
 

@@ -25,7 +25,9 @@ mod runner;
 
 pub(crate) use action::AttemptError;
 pub(crate) use report::PostForkReport;
-pub(crate) use runner::{Attempt, HookContext, HookFailure, HookRunner, Recorder, WorkerExit};
+pub(crate) use runner::{
+    Attempt, Caller, HookContext, HookFailure, HookRunner, Recorder, WorkerExit,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -45,16 +47,23 @@ pub(crate) enum FailureReason {
     HttpStatus,
     /// `http:` or `wait_for:` could not connect.
     Connect,
+    /// A `call:` raised an exception (an import error included).
+    Exception,
+    /// A preload pool's preloader refused to fork: it had threads besides its main
+    /// one (the `single_threaded` check of `pre_fork`).
+    Threads,
 }
 
 impl FailureReason {
-    pub(crate) const ALL: [FailureReason; 6] = [
+    pub(crate) const ALL: [FailureReason; 8] = [
         FailureReason::Exit,
         FailureReason::Signal,
         FailureReason::Timeout,
         FailureReason::SpawnError,
         FailureReason::HttpStatus,
         FailureReason::Connect,
+        FailureReason::Exception,
+        FailureReason::Threads,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -65,6 +74,8 @@ impl FailureReason {
             FailureReason::SpawnError => "spawn_error",
             FailureReason::HttpStatus => "http_status",
             FailureReason::Connect => "connect",
+            FailureReason::Exception => "exception",
+            FailureReason::Threads => "threads",
         }
     }
 }

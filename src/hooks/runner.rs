@@ -126,11 +126,20 @@ pub(crate) trait Recorder: Send + Sync {
     fn output(&self, ctx: &HookContext, hook: &str, stream: &str, line: &str);
 }
 
+/// What runs a `call:` hook: a preload pool's preloader. One attempt, bounded by
+/// the hook's timeout.
+#[async_trait::async_trait]
+pub(crate) trait Caller: Send + Sync {
+    async fn call(&self, hook: &Hook, ctx: &HookContext) -> Result<(), AttemptError>;
+}
+
 /// Runs hooks and hands each result to its recorder.
 #[derive(Clone)]
 pub(crate) struct HookRunner {
     pub(crate) reaper: Arc<Reaper>,
     pub(crate) recorder: Arc<dyn Recorder>,
+    /// Runs `call:` hooks; set only for a preload pool's hooks.
+    pub(crate) caller: Option<Arc<dyn Caller>>,
 }
 
 impl HookRunner {
@@ -152,7 +161,14 @@ impl HookRunner {
         for n in 1..=attempts {
             self.recorder.started(ctx, &hook.name, n);
             let started = Instant::now();
-            let result = attempt(hook, ctx, &self.reaper, &*self.recorder).await;
+            let result = attempt(
+                hook,
+                ctx,
+                &self.reaper,
+                &*self.recorder,
+                self.caller.as_deref(),
+            )
+            .await;
             self.recorder.finished(
                 ctx,
                 &Attempt {

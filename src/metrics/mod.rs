@@ -174,7 +174,32 @@ metrics! {
         ("forkyard_queue_depth", "Requests waiting in a pool's queue now.");
     queue_rejections: IntCounterVec["pool", "reason"] =
         ("forkyard_queue_rejections_total", "Requests answered 503 because the pool's queue was full or their wait timed out.");
+    preloader_starts: IntCounterVec["pool"] =
+        ("forkyard_preloader_starts_total", "Preloader processes started (preload pools).");
+    preloader_restarts: IntCounterVec["pool", "reason"] =
+        ("forkyard_preloader_restarts_total", "Preloaders started again after theirs exited or failed, by reason.");
+    preloader_import: GaugeVec["pool"] =
+        ("forkyard_preloader_import_seconds", "How long the pool's last preloader took to import the app.");
+    preload_fork: HistogramVec["pool"] =
+        ("forkyard_preload_fork_seconds", "Time from a fork request to the preloader's answer with the new worker's pid.")
+        buckets FORK_BUCKETS;
 }
+
+/// Fork times, in seconds (0.5 ms .. 10 s).
+const FORK_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
+];
+
+/// Why a preloader was started again: the `reason` label of
+/// `forkyard_preloader_restarts_total`.
+pub(crate) const PRELOADER_RESTART_REASONS: [&str; 6] = [
+    "import_error",
+    "exit_code",
+    "signal",
+    "oom_killed",
+    "boot_timeout",
+    "unresponsive",
+];
 
 /// Pre-resolved per-pool handles for the request path.
 #[derive(Clone)]
@@ -358,6 +383,17 @@ impl Metrics {
         let _ = self.worker_ejections.remove_label_values(&labels);
     }
 
+    /// Create the preloader series of a preload pool at 0 (when its first preloader
+    /// starts).
+    pub(crate) fn declare_preload(&self, pool: &str) {
+        self.preloader_starts.with_label_values(&[pool]);
+        self.preloader_import.with_label_values(&[pool]);
+        self.preload_fork.with_label_values(&[pool]);
+        for reason in PRELOADER_RESTART_REASONS {
+            self.preloader_restarts.with_label_values(&[pool, reason]);
+        }
+    }
+
     /// Create the series of a hook at 0 (at start, and for hooks a reload adds).
     pub(crate) fn declare_hook(&self, pool: &str, phase: Phase, hook: &str) {
         let labels = [pool, phase.as_str(), hook];
@@ -483,6 +519,7 @@ mod tests {
         }
         // And every metric is registered: the registry holds as many families.
         let m = Metrics::new(&["web"], &[("web", Phase::PreFork, "h")]);
+        m.declare_preload("web");
         m.worker_ejections("web", "0");
         m.worker_in_flight("web", "0");
         m.slot("web", SlotId(0));

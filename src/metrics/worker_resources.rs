@@ -1,6 +1,10 @@
-//! `forkyard_worker_resident_memory_bytes{pool,worker}` and
-//! `forkyard_worker_cpu_seconds_total{pool,worker}`: read from `/proc` at scrape
-//! time for every live worker on the status board.
+//! `forkyard_worker_resident_memory_bytes{pool,worker}`,
+//! `forkyard_worker_pss_bytes{pool,worker}`, `forkyard_worker_uss_bytes{pool,worker}`
+//! and `forkyard_worker_cpu_seconds_total{pool,worker}`, and
+//! `forkyard_preloader_pss_bytes{pool}`: read from `/proc` at scrape time for every
+//! live worker (and preloader) on the status board. RSS counts every shared page in
+//! every worker; PSS divides each shared page among the processes that share it,
+//! so the PSS of a preload pool's workers and preloader adds up to what it costs.
 //!
 //! Nothing is stored between scrapes, so a slot with no process (backoff, stopped,
 //! removed) simply has no series: removed workers leave no stale values behind. The
@@ -21,15 +25,30 @@ pub(crate) struct WorkerResources {
     board: Arc<StatusBoard>,
     descs: Vec<Desc>,
     /// Refilled from scratch at each scrape, one scrape at a time.
-    families: Mutex<(GaugeVec, CounterVec)>,
+    families: Mutex<Families>,
+}
+
+struct Families {
+    rss: GaugeVec,
+    cpu: CounterVec,
+    pss: GaugeVec,
+    uss: GaugeVec,
+    preloader_pss: GaugeVec,
 }
 
 impl WorkerResources {
     /// The metrics this collector reports.
-    pub(crate) const NAMES: [&'static str; 2] = [
+    pub(crate) const NAMES: [&'static str; 5] = [
         "forkyard_worker_resident_memory_bytes",
         "forkyard_worker_cpu_seconds_total",
+        "forkyard_worker_pss_bytes",
+        "forkyard_worker_uss_bytes",
+        "forkyard_preloader_pss_bytes",
     ];
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition")
 }
 
 // The `expect`s below are infallible in practice: constant names and labels,
@@ -58,12 +77,40 @@ fn cpu_vec() -> CounterVec {
 
 impl WorkerResources {
     pub(crate) fn new(board: Arc<StatusBoard>) -> WorkerResources {
-        let (rss, cpu) = (rss_vec(), cpu_vec());
-        let descs = rss.desc().into_iter().chain(cpu.desc()).cloned().collect();
+        let f = Families {
+            rss: rss_vec(),
+            cpu: cpu_vec(),
+            pss: gauge(
+                Self::NAMES[2],
+                "Proportional set size of each live worker process (shared pages divided among their sharers), from /proc/<pid>/smaps_rollup.",
+                &["pool", "worker"],
+            ),
+            uss: gauge(
+                Self::NAMES[3],
+                "Unique set size of each live worker process (its private pages), from /proc/<pid>/smaps_rollup.",
+                &["pool", "worker"],
+            ),
+            preloader_pss: gauge(
+                Self::NAMES[4],
+                "Proportional set size of a preload pool's preloader processes, from /proc/<pid>/smaps_rollup.",
+                &["pool"],
+            ),
+        };
+        let descs = [
+            &f.rss.desc(),
+            &f.cpu.desc(),
+            &f.pss.desc(),
+            &f.uss.desc(),
+            &f.preloader_pss.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|d| (*d).clone())
+        .collect();
         WorkerResources {
             board,
             descs,
-            families: Mutex::new((rss, cpu)),
+            families: Mutex::new(f),
         }
     }
 }
@@ -74,23 +121,42 @@ impl Collector for WorkerResources {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let families = self.families.lock();
-        let (rss, cpu) = &*families;
-        rss.reset();
-        cpu.reset();
+        let f = self.families.lock();
+        f.rss.reset();
+        f.cpu.reset();
+        f.pss.reset();
+        f.uss.reset();
+        f.preloader_pss.reset();
         for pool in self.board.pools() {
             for slot in pool.slots() {
-                let Some(u) = slot.pid().and_then(usage::read) else {
-                    continue;
-                };
+                let Some(pid) = slot.pid() else { continue };
+                let Some(u) = usage::read(pid) else { continue };
                 let worker = slot.slot.to_string();
                 let labels = [&*pool.name, worker.as_str()];
-                rss.with_label_values(&labels).set(u.rss_bytes as f64);
-                cpu.with_label_values(&labels).inc_by(u.cpu_seconds);
+                f.rss.with_label_values(&labels).set(u.rss_bytes as f64);
+                f.cpu.with_label_values(&labels).inc_by(u.cpu_seconds);
+                if let Some(m) = usage::memory(pid) {
+                    f.pss.with_label_values(&labels).set(m.pss_bytes as f64);
+                    f.uss.with_label_values(&labels).set(m.uss_bytes as f64);
+                }
+            }
+            let preloaders = pool.preloaders();
+            let pss: Vec<u64> = preloaders
+                .iter()
+                .filter_map(|p| p.pid().and_then(usage::memory))
+                .map(|m| m.pss_bytes)
+                .collect();
+            if !pss.is_empty() {
+                f.preloader_pss
+                    .with_label_values(&[&*pool.name])
+                    .set(pss.iter().sum::<u64>() as f64);
             }
         }
-        let mut out = rss.collect();
-        out.extend(cpu.collect());
+        let mut out = f.rss.collect();
+        out.extend(f.cpu.collect());
+        out.extend(f.pss.collect());
+        out.extend(f.uss.collect());
+        out.extend(f.preloader_pss.collect());
         out
     }
 }

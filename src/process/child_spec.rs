@@ -38,6 +38,10 @@ pub(crate) struct ChildSpec {
     /// name for `LISTEN_FDNAMES`. Set by `spawn`.
     pub(crate) listen_fd: Option<i32>,
     pub(crate) listen_name: String,
+    /// A descriptor kept open, under its number, for the program (a preloader's
+    /// channel to forkyard). Set by `spawn`.
+    #[serde(default)]
+    pub(crate) keep_fd: Option<i32>,
 }
 
 /// The application order of the built-ins: session and limits first, privileges
@@ -101,6 +105,8 @@ impl ChildSpec {
                     }
                     spec.builtins.push(hook.clone());
                 }
+                // Run by a preload pool's worker itself (`supervisor::preload`).
+                HookAction::Call(_) => spec.hooks.push(hook.clone()),
                 // Validation keeps other actions out of post_fork.
                 HookAction::Http { .. } | HookAction::WaitFor(_) => {}
             }

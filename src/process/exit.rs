@@ -54,7 +54,7 @@ pub(crate) enum ExitReason {
     RecycleRequests,
     /// Replaced after `recycle.max_lifetime`.
     RecycleLifetime,
-    /// Replaced after exceeding `recycle.max_rss`.
+    /// Replaced after exceeding `recycle.max_rss` or `recycle.max_uss`.
     RecycleMemory,
     /// Killed by SIGKILL while the cgroup's OOM-kill count rose (where readable).
     OomKilled,

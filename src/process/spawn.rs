@@ -39,8 +39,12 @@ pub(crate) struct SpawnSpec {
     /// Start through `forkyard __child` with this spec (workers), or exec `argv`
     /// directly (hooks).
     pub child: Option<ChildSpec>,
-    /// A listening socket the worker inherits as fd 3 (`bind: inherit`).
-    pub inherit: Option<std::sync::Arc<std::net::TcpListener>>,
+    /// A listening socket the worker inherits as fd 3 (`bind: inherit`); for a
+    /// preload pool, the socket its workers are handed.
+    pub inherit: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// A descriptor the child keeps under its own number (a preloader's channel
+    /// to forkyard); only through `forkyard __child`.
+    pub keep: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// A started child. Its exit must be observed through the reaper.
@@ -66,6 +70,22 @@ pub(crate) enum SpawnError {
     },
     #[error("could not prepare the worker process: {0}")]
     Setup(String),
+    /// A preload pool's preloader is not running (it failed, or is restarting).
+    #[error("the pool's preloader is not running: {0}")]
+    Preloader(String),
+    /// The preloader refused to fork (a `pre_fork` check failed).
+    #[error("the preloader refused to fork: {0}")]
+    Refused(String),
+}
+
+impl SpawnError {
+    /// The exit reason recorded for a spawn that failed this way.
+    pub(crate) fn exit_reason(&self) -> super::ExitReason {
+        match self {
+            SpawnError::Refused(_) => super::ExitReason::HookFailure,
+            _ => super::ExitReason::ExitCode,
+        }
+    }
 }
 
 /// Start `spec` in a new process group. Must be called inside a tokio runtime
@@ -90,6 +110,11 @@ pub(crate) fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
                 fcntl(listener.as_ref(), FcntlArg::F_SETFD(FdFlag::empty()))
                     .map_err(|e| SpawnError::Setup(format!("fcntl: {e}")))?;
                 child_spec.listen_fd = Some(listener.as_raw_fd());
+            }
+            if let Some(keep) = &spec.keep {
+                fcntl(keep.as_ref(), FcntlArg::F_SETFD(FdFlag::empty()))
+                    .map_err(|e| SpawnError::Setup(format!("fcntl: {e}")))?;
+                child_spec.keep_fd = Some(keep.as_raw_fd());
             }
             let json = serde_json::to_string(&child_spec)
                 .map_err(|e| SpawnError::Setup(format!("spec: {e}")))?;
@@ -123,6 +148,9 @@ pub(crate) fn spawn(spec: &SpawnSpec) -> Result<Spawned, SpawnError> {
     // Only this child inherits the slot's socket; forkyard's other children must not.
     if let Some(listener) = &spec.inherit {
         let _ = fcntl(listener.as_ref(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
+    if let Some(keep) = &spec.keep {
+        let _ = fcntl(keep.as_ref(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     }
     // The child has its copy of the write end (or failed); ours must close so the
     // reader sees EOF when the child is done.

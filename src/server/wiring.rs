@@ -279,6 +279,7 @@ impl Built {
                 metrics: metrics.clone(),
                 board: board.clone(),
             }),
+            caller: None,
         };
         // on_start runs before any worker exists; an aborting failure ends forkyard.
         if let Err(failure) = hooks
@@ -290,6 +291,9 @@ impl Built {
         }
         let os = Arc::new(System {
             hooks: hooks.clone(),
+            metrics: metrics.clone(),
+            board: board.clone(),
+            preloaders: Default::default(),
         });
         let mut supervisor = Supervisor::start(&pools, os, metrics.clone(), board.clone());
         tokio::spawn(super::shutdown::announce_ready(

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
-use super::report::{ExitReport, HookReport, PoolReport, StatusReport, WorkerReport};
+use super::report::{
+    ExitReport, HookReport, PoolReport, PreloaderReport, StatusReport, WorkerReport,
+};
 use crate::process::usage;
 use crate::slot::WorkerState;
 
@@ -24,7 +26,27 @@ pub(crate) struct StatusBoard {
 pub(crate) struct PoolStatus {
     pub name: Arc<str>,
     slots: RwLock<Vec<Arc<SlotStatus>>>,
+    /// A preload pool's live preloaders (two while a rolling restart runs).
+    preloaders: RwLock<Vec<Arc<PreloaderStatus>>>,
     changes: Arc<watch::Sender<u64>>,
+}
+
+/// One preloader (one generation of a preload pool) as the board knows it.
+pub(crate) struct PreloaderStatus {
+    pub generation: u64,
+    inner: Mutex<PreloaderInner>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct PreloaderInner {
+    state: &'static str,
+    pid: Option<i32>,
+    spawned_at: Option<Instant>,
+    restarts: u64,
+    import_seconds: Option<f64>,
+    last_exit: Option<(&'static str, String, SystemTime)>,
+    last_error: Option<String>,
 }
 
 /// One worker slot as the board knows it.
@@ -87,6 +109,7 @@ impl StatusBoard {
         let pool = Arc::new(PoolStatus {
             name: Arc::from(name),
             slots: RwLock::new(Vec::new()),
+            preloaders: RwLock::new(Vec::new()),
             changes: self.changes.clone(),
         });
         pools.push(pool.clone());
@@ -222,6 +245,31 @@ impl PoolStatus {
         self.slots.read().clone()
     }
 
+    /// A new entry for the preloader of generation `generation` (state `starting`).
+    pub(crate) fn attach_preloader(&self, generation: u64) -> Arc<PreloaderStatus> {
+        let p = Arc::new(PreloaderStatus {
+            generation,
+            inner: Mutex::new(PreloaderInner {
+                state: "starting",
+                ..PreloaderInner::default()
+            }),
+            changes: self.changes.clone(),
+        });
+        self.preloaders.write().push(p.clone());
+        self.changes.send_modify(|v| *v += 1);
+        p
+    }
+
+    /// Remove a preloader's entry when it has stopped for good.
+    pub(crate) fn detach_preloader(&self, entry: &Arc<PreloaderStatus>) {
+        self.preloaders.write().retain(|p| !Arc::ptr_eq(p, entry));
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    pub(crate) fn preloaders(&self) -> Vec<Arc<PreloaderStatus>> {
+        self.preloaders.read().clone()
+    }
+
     pub(crate) fn count(&self, state: WorkerState) -> usize {
         self.slots
             .read()
@@ -242,6 +290,83 @@ impl PoolStatus {
             restarts: workers.iter().map(|w| w.restarts).sum(),
             degraded: false,
             workers,
+            preloaders: self.preloaders().iter().map(|p| p.report()).collect(),
+        }
+    }
+}
+
+impl PreloaderStatus {
+    fn update(&self, f: impl FnOnce(&mut PreloaderInner)) {
+        f(&mut self.inner.lock());
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    pub(crate) fn pid(&self) -> Option<i32> {
+        self.inner.lock().pid
+    }
+
+    /// A new preloader process `pid` is importing the app.
+    pub(crate) fn spawned(&self, pid: i32) {
+        self.update(|i| {
+            i.state = "starting";
+            i.pid = Some(pid);
+            i.spawned_at = Some(Instant::now());
+        });
+    }
+
+    /// It imported the app in `seconds` and forks on request.
+    pub(crate) fn ready(&self, seconds: f64) {
+        self.update(|i| {
+            i.state = "ready";
+            i.import_seconds = Some(seconds);
+            i.last_error = None;
+        });
+    }
+
+    /// It could not import the app (the traceback's tail), or failed otherwise.
+    pub(crate) fn failed(&self, error: &str) {
+        self.update(|i| i.last_error = Some(error.to_owned()));
+    }
+
+    /// Its process is gone: `reason` is the restart reason label, `status` the
+    /// exit as text; `state` is what comes next (`backoff` or `stopped`).
+    pub(crate) fn exited(&self, reason: &'static str, status: String, state: &'static str) {
+        self.update(|i| {
+            i.state = state;
+            i.pid = None;
+            i.spawned_at = None;
+            i.last_exit = Some((reason, status, SystemTime::now()));
+        });
+    }
+
+    pub(crate) fn restarting(&self) {
+        self.update(|i| i.restarts += 1);
+    }
+
+    pub(crate) fn set_state(&self, state: &'static str) {
+        self.update(|i| i.state = state);
+    }
+
+    fn report(&self) -> PreloaderReport {
+        let i = self.inner.lock().clone();
+        let now = SystemTime::now();
+        let memory = i.pid.and_then(usage::memory);
+        PreloaderReport {
+            generation: self.generation,
+            pid: i.pid,
+            state: i.state.to_owned(),
+            uptime_seconds: i.spawned_at.map(|t| t.elapsed().as_secs_f64()),
+            restarts: i.restarts,
+            import_seconds: i.import_seconds,
+            last_exit: i.last_exit.map(|(reason, status, at)| ExitReport {
+                reason: reason.to_owned(),
+                status,
+                at_unix: unix_seconds(at),
+                seconds_ago: now.duration_since(at).unwrap_or_default().as_secs_f64(),
+            }),
+            last_error: i.last_error,
+            rss_bytes: i.pid.and_then(usage::read).map(|u| u.rss_bytes),
+            pss_bytes: memory.map(|m| m.pss_bytes),
         }
     }
 }
@@ -296,6 +421,7 @@ impl SlotStatus {
     fn report(&self) -> WorkerReport {
         let i = self.inner.lock().clone();
         let usage = i.pid.and_then(usage::read);
+        let memory = i.pid.and_then(usage::memory);
         let now = SystemTime::now();
         WorkerReport {
             slot: self.slot,
@@ -312,6 +438,8 @@ impl SlotStatus {
             }),
             requests_served: self.served.load(Ordering::Relaxed),
             rss_bytes: usage.map(|u| u.rss_bytes),
+            pss_bytes: memory.map(|m| m.pss_bytes),
+            uss_bytes: memory.map(|m| m.uss_bytes),
             cpu_seconds: usage.map(|u| u.cpu_seconds),
         }
     }

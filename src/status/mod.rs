@@ -16,5 +16,5 @@ pub(crate) mod board;
 pub(crate) mod report;
 pub(crate) mod table;
 
-pub(crate) use board::{PoolStatus, SlotStatus, StatusBoard};
+pub(crate) use board::{PoolStatus, PreloaderStatus, SlotStatus, StatusBoard};
 pub use report::StatusReport;

@@ -31,6 +31,34 @@ pub struct PoolReport {
     /// The crash-loop breaker marked the pool degraded (`restart.crash_loop`).
     pub degraded: bool,
     pub workers: Vec<WorkerReport>,
+    /// A preload pool's preloaders: one per live generation (two while a rolling
+    /// restart runs); empty for a command pool.
+    #[serde(default)]
+    pub preloaders: Vec<PreloaderReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreloaderReport {
+    /// Counts up from 1 per pool: each rolling restart or reload starts a new one.
+    pub generation: u64,
+    /// The running preloader process, if any.
+    pub pid: Option<i32>,
+    /// `starting` (importing the app), `ready`, `backoff` or `stopping`.
+    pub state: String,
+    pub uptime_seconds: Option<f64>,
+    /// Times this generation's preloader was started again.
+    pub restarts: u64,
+    /// How long its last import took.
+    pub import_seconds: Option<f64>,
+    /// The reason is a `forkyard_preloader_restarts_total` reason (`import_error`,
+    /// `exit_code`, `signal`, `oom_killed`, `boot_timeout`, `unresponsive`) or `stop`.
+    pub last_exit: Option<ExitReport>,
+    /// The last failure, e.g. the tail of an import error's traceback; cleared when
+    /// a preloader of this generation becomes ready.
+    pub last_error: Option<String>,
+    pub rss_bytes: Option<u64>,
+    /// Proportional set size: its share of the memory it shares with its workers.
+    pub pss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,8 +78,16 @@ pub struct WorkerReport {
     pub last_exit: Option<ExitReport>,
     /// Requests the current process answered through the proxy.
     pub requests_served: u64,
-    /// Resident memory of the current process, read from /proc.
+    /// Resident memory of the current process, read from /proc. Counts every page
+    /// it shares (with a preloader and the other workers) in full.
     pub rss_bytes: Option<u64>,
+    /// Proportional set size (`/proc/<pid>/smaps_rollup`): each shared page
+    /// divided among the processes that share it.
+    #[serde(default)]
+    pub pss_bytes: Option<u64>,
+    /// Unique set size: the pages only this process has (private clean + dirty).
+    #[serde(default)]
+    pub uss_bytes: Option<u64>,
     /// CPU time of the current process, read from /proc.
     pub cpu_seconds: Option<f64>,
 }

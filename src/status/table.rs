@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::report::{StatusReport, WorkerReport};
 
-pub(crate) const COLUMNS: [&str; 10] = [
+pub(crate) const COLUMNS: [&str; 12] = [
     "POOL",
     "SLOT",
     "PID",
@@ -16,11 +16,13 @@ pub(crate) const COLUMNS: [&str; 10] = [
     "LAST EXIT",
     "REQUESTS",
     "RSS",
+    "PSS",
+    "USS",
     "CPU",
 ];
 
 /// One row of cells per worker, in pool then slot order.
-pub(crate) fn rows(report: &StatusReport) -> Vec<[String; 10]> {
+pub(crate) fn rows(report: &StatusReport) -> Vec<[String; 12]> {
     let mut out = Vec::new();
     for pool in &report.pools {
         for w in &pool.workers {
@@ -30,7 +32,18 @@ pub(crate) fn rows(report: &StatusReport) -> Vec<[String; 10]> {
     out
 }
 
-fn row(pool: &str, w: &WorkerReport) -> [String; 10] {
+/// "signal SIGKILL, 2s ago", or "reload (exit code 0), 3m05s ago".
+fn last_exit(e: &super::report::ExitReport) -> String {
+    // "signal SIGKILL" and "exit code 3" say their reason already.
+    let what = if e.status.starts_with(&e.reason.replace('_', " ")) {
+        e.status.clone()
+    } else {
+        format!("{} ({})", e.reason, e.status)
+    };
+    format!("{what}, {} ago", duration(e.seconds_ago))
+}
+
+fn row(pool: &str, w: &WorkerReport) -> [String; 12] {
     let dash = || "-".to_owned();
     [
         pool.to_owned(),
@@ -39,19 +52,51 @@ fn row(pool: &str, w: &WorkerReport) -> [String; 10] {
         w.state.clone(),
         w.uptime_seconds.map_or_else(dash, duration),
         w.restarts.to_string(),
-        w.last_exit.as_ref().map_or_else(dash, |e| {
-            // "signal SIGKILL" and "exit code 3" say their reason already.
-            let what = if e.status.starts_with(&e.reason.replace('_', " ")) {
-                e.status.clone()
-            } else {
-                format!("{} ({})", e.reason, e.status)
-            };
-            format!("{what}, {} ago", duration(e.seconds_ago))
-        }),
+        w.last_exit.as_ref().map_or_else(dash, last_exit),
         w.requests_served.to_string(),
         w.rss_bytes.map_or_else(dash, bytes),
+        w.pss_bytes.map_or_else(dash, bytes),
+        w.uss_bytes.map_or_else(dash, bytes),
         w.cpu_seconds.map_or_else(dash, |c| format!("{c:.2}s")),
     ]
+}
+
+pub(crate) const PRELOADER_COLUMNS: [&str; 9] = [
+    "POOL",
+    "PRELOADER",
+    "PID",
+    "STATE",
+    "UPTIME",
+    "RESTARTS",
+    "LAST EXIT",
+    "PSS",
+    "LAST ERROR",
+];
+
+/// One row per live preloader (preload pools only).
+pub(crate) fn preloader_rows(report: &StatusReport) -> Vec<[String; 9]> {
+    let dash = || "-".to_owned();
+    let mut out = Vec::new();
+    for pool in &report.pools {
+        for p in &pool.preloaders {
+            out.push([
+                pool.name.clone(),
+                format!("generation {}", p.generation),
+                p.pid.map_or_else(dash, |p| p.to_string()),
+                p.state.clone(),
+                p.uptime_seconds.map_or_else(dash, duration),
+                p.restarts.to_string(),
+                p.last_exit.as_ref().map_or_else(dash, last_exit),
+                p.pss_bytes.map_or_else(dash, bytes),
+                // The first line of the error; /status has the traceback's tail.
+                p.last_error
+                    .as_deref()
+                    .and_then(|e| e.lines().next())
+                    .map_or_else(dash, str::to_owned),
+            ]);
+        }
+    }
+    out
 }
 
 /// `42s`, `3m05s`, `2h07m`, `3d04h`.
@@ -149,6 +194,11 @@ pub fn text(report: &StatusReport) -> String {
     let mut out = summary(report);
     out.push_str("\n\n");
     out.push_str(&aligned(&COLUMNS.map(str::to_owned), &rows(report)));
+    let preloaders = preloader_rows(report);
+    if !preloaders.is_empty() {
+        out.push('\n');
+        out.push_str(&aligned(&PRELOADER_COLUMNS.map(str::to_owned), &preloaders));
+    }
     if !report.hooks.is_empty() {
         out.push('\n');
         out.push_str(&aligned(
@@ -259,7 +309,7 @@ footer {{ color: #57606a; font-size: 12px; }}
         for (i, cell) in r.iter().enumerate() {
             let class = match i {
                 3 => format!(" class=\"state-{}\"", escape(cell)),
-                1 | 2 | 5 | 7 | 8 | 9 => " class=\"num\"".to_owned(),
+                1 | 2 | 5 | 7..=11 => " class=\"num\"".to_owned(),
                 _ => String::new(),
             };
             let _ = write!(h, "<td{class}>{}</td>", escape(cell));
@@ -267,6 +317,27 @@ footer {{ color: #57606a; font-size: 12px; }}
         h.push_str("</tr>\n");
     }
     h.push_str("</tbody></table>\n");
+    let preloaders = preloader_rows(report);
+    if !preloaders.is_empty() {
+        h.push_str("<table id=\"preloaders\"><thead><tr>");
+        for c in PRELOADER_COLUMNS {
+            let _ = write!(h, "<th>{}</th>", escape(&c.to_lowercase()));
+        }
+        h.push_str("</tr></thead><tbody>\n");
+        for r in preloaders {
+            h.push_str("<tr>");
+            for (i, cell) in r.iter().enumerate() {
+                let class = match i {
+                    3 => format!(" class=\"state-{}\"", escape(cell)),
+                    2 | 5 | 7 => " class=\"num\"".to_owned(),
+                    _ => String::new(),
+                };
+                let _ = write!(h, "<td{class}>{}</td>", escape(cell));
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</tbody></table>\n");
+    }
     if report.hooks.is_empty() {
         h.push_str("<p id=\"hooks\">No lifecycle hooks are declared.</p>\n");
     } else {
@@ -325,6 +396,8 @@ mod tests {
                         last_exit: None,
                         requests_served: 12,
                         rss_bytes: Some(25 * 1024 * 1024),
+                        pss_bytes: Some(10 * 1024 * 1024),
+                        uss_bytes: Some(4 * 1024 * 1024),
                         cpu_seconds: Some(0.5),
                     },
                     WorkerReport {
@@ -342,9 +415,12 @@ mod tests {
                         }),
                         requests_served: 0,
                         rss_bytes: None,
+                        pss_bytes: None,
+                        uss_bytes: None,
                         cpu_seconds: None,
                     },
                 ],
+                preloaders: vec![],
             }],
             hooks: vec![],
         }

@@ -81,8 +81,9 @@ pub(crate) struct WorkerCtx {
     pub(crate) boot_report: Mutex<Option<oneshot::Sender<bool>>>,
     /// Where to ask for this worker to be replaced (recycling).
     pub(crate) recycle: mpsc::UnboundedSender<RecycleRequest>,
-    /// `bind: inherit`: the endpoint's socket, held by forkyard across restarts.
-    pub(crate) listener: Option<Arc<std::net::TcpListener>>,
+    /// `bind: inherit`, and every preload pool: the endpoint's socket, held by
+    /// forkyard across restarts.
+    pub(crate) listener: Option<Arc<std::os::fd::OwnedFd>>,
     pub(crate) os: Os,
     pub(crate) crash_loop: Arc<CrashLoop>,
     pub(crate) metrics: Arc<Metrics>,
@@ -110,6 +111,10 @@ impl WorkerCtx {
     /// `bind: unix`: the pool's socket directory exists and no stale socket is left
     /// where the new worker will listen.
     fn prepare_socket(&self) -> std::io::Result<()> {
+        if self.listener.is_some() {
+            // forkyard holds (and bound) this endpoint's socket itself.
+            return Ok(());
+        }
         match &self.endpoint {
             Endpoint::Unix(path) => {
                 if let Some(dir) = &self.generation.socket_dir {
@@ -373,14 +378,19 @@ impl Actor {
             self.record.spawn_failed(&e);
             return Ended::not_started(ExitReason::ExitCode);
         }
-        let launched = match self.ctx.os.launch(
-            &self.ctx.spawn_spec(),
-            &self.ctx.hook_context(Phase::PostFork),
-        ) {
+        let launched = match self
+            .ctx
+            .os
+            .launch(
+                &self.ctx.spawn_spec(),
+                &self.ctx.hook_context(Phase::PostFork),
+            )
+            .await
+        {
             Ok(l) => l,
             Err(e) => {
                 self.record.spawn_failed(&e);
-                return Ended::not_started(ExitReason::ExitCode);
+                return Ended::not_started(e.exit_reason());
             }
         };
         self.state.apply(WorkerEvent::Spawned);

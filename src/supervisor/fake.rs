@@ -48,6 +48,9 @@ struct State {
 pub(crate) struct FakeOs {
     state: Mutex<State>,
     ready: Mutex<ReadyRule>,
+    /// The settings of every generation asked for (`Processes::generation`).
+    generations: Mutex<Vec<Arc<PoolConfig>>>,
+    finished: std::sync::atomic::AtomicBool,
 }
 
 impl FakeOs {
@@ -59,7 +62,19 @@ impl FakeOs {
                 ..State::default()
             }),
             ready: Mutex::new(Box::new(|_| true)),
+            generations: Mutex::new(Vec::new()),
+            finished: Default::default(),
         })
+    }
+
+    /// The settings of every generation the supervisor made, in order.
+    pub(crate) fn generations(&self) -> Vec<Arc<PoolConfig>> {
+        self.generations.lock().clone()
+    }
+
+    /// Whether the supervisor waited for the launchers at its end.
+    pub(crate) fn finished(&self) -> bool {
+        self.finished.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Which processes pass their probes.
@@ -108,7 +123,7 @@ fn env<'a>(spec: &'a SpawnSpec, key: &str) -> &'a str {
 
 #[async_trait]
 impl Processes for FakeOs {
-    fn launch(&self, spec: &SpawnSpec, _: &HookContext) -> Result<Launched, SpawnError> {
+    async fn launch(&self, spec: &SpawnSpec, _: &HookContext) -> Result<Launched, SpawnError> {
         let mut s = self.state.lock();
         s.next_pid += 1;
         let pid = s.next_pid;
@@ -158,6 +173,16 @@ impl Processes for FakeOs {
 
     async fn run_hooks(&self, _: &[Hook], _: &HookContext) -> Result<(), HookFailure> {
         Ok(())
+    }
+
+    fn generation(self: Arc<Self>, config: &Arc<PoolConfig>) -> super::launch::Os {
+        self.generations.lock().push(config.clone());
+        self
+    }
+
+    async fn finish(&self) {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

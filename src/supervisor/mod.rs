@@ -4,10 +4,17 @@
 //!
 //! - [`actor`]: one slot's life (spawn, ready, serve, stop, restart) and its one
 //!   exit path; [`launch`] is the seam through which it touches processes.
+//! - [`preload`]: a preload pool's launcher, behind the same seam: the pool's
+//!   preloader imports the app once and forks the workers.
 //! - [`state`], [`lifecycle`]: the slot's state machine, and the one call per step
 //!   that records it in the log, the metrics and the status board.
 //! - [`backoff`], [`crash_loop`], [`health`], [`recycle`], [`readiness`]: the
 //!   policies, each reading the pool's current settings when it decides.
+//!
+//! Each pool has a *generation*: the settings new workers start with and the
+//! launcher that starts them ([`launch::Processes::generation`]). A rolling reload
+//! or restart makes a new one; for a preload pool that is a new preloader, which
+//! lives as long as the actors that hold it.
 //!
 //! A slot ([`SlotId`]) keeps its number for its whole life. A rolling replacement
 //! or a recycle starts the slot's new worker on a spare endpoint of the pool's
@@ -15,13 +22,14 @@
 //! slot has two workers; both carry the slot's number, weight and hash identity.
 
 mod actor;
-mod backoff;
+pub(crate) mod backoff;
 mod crash_loop;
 #[cfg(test)]
 mod fake;
 mod health;
 pub(crate) mod launch;
 mod lifecycle;
+pub(crate) mod preload;
 mod readiness;
 mod recycle;
 mod state;
@@ -54,20 +62,43 @@ struct Slot {
     port: u16,
 }
 
-/// `bind: inherit`: forkyard's own listening socket for an endpoint. Held by the
-/// actor for its whole life, so connections wait in the backlog while the worker
-/// restarts.
-fn slot_listener(config: &PoolConfig, port: u16) -> Option<Arc<std::net::TcpListener>> {
-    if config.bind != Bind::Inherit {
+/// `bind: inherit`, and every preload pool: forkyard's own listening socket for an
+/// endpoint (TCP, or for a `bind: unix` preload pool a Unix socket at the slot's
+/// path). Held by the actor for its whole life, so connections wait in the backlog
+/// while the worker restarts.
+fn slot_listener(config: &PoolConfig, port: u16) -> Option<Arc<std::os::fd::OwnedFd>> {
+    let preload = config.preload.is_some();
+    if config.bind != Bind::Inherit && !preload {
         return None;
     }
-    match std::net::TcpListener::bind(("127.0.0.1", port)) {
-        Ok(l) => Some(Arc::new(l)),
+    let bound = match config.socket_path(port) {
+        Some(path) if preload => {
+            let (user, group) = config.post_fork_account();
+            config
+                .socket_dir
+                .as_deref()
+                .map_or(Ok(()), |dir| crate::sockets::prepare(dir, user, group))
+                .and_then(|()| crate::sockets::clear_stale(&path))
+                .and_then(|()| std::os::unix::net::UnixListener::bind(&path))
+                .map(std::os::fd::OwnedFd::from)
+        }
+        _ => std::net::TcpListener::bind(("127.0.0.1", port)).map(std::os::fd::OwnedFd::from),
+    };
+    match bound {
+        Ok(fd) => Some(Arc::new(fd)),
         Err(e) => {
-            tracing::error!(pool = %config.name, port, error = %e, "cannot bind the slot's socket for bind: inherit");
+            tracing::error!(pool = %config.name, port, error = %e, "cannot bind the slot's socket (bind: inherit, or a preload pool)");
             None
         }
     }
+}
+
+/// What new workers of a pool start with: its settings, and the launcher that
+/// starts them (for a preload pool, the generation's own preloader).
+#[derive(Clone)]
+struct Generation {
+    config: Arc<PoolConfig>,
+    os: Os,
 }
 
 /// Why a request about a pool was refused.
@@ -104,7 +135,7 @@ struct PoolSlots {
     pool: Arc<Pool>,
     crash_loop: Arc<CrashLoop>,
     /// The generation new slots start with.
-    generation: Arc<PoolConfig>,
+    generation: Generation,
     slots: Vec<Slot>,
     /// Slots told to stop; their endpoints stay taken until their actor ends.
     retiring: Vec<Slot>,
@@ -120,7 +151,7 @@ impl PoolSlots {
             .chain(&self.retiring)
             .map(|s| s.port)
             .collect();
-        let ports = self.generation.ports;
+        let ports = self.generation.config.ports;
         (ports.start..=ports.end).find(|p| !used.contains(p))
     }
 }
@@ -149,6 +180,10 @@ impl Supervisor {
         board: Arc<StatusBoard>,
     ) -> Supervisor {
         let (recycle_tx, recycle_rx) = mpsc::unbounded_channel();
+        let launchers: Vec<Os> = pools
+            .iter()
+            .map(|(pool, _)| os.clone().generation(&pool.settings()))
+            .collect();
         let mut sup = Supervisor {
             os,
             metrics,
@@ -157,8 +192,12 @@ impl Supervisor {
             board,
             pools: pools
                 .iter()
-                .map(|(pool, crash_loop)| PoolSlots {
-                    generation: pool.settings(),
+                .zip(launchers)
+                .map(|((pool, crash_loop), os)| PoolSlots {
+                    generation: Generation {
+                        config: pool.settings(),
+                        os,
+                    },
                     pool: pool.clone(),
                     crash_loop: crash_loop.clone(),
                     slots: Vec::new(),
@@ -169,7 +208,7 @@ impl Supervisor {
             all_stops: Arc::new(Mutex::new(Vec::new())),
         };
         for i in 0..sup.pools.len() {
-            let n = sup.pools[i].generation.workers.get();
+            let n = sup.pools[i].generation.config.workers.get();
             sup.grow(i, n);
         }
         sup
@@ -181,10 +220,14 @@ impl Supervisor {
         &mut self,
         i: usize,
         id: SlotId,
-        generation: Arc<PoolConfig>,
+        generation: Generation,
         port: u16,
         boot_report: Option<oneshot::Sender<bool>>,
     ) -> Slot {
+        let Generation {
+            config: generation,
+            os,
+        } = generation;
         // Forget actors that have ended.
         while self.tasks.try_join_next().is_some() {}
         self.all_stops
@@ -196,11 +239,7 @@ impl Supervisor {
         let listener = slot_listener(&generation, port);
         let pool_status = self.board.add_pool(&p.pool.name);
         let (pool, crash_loop) = (p.pool.clone(), p.crash_loop.clone());
-        let (recycle, os, metrics) = (
-            self.recycle_tx.clone(),
-            self.os.clone(),
-            self.metrics.clone(),
-        );
+        let (recycle, metrics) = (self.recycle_tx.clone(), self.metrics.clone());
         let endpoint = Endpoint::of(&generation, port);
         let make = move |boot_report| actor::WorkerCtx {
             listener: listener.clone(),
@@ -266,7 +305,7 @@ impl Supervisor {
     /// highest) leave the load balancer and stop gracefully in the background.
     pub(crate) fn scale(&mut self, pool: &str, workers: usize) -> Result<Scaled, PoolError> {
         let i = self.index(pool)?;
-        let max = self.pools[i].generation.ports.len();
+        let max = self.pools[i].generation.config.ports.len();
         if workers == 0 || workers > max {
             return Err(PoolError::OutOfRange {
                 pool: pool.to_string(),
@@ -299,15 +338,18 @@ impl Supervisor {
         }
     }
 
-    /// The generation `pool` starts its workers with.
+    /// The settings `pool` starts its workers with.
     pub(crate) fn generation(&self, pool: &str) -> Result<Arc<PoolConfig>, PoolError> {
-        Ok(self.pools[self.index(pool)?].generation.clone())
+        Ok(self.pools[self.index(pool)?].generation.config.clone())
     }
 
-    /// Replace every worker of `pool` by one of generation `new`, one slot at a
-    /// time: each new worker must become ready (and pass `post_spawn`) before the
-    /// old one of its slot is drained and stopped. If a new worker fails, the slots
-    /// already replaced are rolled back the same way and the old generation stays.
+    /// Replace every worker of `pool` by one of a new generation with settings
+    /// `new`, one slot at a time: each new worker must become ready (and pass
+    /// `post_spawn`) before the old one of its slot is drained and stopped. If a new
+    /// worker fails, the slots already replaced are rolled back the same way and
+    /// the old generation stays. A preload pool's new generation has a new
+    /// preloader (even when `new` is the same settings: a restart), which imports
+    /// the code as it is now; the old preloader stops when its last worker has.
     pub(crate) async fn roll(
         &mut self,
         pool: &str,
@@ -315,6 +357,10 @@ impl Supervisor {
     ) -> Result<Rollout, PoolError> {
         let i = self.index(pool)?;
         let old = self.pools[i].generation.clone();
+        let new = Generation {
+            os: self.os.clone().generation(&new),
+            config: new,
+        };
         for k in 0..self.pools[i].slots.len() {
             if !self
                 .replace_slot(i, k, new.clone(), ExitReason::Reload)
@@ -347,7 +393,7 @@ impl Supervisor {
         &mut self,
         i: usize,
         k: usize,
-        generation: Arc<PoolConfig>,
+        generation: Generation,
         reason: ExitReason,
     ) -> bool {
         let Some(port) = self.pools[i].free_port() else {
@@ -425,5 +471,8 @@ impl Supervisor {
                 tracing::error!(error = %e, "a worker task failed");
             }
         }
+        // The generations' launchers go with the pools; then their preloaders stop.
+        self.pools.clear();
+        self.os.finish().await;
     }
 }

@@ -43,6 +43,11 @@ pub(crate) fn recycle_due(
             return Some(ExitReason::RecycleMemory);
         }
     }
+    if let Some(max) = r.max_uss {
+        if crate::process::usage::memory(pid).is_some_and(|m| m.uss_bytes >= max) {
+            return Some(ExitReason::RecycleMemory);
+        }
+    }
     None
 }
 
@@ -76,5 +81,18 @@ mod tests {
             recycle_due(&memory, me, now, 0, None),
             Some(ExitReason::RecycleMemory)
         );
+        let unique = Recycle {
+            max_uss: Some(1),
+            ..Recycle::default()
+        };
+        assert_eq!(
+            recycle_due(&unique, me, now, 0, None),
+            Some(ExitReason::RecycleMemory)
+        );
+        let roomy = Recycle {
+            max_uss: Some(u64::MAX),
+            ..Recycle::default()
+        };
+        assert_eq!(recycle_due(&roomy, me, now, 0, None), None);
     }
 }

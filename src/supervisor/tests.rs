@@ -268,3 +268,36 @@ async fn a_rollout_that_fails_at_slot_2_rolls_slots_0_and_1_back() {
     assert_eq!(rig.members.0.lock().len(), 3);
     sup.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_roll_starts_a_new_generation_even_with_the_same_settings() {
+    // A preload pool's generation is its preloader: a restart (the same settings
+    // rolled again) must get a new one, which imports the code as it is now.
+    let rig = Rig::new("    workers: 2\n");
+    let os = FakeOs::new();
+    let crash_loop = Arc::new(CrashLoop::new(
+        "web",
+        rig.metrics.pool_degraded.with_label_values(&["web"]),
+    ));
+    let mut sup = Supervisor::start(
+        &[(rig.pool.clone(), crash_loop)],
+        os.clone(),
+        rig.metrics.clone(),
+        rig.board.clone(),
+    );
+    until(LIMIT, "2 ready", || rig.members.0.lock().len() == 2).await;
+    assert_eq!(os.generations().len(), 1);
+    let same = sup.generation("web").unwrap();
+    assert_eq!(sup.roll("web", same.clone()).await.unwrap(), Rollout::Done);
+    let generations = os.generations();
+    assert_eq!(generations.len(), 2, "a restart is a new generation");
+    assert!(Arc::ptr_eq(&generations[1], &same));
+    until(LIMIT, "the old workers to stop", || os.alive().len() == 2).await;
+    assert_eq!(os.children().len(), 4, "both slots were replaced");
+    assert!(!os.finished());
+    sup.stop().await;
+    assert!(
+        os.finished(),
+        "shutdown waits for the launchers (preloaders)"
+    );
+}

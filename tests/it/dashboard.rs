@@ -1,5 +1,6 @@
 //! The Grafana dashboard is proven against a real Prometheus: forkyard runs a config
-//! that produces restarts of every kind, 5xx answers and traffic; Prometheus (Debian's
+//! that produces restarts of every kind, 5xx answers and traffic, with a preload
+//! pool among its pools; Prometheus (Debian's
 //! package) scrapes it every second; then every PromQL expression of
 //! `dashboards/forkyard.json`, with the dashboard's variables filled in, is evaluated
 //! through Prometheus' HTTP API and must return at least one series with a number.
@@ -111,6 +112,9 @@ fn dashboard_is_portable_and_well_formed() {
         "hook duration (p99)",
         "degraded pools",
         "worker memory (rss)",
+        "worker memory (pss)",
+        "worker unique memory (uss)",
+        "pool memory (pss): workers and preloader",
         "worker cpu",
         "config reloads",
     ] {
@@ -234,9 +238,12 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         1,
         "    env: { FIXTURE_NEVER_READY: \"1\" }\n    ready: { tcp: true, timeout: \"1s\" }\n",
     );
+    // pre: a preload pool (its preloader's PSS and restarts).
+    let app_dir = tempfile::tempdir().unwrap();
+    let pre = crate::preload::preload_pool("pre", 1, app_dir.path(), "");
     let fy = Forkyard::start(&config_with(
-        &[web, slow],
-        "routes:\n  - { path_prefix: \"/slow\", pool: slow }\n  - { pool: web }\nhooks:\n  on_start: [{ name: check, run: [\"false\"], on_failure: skip }]\n",
+        &[web, slow, pre],
+        "routes:\n  - { path_prefix: \"/slow\", pool: slow }\n  - { path_prefix: \"/pre\", pool: pre }\n  - { pool: web }\nhooks:\n  on_start: [{ name: check, run: [\"false\"], on_failure: skip }]\n",
     ));
     wait_for_or_log(&fy, BOOT, "2 ready web workers", || {
         (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 2.0).then_some(())
@@ -292,9 +299,9 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             .iter()
             .filter_map(|s| s.as_str().map(str::to_owned))
             .collect();
-        (values.len() == 2).then_some(values)
+        (values.len() == 3).then_some(values)
     });
-    assert_eq!(pools, ["slow", "web"]);
+    assert_eq!(pools, ["pre", "slow", "web"]);
     // Every pool selected, as the multi-value variable renders it.
     let pool_value = format!("({})", pools.join("|"));
 

@@ -27,6 +27,8 @@ mod notify;
 mod oom;
 mod panic_containment;
 mod pid1;
+mod preload;
+mod preload_hazards;
 mod proxying;
 mod readiness;
 mod recycle;

@@ -136,6 +136,12 @@ pub(crate) async fn run(
             Chunked::Whole(b) => b,
             Chunked::TooBig => return Next::Fallback(head),
             Chunked::Gone => return Next::Close,
+            Chunked::Malformed => {
+                // Like every 400 for a malformed request: no body.
+                let _ = answer(client, 400, "", b"", true, io).await;
+                up.requests.record(400, started.elapsed().as_secs_f64());
+                return Next::Close;
+            }
         }
     } else {
         match read_body(client, rest, length, io).await {
@@ -616,6 +622,9 @@ enum Chunked {
     TooBig,
     /// The client went away or stalled.
     Gone,
+    /// Not valid chunked framing: the request ends here with 400, before any
+    /// worker sees it.
+    Malformed,
 }
 
 /// Read a chunked body of at most `limit` decoded bytes; on success it is taken
@@ -633,7 +642,7 @@ async fn read_chunked(
     let mut scanned = 0;
     loop {
         match scanner.feed(&rest[scanned..]) {
-            Err(()) => return Chunked::TooBig,
+            Err(()) => return Chunked::Malformed,
             Ok(Some(end)) => {
                 let raw = rest.split_to(scanned + end);
                 return Chunked::Whole(dechunk(&raw));

@@ -177,7 +177,7 @@ impl Pending {
                 others.push(shown(r, now.saturating_duration_since(r.started)));
             }
         }
-        others.sort_by(|a, b| b.age.cmp(&a.age));
+        others.sort_by_key(|r| std::cmp::Reverse(r.age));
         Some(Hang {
             request: request?,
             others,

@@ -49,10 +49,17 @@ fn py_spy() -> Option<PathBuf> {
     // The same situation as under forkyard: the dumped process is not py-spy's
     // parent or child.
     let mut target = Command::new("python3")
-        .args(["-c", "import time\nwhile True: time.sleep(1)"])
+        .args([
+            "-c",
+            "import time\nprint('up', flush=True)\nwhile True: time.sleep(1)",
+        ])
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("start a python3 to dump");
+    // Dumped before its interpreter is up, py-spy fails (EFAULT): wait for it.
+    let mut up = [0u8; 3];
+    let _ = target.stdout.take().map(|mut o| o.read_exact(&mut up));
     let out = Command::new(&py_spy)
         .args(["dump", "--pid", &target.id().to_string()])
         .output();

@@ -310,3 +310,54 @@ fn hang_turned_on_by_a_reload_watches_the_next_request() {
     let (answer, _) = client.join().unwrap();
     assert_eq!(answer.expect("an answer").status, 504);
 }
+
+/// Pingora's path (a WebSocket upgrade, HTTP/1.0) keeps the same rules: an
+/// upgraded connection that stays quiet is no hang; a request without a head is.
+#[test]
+fn on_the_pingora_path_an_upgrade_is_no_hang_and_a_stuck_request_is() {
+    let pool = fixture_pool("web", 1, "    hang: { after: \"1s\" }\n");
+    let fy = Forkyard::start(&json_log(&[pool]));
+    fy.wait_ready();
+    let mut s = TcpStream::connect(fy.proxy).unwrap();
+    s.set_read_timeout(Some(SHORT)).unwrap();
+    s.write_all(
+        b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, b"\r\n\r\n");
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // Quiet for twice `after`, then still open and echoing.
+    std::thread::sleep(Duration::from_millis(2500));
+    s.write_all(b"ping").unwrap();
+    read_until(&mut s, &mut got, b"ping");
+    assert!(
+        hang_events(&fy).is_empty(),
+        "an upgraded connection is not a hang:\n{}",
+        fy.log_tail(20)
+    );
+    drop(s);
+
+    let t0 = Instant::now();
+    let answer = raw_exchange(
+        fy.proxy,
+        b"GET /stuck HTTP/1.0\r\nHost: x\r\nX-Request-Id: old-client\r\n\r\n",
+        SHORT,
+    )
+    .unwrap();
+    assert_eq!(
+        status_of(&answer),
+        Some(504),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(t0.elapsed() < SHORT);
+    let event = hang_events(&fy).into_iter().next().expect("a hang event");
+    assert_eq!(event["path"], "/stuck");
+    assert_eq!(event["request_id"], "old-client");
+    assert_eq!(event["kill"], true);
+}

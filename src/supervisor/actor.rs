@@ -716,8 +716,10 @@ impl Actor {
         output: &Tap,
     ) -> Option<Ended> {
         if policy.kill {
-            // No new request goes to a worker that is about to be killed.
+            // No new request goes to a worker that is about to be killed; it shows
+            // as stopping while its stacks are dumped.
             self.ctx.pool.withdraw(member);
+            self.state.apply(WorkerEvent::StopRequested);
         }
         let spec = match &policy.dump {
             Some(HangDump::Command(argv)) => Some(self.ctx.dump_spec(argv, pid)),

@@ -361,3 +361,46 @@ fn on_the_pingora_path_an_upgrade_is_no_hang_and_a_stuck_request_is() {
     assert_eq!(event["request_id"], "old-client");
     assert_eq!(event["kill"], true);
 }
+
+/// A preload pool's worker (forked by the preloader, not exec'd) is dumped and
+/// replaced the same way; the preloader itself is left alone.
+#[test]
+fn a_hung_preload_worker_is_dumped_and_forked_again() {
+    let Some(py_spy) = py_spy() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pool = crate::preload::preload_pool(
+        "web",
+        1,
+        dir.path(),
+        &format!(
+            "    hang: {{ after: \"1s\", dump: [\"{}\", \"dump\", \"--pid\", \"{{pid}}\"], dump_timeout: \"20s\" }}\n",
+            py_spy.display()
+        ),
+    );
+    let fy = Forkyard::start(&json_log(&[pool]));
+    fy.wait_ready();
+    let before = worker_pid(&fy);
+    let preloader = fy.status()["pools"][0]["preloaders"][0]["pid"].clone();
+    let client = get_in_background(&fy, "/stuck");
+    let event = wait_for_or_log(&fy, SHORT, "a hang event", || {
+        hang_events(&fy).into_iter().next()
+    });
+    assert_eq!(event["pid"], before);
+    assert_eq!(event["dump_result"], "ok", "{event}");
+    assert!(
+        event["dump"].as_str().unwrap().contains(STUCK_FN),
+        "{event}"
+    );
+    let (answer, _) = client.join().unwrap();
+    assert_eq!(answer.expect("an answer").status, 504);
+    let after_pid = wait_for_or_log(&fy, BOOT, "a new worker to serve", || {
+        let r = fy.get("/").ok()?;
+        (r.status == 200).then(|| r.json()["pid"].as_i64().unwrap())
+    });
+    assert_ne!(after_pid, before);
+    assert_eq!(
+        fy.status()["pools"][0]["preloaders"][0]["pid"],
+        preloader,
+        "the same preloader forked the new worker"
+    );
+}

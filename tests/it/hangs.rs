@@ -404,3 +404,23 @@ fn a_hung_preload_worker_is_dumped_and_forked_again() {
         "the same preloader forked the new worker"
     );
 }
+
+#[test]
+fn check_describes_the_hang_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "pools:\n  web:\n    command: [\"python3\", \"app.py\", \"{port}\"]\n    ports: \"9101-9110\"\n    hang: { after: \"30s\", dump: [py-spy, dump, --pid, \"{pid}\"] }\n",
+    )
+    .unwrap();
+    let run = forkyard_check(&path, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout.contains(
+            "  hang: a request waiting 30s for its response head: dump with [\"py-spy\", \"dump\", \"--pid\", \"{pid}\"] (at most 10s), then kill the worker; the request gets 504"
+        ),
+        "{}",
+        run.stdout
+    );
+}

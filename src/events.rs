@@ -29,6 +29,12 @@ pub(crate) const POOLS_READY: &str = "pools_ready";
 /// A worker process is gone. Fields: `pool`, `worker`, `pid`, `reason`, `status`,
 /// `exit_code` or `signal`, `uptime_ms`.
 pub(crate) const EXIT: &str = "exit";
+/// A request waited `hang.after` for its response head on one worker: the
+/// worker's stacks were dumped (`hang.dump`) and, with `hang.kill`, it is killed
+/// next. Fields: `pool`, `worker`, `pid`, `method`, `path`, `request_id`,
+/// `age_ms`, `in_flight` (the worker's other requests, JSON), `dump`,
+/// `dump_result`, `dump_ms`, `kill`.
+pub(crate) const HANG: &str = "hang";
 /// A slot will be started again after a delay. Fields: `pool`, `worker`, `reason`,
 /// `delay_ms`, `restarts`.
 pub(crate) const RESTART: &str = "restart";

@@ -82,6 +82,12 @@
 //! metrics read; its change signal wakes the task that tells systemd `READY=1` once
 //! every pool has a ready worker.
 //!
+//! In a pool with `hang:`, the proxy lists each request in flight with its worker
+//! process (`pool::pending`) until its response head arrives; that worker's actor
+//! checks the list, and when a request has waited `hang.after` it dumps the
+//! worker's stacks, records one `hang` event and kills the process itself, so a
+//! worker is still signalled only by its own actor.
+//!
 //! Child exits are observed through exactly one path: the reaper calls
 //! `waitpid(-1)` on SIGCHLD and routes each status by pid to the actor that watches
 //! it. Nothing else waits for children. Because the reaper waits for any child, and

@@ -3,7 +3,8 @@
 use std::fmt::Write;
 
 use crate::config::{
-    shown, Config, ControlSocket, Hook, HookAction, LogFormat, Phase, ReadyProbe, REDACTED,
+    shown, Config, ControlSocket, HangDump, Hook, HookAction, LogFormat, Phase, ReadyProbe,
+    REDACTED,
 };
 
 /// One line per hook: phase, name, action, timeout, failure policy.
@@ -122,6 +123,29 @@ pub fn describe(config: &Config) -> String {
                 p.server.name(),
                 options.join(", "),
                 p.gc_freeze,
+            );
+        }
+        if let Some(h) = &pool.hang {
+            let dump = match &h.dump {
+                None => "no dump".to_string(),
+                Some(HangDump::Command(argv)) => {
+                    format!("dump with {argv:?} (at most {:?})", h.dump_timeout)
+                }
+                Some(HangDump::Signal(s)) => format!(
+                    "dump by {} to the worker (its output for at most {:?})",
+                    s.as_str(),
+                    h.dump_timeout
+                ),
+            };
+            let then = if h.kill {
+                "then kill the worker; the request gets 504"
+            } else {
+                "the worker keeps running"
+            };
+            let _ = writeln!(
+                out,
+                "  hang: a request waiting {:?} for its response head: {dump}, {then}",
+                h.after
             );
         }
         for slot in 0..pool.workers.get() {

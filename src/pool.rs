@@ -13,6 +13,9 @@
 //!   and the counters the proxy keeps for it. The supervisor admits a member when
 //!   its process is ready and withdraws it before stopping it or as soon as it
 //!   exited.
+//! - **Requests in flight.** With `hang:` set, each member also lists the
+//!   requests in flight on its process ([`pending`]): the proxy writes it, the
+//!   supervisor reads it to find hung requests.
 //! - **Balance.** Each change (settings or members) hands the whole new picture to
 //!   the pool's [`Balance`] (the proxy's balancer), which rebuilds what it derives
 //!   from it (selection schedule, peers) and swaps that in whole too, the way
@@ -29,6 +32,10 @@ use parking_lot::Mutex;
 use crate::config::PoolConfig;
 use crate::slot::{Endpoint, SlotId};
 
+pub(crate) mod pending;
+
+use pending::Pending;
+
 /// One ready worker process as the proxy uses it.
 #[derive(Debug)]
 pub(crate) struct Member {
@@ -42,6 +49,8 @@ pub(crate) struct Member {
     sent: AtomicU64,
     /// The status board's "requests served" counter of this process.
     served: Arc<AtomicU64>,
+    /// Its requests in flight, for `hang:` (empty when the pool has none).
+    pending: Pending,
 }
 
 impl Member {
@@ -54,7 +63,13 @@ impl Member {
             in_flight: AtomicI64::new(0),
             sent: AtomicU64::new(0),
             served,
+            pending: Pending::default(),
         }
+    }
+
+    /// Its requests in flight (filled only while the pool has `hang:`).
+    pub(crate) fn pending(&self) -> &Pending {
+        &self.pending
     }
 
     /// A request starts on this process, if it has room under `max` requests in

@@ -239,6 +239,31 @@ pub struct HealthCheck {
     pub restart_after: Duration,
 }
 
+/// What forkyard does when a request has waited `after` for its response head on
+/// one worker (`hang:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HangPolicy {
+    /// Required; greater than 0 and shorter than `timeouts.response_header`.
+    pub after: Duration,
+    /// How the worker's stacks are dumped before anything else; none by default.
+    pub dump: Option<HangDump>,
+    /// Bound on the dump (a command is killed with its group then). Default 10s.
+    pub dump_timeout: Duration,
+    /// Kill the worker (exit reason `hang`) after the dump. Default true.
+    pub kill: bool,
+}
+
+/// How a hung worker's stacks are dumped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HangDump {
+    /// Run this argv (placeholders `{pid}`, `{pool}`, `{worker}`, `{port}` or
+    /// `{socket}` filled) and keep its output, e.g. `py-spy dump --pid {pid}`.
+    Command(Vec<String>),
+    /// Send this signal to the worker process alone (e.g. SIGUSR1 for an app that
+    /// registered `faulthandler`) and keep what it writes next.
+    Signal(Signal),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestartPolicy {
     /// Default 100ms.
@@ -290,6 +315,9 @@ pub struct PoolConfig {
     pub ready: ReadyCheck,
     /// Active health checks of ready workers; none by default.
     pub health: Option<HealthCheck>,
+    /// Hung-request forensics: dump and (by default) kill a worker with a request
+    /// waiting this long for its response head. Off by default.
+    pub hang: Option<HangPolicy>,
     /// When to replace a worker; never by default.
     pub recycle: Recycle,
     pub restart: RestartPolicy,
@@ -487,6 +515,7 @@ impl PoolConfig {
             worker,
             port: socket.is_none().then_some(port),
             socket: socket.as_deref(),
+            pid: None,
         }
         .fill(template)
     }

@@ -1,6 +1,7 @@
 //! Worker placeholders: `{port}`, `{socket}`, `{worker}` and `{pool}`, filled for
 //! each worker in its pool's `command` items and `env` values and in the `run:` argv
-//! and `env` values of the pool's hooks.
+//! and `env` values of the pool's hooks; and `{pid}`, the worker's process, filled
+//! only in `hang.dump`, which runs while the process does.
 //!
 //! One scanner serves both filling and checking, so what `check` accepts is exactly
 //! what gets filled. A placeholder is `{name}` where `name` is an identifier (an ASCII
@@ -19,7 +20,7 @@ use super::model::{Bind, Phase};
 use super::validate::Checker;
 
 /// Every placeholder name, in the order messages list them.
-const NAMES: [&str; 4] = ["port", "socket", "worker", "pool"];
+const NAMES: [&str; 5] = ["port", "socket", "worker", "pool", "pid"];
 
 /// The values of one worker's placeholders.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +32,8 @@ pub(crate) struct Placeholders<'a> {
     pub(crate) port: Option<u16>,
     /// `bind: unix` only: the worker's socket path.
     pub(crate) socket: Option<&'a Path>,
+    /// The worker's process: known only once it runs (`hang.dump`).
+    pub(crate) pid: Option<i32>,
 }
 
 impl Placeholders<'_> {
@@ -61,6 +64,7 @@ impl Placeholders<'_> {
             "socket" => self.socket.map(|s| s.to_string_lossy().into_owned()),
             "worker" => Some(self.worker.to_string()),
             "pool" => Some(self.pool.to_owned()),
+            "pid" => self.pid.map(|p| p.to_string()),
             _ => None,
         }
     }
@@ -150,6 +154,8 @@ pub(super) enum Scope {
     Pool(Bind),
     /// Once, for no worker (`on_start`, `on_shutdown`): nothing is filled.
     Once(Phase),
+    /// `hang.dump`: for one running worker, so its `{pid}` too.
+    Hang(Bind),
 }
 
 impl Checker<'_> {
@@ -193,6 +199,18 @@ impl Checker<'_> {
                 continue;
             };
             socket_used |= name == "socket";
+            let scope = match (scope, name) {
+                (Scope::Hang(_), "pid") => continue,
+                (Scope::Hang(bind), _) => Scope::Pool(bind),
+                (Scope::Pool(_), "pid") => {
+                    self.error(
+                        at,
+                        "{pid} is only filled in hang.dump (a worker's command, env and hooks run before or after its process)",
+                    );
+                    continue;
+                }
+                _ => scope,
+            };
             match (scope, name) {
                 (Scope::Pool(Bind::Unix), "socket" | "worker" | "pool")
                 | (Scope::Pool(Bind::Port | Bind::Inherit), "port" | "worker" | "pool") => {}
@@ -220,6 +238,7 @@ impl Checker<'_> {
                 }
                 // Text that only looks like a placeholder reaches the program as written.
                 (Scope::Once(_), _) if !NAMES.contains(&name) => {}
+                (Scope::Hang(_), _) => {}
                 (Scope::Once(phase), _) => self.error(
                     at,
                     format!(
@@ -280,6 +299,7 @@ mod tests {
         worker: 2,
         port: Some(9003),
         socket: None,
+        pid: None,
     };
 
     #[test]

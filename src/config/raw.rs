@@ -156,6 +156,10 @@ pub(super) struct RawPool {
     pub ready: Option<RawReady>,
     /// Active health checks of ready workers. Default: none.
     pub health: Option<RawHealth>,
+    /// Hung requests: after a request has waited `after` for its response head on
+    /// one worker, dump the worker's stacks (`dump`), log a `hang` event and kill
+    /// the worker (`kill`). Default: none.
+    pub hang: Option<RawHang>,
     /// Replace workers after some requests, age or memory. Default: never.
     pub recycle: Option<RawRecycle>,
     /// Restart backoff. Default `{ backoff_min: "100ms", backoff_max: "30s", reset_after: "60s" }`.
@@ -349,6 +353,40 @@ pub(super) struct RawHealth {
     pub healthy_after: Option<u32>,
     /// Unhealthy this long, the worker is restarted. Default `"30s"`.
     pub restart_after: Option<RawDuration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Hang")]
+pub(super) struct RawHang {
+    /// Required. A request that has waited this long for its response head counts
+    /// as hung; shorter than `timeouts.response_header`.
+    pub after: Option<RawDuration>,
+    /// How to dump the hung worker's stacks first: an argv (`{pid}` is the worker's
+    /// process, e.g. `["py-spy", "dump", "--pid", "{pid}"]`) or `{ signal: SIGUSR1 }`
+    /// (for an app that registered `faulthandler`). Default: no dump.
+    pub dump: Option<RawDump>,
+    /// Bound on the dump: the command is killed, or the worker's output after the
+    /// signal stops being collected. Default `"10s"`.
+    pub dump_timeout: Option<RawDuration>,
+    /// Kill the hung worker after the dump (it is replaced; its hung requests get
+    /// 504). Default true.
+    pub kill: Option<bool>,
+}
+
+/// `hang.dump`: an argv, or a mapping with a signal.
+#[derive(Debug, Clone)]
+pub(super) enum RawDump {
+    Command(RawCommand),
+    Map(RawDumpMap),
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDumpMap {
+    /// Send this signal (a name such as `SIGUSR1`) to the worker process alone.
+    #[schemars(with = "Option<super::schema::SignalName>")]
+    pub signal: Option<Scalar>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -784,6 +822,27 @@ impl<'de> Deserialize<'de> for RawLb {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawLb, A::Error> {
                 RawLbMap::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawLb::Map)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawDump {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDump;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str(r#"a list of strings like ["py-spy", "dump", "--pid", "{pid}"] or { signal: SIGUSR1 }"#)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<RawDump, A::Error> {
+                RawCommand::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(RawDump::Command)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawDump, A::Error> {
+                RawDumpMap::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawDump::Map)
             }
         }
         d.deserialize_any(V)

@@ -258,6 +258,21 @@ impl JsonSchema for super::raw::RawLb {
     }
 }
 
+impl JsonSchema for super::raw::RawDump {
+    fn schema_name() -> Cow<'static, str> {
+        "HangDump".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let command = generator.subschema_for::<RawCommand>();
+        let map = generator.subschema_for::<super::raw::RawDumpMap>();
+        json_schema!({
+            "description": "An argv run with {pid} (the hung worker's process), {pool}, {worker} and {port} or {socket} filled, such as [\"py-spy\", \"dump\", \"--pid\", \"{pid}\"]; or { signal: SIGUSR1 }, sent to the worker process alone.",
+            "anyOf": [command, map]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

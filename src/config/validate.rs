@@ -458,6 +458,10 @@ impl Checker<'_> {
         let restart = self.restart(raw.restart.unwrap_or_default(), &path.key("restart"));
         let stop = self.stop(raw.stop.unwrap_or_default(), &path.key("stop"));
         let hooks = self.pool_hooks(raw.hooks, &path.key("hooks"), bind, preload.is_some());
+        let response_header_given = raw
+            .timeouts
+            .as_ref()
+            .is_some_and(|t| t.response_header.is_some());
         let upstream = self.upstream(
             UpstreamParts {
                 lb: raw.lb,
@@ -474,6 +478,15 @@ impl Checker<'_> {
             &path,
             workers,
         );
+        let hang = self.hang(
+            raw.hang,
+            &path.key("hang"),
+            super::validate_hang::HangBounds {
+                bind,
+                response_header: upstream.response_header_timeout,
+                response_header_given,
+            },
+        );
         let config = PoolConfig {
             name,
             command,
@@ -486,6 +499,7 @@ impl Checker<'_> {
             socket_dir,
             ready,
             health,
+            hang,
             recycle,
             restart,
             stop,
@@ -1107,7 +1121,7 @@ mod tests {
         let e = one("pools:\n  web:\n    command: [app]\n    ports: \"9001\"\n    wrokers: 2\n");
         assert_eq!(
             e,
-            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, preload, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive, buffer, max_in_flight, queue); did you mean "workers"?"#
+            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, preload, workers, ports, env, cwd, bind, ready, health, hang, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive, buffer, max_in_flight, queue); did you mean "workers"?"#
         );
         let errors = errors(&format!("{POOL}prxy: {{}}\n"));
         assert_eq!(errors[0].path, "prxy");

@@ -70,6 +70,7 @@ pub(crate) const KEYS: &[(&str, Class)] = &[
     ("pools.*.bind", Class::Restart),
     ("pools.*.ready", Class::AtOnce),
     ("pools.*.health", Class::AtOnce),
+    ("pools.*.hang", Class::AtOnce),
     ("pools.*.recycle", Class::AtOnce),
     ("pools.*.restart", Class::AtOnce),
     ("pools.*.stop", Class::AtOnce),
@@ -256,6 +257,7 @@ fn pool_keys(p: &mut Plan, a: &PoolConfig, b: &PoolConfig) {
         socket_dir: _,
         ready,
         health,
+        hang,
         recycle,
         restart,
         stop,
@@ -278,6 +280,7 @@ fn pool_keys(p: &mut Plan, a: &PoolConfig, b: &PoolConfig) {
     p.note("pools.*.bind", pool, a.bind != *bind);
     p.note("pools.*.ready", pool, a.ready != *ready);
     p.note("pools.*.health", pool, a.health != *health);
+    p.note("pools.*.hang", pool, a.hang != *hang);
     p.note("pools.*.recycle", pool, a.recycle != *recycle);
     p.note("pools.*.restart", pool, a.restart != *restart);
     p.note("pools.*.stop", pool, a.stop != *stop);
@@ -457,6 +460,10 @@ pools:
                     "    workers: 2",
                     "    workers: 2\n    health: { http: /healthz }",
                 ),
+            ),
+            (
+                "pools.web.hang",
+                BASE.replace("    workers: 2", "    workers: 2\n    hang: { after: 30s }"),
             ),
             (
                 "pools.web.recycle",

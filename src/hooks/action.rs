@@ -3,21 +3,18 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use tokio::time::{sleep, timeout, Instant};
 
+use super::command::run_command;
 use super::runner::{Caller, HookContext, Recorder};
 use super::FailureReason;
 use crate::config::{Hook, HookAction, HttpTarget, Placeholders, WaitTarget};
 use crate::probe;
-use crate::process::output::{forward_lines, Tail};
-use crate::process::signal::signal_group;
-use crate::process::{spawn, ExitStatus, Reaper, SpawnSpec};
+use crate::process::output::Tail;
+use crate::process::{ExitStatus, Reaper, SpawnSpec};
 
 /// Time between `wait_for` attempts.
 const WAIT_INTERVAL: Duration = Duration::from_millis(200);
-/// How long to wait for a finished command's output pipes to close.
-const OUTPUT_LINGER: Duration = Duration::from_secs(1);
 
 /// A failed attempt: why, and a message for the log (with the output tail).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -174,6 +171,7 @@ async fn run(
         worker,
         port: ctx.port,
         socket: ctx.socket.as_deref(),
+        pid: None,
     });
     let fill = |s: &String| values.map_or_else(|| s.clone(), |v| v.fill(s));
     let mut env = ctx.env();
@@ -185,52 +183,14 @@ async fn run(
         cwd: ctx.cwd.clone(),
         ..SpawnSpec::default()
     };
-    let child = spawn(&spec).map_err(|e| fail(FailureReason::SpawnError, e.to_string()))?;
     let tail = Tail::default();
-    let pipes = [child.stdout, child.stderr];
-    let forwarding = async {
-        let forward = |pipe, stream| {
-            let tail = &tail;
-            async move {
-                if let Some(pipe) = pipe {
-                    forward_lines(pipe, |line, _| {
-                        tail.push(line);
-                        recorder.output(ctx, &hook.name, stream, line);
-                    })
-                    .await;
-                }
-            }
-        };
-        let [out, err] = pipes;
-        tokio::join!(forward(out, "stdout"), forward(err, "stderr"));
+    let sink = |line: &str, stream: &'static str| {
+        tail.push(line);
+        recorder.output(ctx, &hook.name, stream, line);
     };
-    tokio::pin!(forwarding);
-    let mut exit = reaper.watch(child.pid);
-    // Output is read while the hook runs (a full pipe would block it).
-    let mut output_closed = false;
-    let finished = {
-        let waiting = timeout(hook.timeout, &mut exit);
-        tokio::pin!(waiting);
-        loop {
-            tokio::select! {
-                r = &mut waiting => break r.ok().map(|s| s.ok()),
-                _ = &mut forwarding, if !output_closed => output_closed = true,
-            }
-        }
-    };
-    let status = match finished {
-        Some(status) => status,
-        None => {
-            let _ = signal_group(child.pid, Signal::SIGKILL);
-            let _ = (&mut exit).await;
-            None
-        }
-    };
-    // Whatever the hook left running in its group goes too; its last lines follow.
-    let _ = signal_group(child.pid, Signal::SIGKILL);
-    if !output_closed {
-        let _ = timeout(OUTPUT_LINGER, forwarding).await;
-    }
+    let status = run_command(&spec, hook.timeout, reaper, &sink)
+        .await
+        .map_err(|e| fail(FailureReason::SpawnError, e.to_string()))?;
     let with_tail = |m: String| {
         let t = tail.text();
         if t.is_empty() {

@@ -19,11 +19,13 @@
 //! the group is SIGKILLed again so no grandchild it left behind survives.
 
 mod action;
+mod command;
 pub(crate) mod post_fork;
 mod report;
 mod runner;
 
 pub(crate) use action::AttemptError;
+pub(crate) use command::run_command;
 pub(crate) use report::PostForkReport;
 pub(crate) use runner::{
     Attempt, Caller, HookContext, HookFailure, HookRunner, Recorder, WorkerExit,

@@ -132,6 +132,8 @@ metrics! {
     worker_boot: HistogramVec["pool"] =
         ("forkyard_worker_boot_seconds", "Time from spawning a worker to its passing the ready probe.")
         buckets BOOT_BUCKETS;
+    worker_hangs: IntCounterVec["pool"] =
+        ("forkyard_worker_hangs_total", "Hung requests found (one per hang of a worker process: a request waited hang.after for its response head).");
     worker_start_time: GaugeVec["pool", "worker"] =
         ("forkyard_worker_start_time_seconds", "Unix time when the slot's current process was spawned.");
     hook_failures: IntCounterVec["pool", "phase", "hook", "reason"] =
@@ -231,6 +233,8 @@ impl PoolRequestMetrics {
 #[derive(Clone)]
 pub(crate) struct SlotMetrics {
     pub starts: IntCounter,
+    /// `forkyard_worker_hangs_total` of the slot's pool.
+    pub hangs: IntCounter,
     pub boot: Histogram,
     pub start_time: Gauge,
     exits: IntCounterVec,
@@ -279,6 +283,7 @@ impl Metrics {
             worker_exits,
             worker_restarts,
             worker_boot,
+            worker_hangs,
             workers,
             pool_degraded,
             config_reloads,
@@ -298,6 +303,7 @@ impl Metrics {
         for pool in pools {
             worker_starts.with_label_values(&[*pool]);
             worker_boot.with_label_values(&[*pool]);
+            worker_hangs.with_label_values(&[*pool]);
             for reason in ExitReason::restarts() {
                 worker_restarts.with_label_values(&[*pool, reason.as_str()]);
             }
@@ -364,6 +370,7 @@ impl Metrics {
     pub(crate) fn slot(&self, pool: &str, worker: SlotId) -> SlotMetrics {
         SlotMetrics {
             starts: self.worker_starts.with_label_values(&[pool]),
+            hangs: self.worker_hangs.with_label_values(&[pool]),
             boot: self.worker_boot.with_label_values(&[pool]),
             start_time: self
                 .worker_start_time
@@ -462,6 +469,8 @@ mod tests {
             "forkyard_build_info{version=",
             "process_resident_memory_bytes",
             r#"forkyard_worker_starts_total{pool="api"} 0"#,
+            r#"forkyard_worker_hangs_total{pool="web"} 0"#,
+            r#"forkyard_worker_exits_total{pool="web",reason="hang"} 0"#,
             r#"forkyard_worker_exits_total{pool="web",reason="shutdown"} 0"#,
             r#"forkyard_worker_exits_total{pool="web",reason="boot_timeout"} 0"#,
             r#"forkyard_worker_boot_seconds_count{pool="web"} 0"#,

@@ -50,6 +50,8 @@ pub(crate) enum ExitReason {
     HookFailure,
     /// It stayed unhealthy for `health.restart_after`.
     Health,
+    /// A request hung on it for `hang.after` and `hang.kill` is set: killed.
+    Hang,
     /// Replaced after `recycle.max_requests`.
     RecycleRequests,
     /// Replaced after `recycle.max_lifetime`.
@@ -68,15 +70,16 @@ pub(crate) enum ExitReason {
 }
 
 impl ExitReason {
-    /// Every reason, for pre-initialising the exit series; the first nine are the
+    /// Every reason, for pre-initialising the exit series; the first ten are the
     /// ones a slot is restarted or replaced for ([`ExitReason::restarts`]).
-    pub(crate) const ALL: [ExitReason; 12] = [
+    pub(crate) const ALL: [ExitReason; 13] = [
         ExitReason::ExitCode,
         ExitReason::Signal,
         ExitReason::OomKilled,
         ExitReason::BootTimeout,
         ExitReason::HookFailure,
         ExitReason::Health,
+        ExitReason::Hang,
         ExitReason::RecycleRequests,
         ExitReason::RecycleLifetime,
         ExitReason::RecycleMemory,
@@ -88,7 +91,7 @@ impl ExitReason {
     /// The reasons a worker is restarted or replaced, for pre-initialising the
     /// restart series: all but the planned stops.
     pub(crate) fn restarts() -> &'static [ExitReason] {
-        &Self::ALL[..9]
+        &Self::ALL[..10]
     }
 
     /// A stop forkyard asked for (not a failure).
@@ -111,6 +114,7 @@ impl ExitReason {
             ExitReason::BootTimeout => "boot_timeout",
             ExitReason::HookFailure => "hook_failure",
             ExitReason::Health => "health",
+            ExitReason::Hang => "hang",
             ExitReason::RecycleRequests => "recycle_requests",
             ExitReason::RecycleLifetime => "recycle_lifetime",
             ExitReason::RecycleMemory => "recycle_memory",

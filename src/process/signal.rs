@@ -5,7 +5,7 @@
 //! the groups it created; it never broadcasts to its own group.
 
 use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 /// Send `signal` to the process group led by `pgid`. A group that no longer exists
@@ -19,4 +19,13 @@ pub(crate) fn signal_group(pgid: i32, signal: Signal) -> Result<(), Errno> {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Send `signal` to the process `pid` alone (a dump request such as SIGUSR1, which
+/// the worker's own children must not get: its default action ends a process).
+pub(crate) fn signal_process(pid: i32, signal: Signal) -> Result<(), Errno> {
+    if pid <= 1 {
+        return Err(Errno::EINVAL);
+    }
+    kill(Pid::from_raw(pid), signal)
 }

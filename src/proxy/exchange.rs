@@ -11,7 +11,8 @@
 //!    it had died before answering. Larger, chunked and close-delimited responses
 //!    stream.
 //!
-//! The retry rules are the Pingora path's (see `proxy/mod.rs`): a connect failure
+//! The retry rules are the Pingora path's (see `proxy/mod.rs`): a request counted
+//! as hung (`hang:`) is answered 504 and never retried; a connect failure
 //! is retried for any method; a worker that closed or reset the connection before
 //! a whole (buffered) answer reached forkyard, for idempotent methods; a
 //! `retry_on` status or response-head timeout, for idempotent methods while
@@ -181,7 +182,7 @@ pub(crate) async fn run(
         let policy = table.upstream().clone();
         let others = table.entries.len();
         drop(table);
-        let lease = match up.admit(&tried, key).await {
+        let mut lease = match up.admit(&tried, key).await {
             Ok(lease) => lease,
             Err(refusal) => {
                 break Err(Refused {
@@ -207,8 +208,16 @@ pub(crate) async fn run(
         last_worker = Some(lease.entry().member.slot.index());
         let may_retry =
             |tried: usize| attempts <= policy.retries && head.idempotent() && others > tried + 1;
+        if pool.hang.is_some() {
+            lease.watch(
+                std::str::from_utf8(head.method()).unwrap_or("-"),
+                head.path(),
+                std::str::from_utf8(request_id).unwrap_or("-"),
+            );
+        }
         match attempt(&lease, &request, &policy, head.is_head()).await {
             Ok(got) => {
+                lease.answered();
                 let status = got.resp.status;
                 up.record(lease.entry(), status >= 500);
                 if policy.retry_on.status(status) && may_retry(tried.len()) {
@@ -230,6 +239,15 @@ pub(crate) async fn run(
             }
             Err(failure) => {
                 up.record(lease.entry(), true);
+                if lease.hung() {
+                    // Counted as hung (and its worker killed, with `hang.kill`):
+                    // never sent again, where it could hang another worker.
+                    break Err(Refused {
+                        status: 504,
+                        text: HUNG,
+                        retry_after: false,
+                    });
+                }
                 let retry = match failure {
                     Failure::Connect { .. } => {
                         up.requests.connect_errors.inc();
@@ -300,6 +318,9 @@ pub(crate) async fn run(
         Next::Close
     }
 }
+
+/// The answer to a request that hung on its worker (`hang:`).
+pub(crate) const HUNG: &str = "forkyard: the worker hung on this request\n";
 
 /// forkyard's own answer instead of a worker's.
 struct Refused {

@@ -17,6 +17,11 @@
 //!   `X-Forwarded-*`, `X-Request-Id` and `X-Request-Start` ([`headers`]), and
 //!   record metrics and the access log ([`access_log`]) once per request.
 //! - A request that matches no route gets 404; a pool with no ready worker gets 503.
+//! - With `hang:`, each attempt is listed in its worker's requests in flight
+//!   (`pool::pending`) until it ends, waiting for its response head until that
+//!   arrives; the worker's supervisor counts one that waited `hang.after` as hung.
+//!   A hung request whose attempt fails (its worker was killed, or the head
+//!   timeout passed) is answered 504 and never retried.
 //! - A connect failure is retried on a worker not yet tried, for any method. A
 //!   connection the worker reset or closed before its answer reached the client is
 //!   retried for idempotent methods; on the lean path a response within
@@ -150,6 +155,8 @@ pub(crate) struct RequestCtx {
     /// When the request's head was read, in microseconds since the epoch
     /// (`X-Request-Start`).
     start_us: u64,
+    /// The request was counted as hung (`hang:`) and its attempt failed: 504.
+    hung: bool,
 }
 
 impl ForkyardProxy {
@@ -195,6 +202,7 @@ impl ProxyHttp for ForkyardProxy {
             start_us: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as u64),
+            hung: false,
         }
     }
 
@@ -282,6 +290,9 @@ impl ProxyHttp for ForkyardProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(b) = body {
+            if let Some(lease) = &ctx.current {
+                lease.progress();
+            }
             ctx.body_bytes += b.len() as u64;
             if ctx.body_bytes > self.settings.load().client.max_body {
                 return Error::e_explain(
@@ -295,7 +306,7 @@ impl ProxyHttp for ForkyardProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let pool = ctx
@@ -305,7 +316,7 @@ impl ProxyHttp for ForkyardProxy {
         if let Some(prev) = ctx.current.take() {
             ctx.tried.push(prev.entry().member.id);
         }
-        let lease = match pool.admit(&ctx.tried, ctx.hash_key).await {
+        let mut lease = match pool.admit(&ctx.tried, ctx.hash_key).await {
             Ok(lease) => lease,
             Err(refusal) => {
                 ctx.refusal = Some(refusal);
@@ -320,6 +331,19 @@ impl ProxyHttp for ForkyardProxy {
         }
         ctx.attempts += 1;
         ctx.last_worker = Some(lease.entry().member.slot.index());
+        if pool.table().settings.hang.is_some() {
+            let req = session.req_header();
+            let id = match req.headers.get(headers::X_REQUEST_ID) {
+                Some(v) => v,
+                // The same id `upstream_request_filter` sends.
+                None => &*ctx.request_id.get_or_insert_with(headers::new_request_id),
+            };
+            lease.watch(
+                req.method.as_str(),
+                req.uri.path(),
+                id.to_str().unwrap_or("-"),
+            );
+        }
         let peer = lease.entry().peer();
         ctx.current = Some(lease);
         Ok(peer)
@@ -380,6 +404,11 @@ impl ProxyHttp for ForkyardProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = resp.status.as_u16();
+        if status >= 200 || status == 101 {
+            if let Some(lease) = &ctx.current {
+                lease.answered();
+            }
+        }
         if status < 200 {
             return Ok(());
         }
@@ -408,6 +437,12 @@ impl ProxyHttp for ForkyardProxy {
     ) -> Box<Error> {
         if std::mem::take(&mut ctx.retry_response) {
             e.set_retry(true);
+            return e;
+        }
+        if ctx.current.as_ref().is_some_and(Lease::hung) {
+            // Counted as hung: answered 504, never sent to another worker.
+            ctx.hung = true;
+            e.set_retry(false);
             return e;
         }
         let Some(pool) = self.pool(ctx) else {
@@ -465,6 +500,7 @@ impl ProxyHttp for ForkyardProxy {
     ) -> FailToProxy {
         use ErrorType::*;
         let code = match (e.etype(), e.esource()) {
+            _ if ctx.hung => 504,
             (HTTPStatus(code), _) => *code,
             (ConnectTimedout, _) => 504,
             (ReadTimedout | WriteTimedout, ErrorSource::Upstream) => 504,

@@ -75,17 +75,55 @@ pub(crate) struct Upstream {
 }
 
 /// A request in progress on one entry: the entry's counters stay up by one until
-/// it is dropped, on any path; then a request waiting for room is woken.
-pub(crate) struct Lease(Arc<Entry>, Option<Arc<tokio::sync::Notify>>);
+/// it is dropped, on any path; then a request waiting for room is woken. In a pool
+/// with `hang:` it is also listed in the member's requests in flight (`watch`)
+/// until then.
+pub(crate) struct Lease(
+    Arc<Entry>,
+    Option<Arc<tokio::sync::Notify>>,
+    /// Its key in the member's `pending` list, when watched.
+    Option<usize>,
+);
 
 impl Lease {
     pub(crate) fn entry(&self) -> &Arc<Entry> {
         &self.0
     }
+
+    /// The request is on its way to the worker: from now on it waits for its
+    /// response head, and the worker's supervisor may count it as hung.
+    pub(crate) fn watch(&mut self, method: &str, path: &str, request_id: &str) {
+        if self.2.is_none() {
+            self.2 = Some(self.0.member.pending().begin(method, path, request_id));
+        }
+    }
+
+    /// A piece of its body went to the worker: its wait starts over.
+    pub(crate) fn progress(&self) {
+        if let Some(key) = self.2 {
+            self.0.member.pending().progress(key);
+        }
+    }
+
+    /// Its response head arrived (or the connection was upgraded): never a hang.
+    pub(crate) fn answered(&self) {
+        if let Some(key) = self.2 {
+            self.0.member.pending().answered(key);
+        }
+    }
+
+    /// It was counted as hung: a failed attempt is answered 504, never retried.
+    pub(crate) fn hung(&self) -> bool {
+        self.2
+            .is_some_and(|key| self.0.member.pending().is_hung(key))
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if let Some(key) = self.2 {
+            self.0.member.pending().end(key);
+        }
         self.0.member.end();
         self.0.in_flight.dec();
         if let Some(room) = &self.1 {
@@ -241,7 +279,7 @@ impl Upstream {
             let entry = &table.entries[i];
             if entry.member.try_begin(room) {
                 entry.in_flight.inc();
-                return Some(Lease(entry.clone(), room.map(|_| self.room.clone())));
+                return Some(Lease(entry.clone(), room.map(|_| self.room.clone()), None));
             }
         }
         None

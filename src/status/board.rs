@@ -9,7 +9,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
 use super::report::{
-    ExitReport, HookReport, PoolReport, PreloaderReport, StatusReport, WorkerReport,
+    ExitReport, HangReport, HookReport, PoolReport, PreloaderReport, StatusReport, WorkerReport,
 };
 use crate::process::usage;
 use crate::slot::WorkerState;
@@ -28,8 +28,13 @@ pub(crate) struct PoolStatus {
     slots: RwLock<Vec<Arc<SlotStatus>>>,
     /// A preload pool's live preloaders (two while a rolling restart runs).
     preloaders: RwLock<Vec<Arc<PreloaderStatus>>>,
+    /// The last [`HANGS_KEPT`] hangs, oldest first.
+    hangs: Mutex<std::collections::VecDeque<HangReport>>,
     changes: Arc<watch::Sender<u64>>,
 }
+
+/// How many hang records a pool keeps for `/status`.
+pub(crate) const HANGS_KEPT: usize = 5;
 
 /// One preloader (one generation of a preload pool) as the board knows it.
 pub(crate) struct PreloaderStatus {
@@ -110,6 +115,7 @@ impl StatusBoard {
             name: Arc::from(name),
             slots: RwLock::new(Vec::new()),
             preloaders: RwLock::new(Vec::new()),
+            hangs: Mutex::new(std::collections::VecDeque::new()),
             changes: self.changes.clone(),
         });
         pools.push(pool.clone());
@@ -270,6 +276,17 @@ impl PoolStatus {
         self.preloaders.read().clone()
     }
 
+    /// Keep a hang record (the oldest goes beyond [`HANGS_KEPT`]).
+    pub(crate) fn hang(&self, report: HangReport) {
+        let mut hangs = self.hangs.lock();
+        if hangs.len() == HANGS_KEPT {
+            hangs.pop_front();
+        }
+        hangs.push_back(report);
+        drop(hangs);
+        self.changes.send_modify(|v| *v += 1);
+    }
+
     pub(crate) fn count(&self, state: WorkerState) -> usize {
         self.slots
             .read()
@@ -291,6 +308,7 @@ impl PoolStatus {
             degraded: false,
             workers,
             preloaders: self.preloaders().iter().map(|p| p.report()).collect(),
+            hangs: self.hangs.lock().iter().cloned().collect(),
         }
     }
 }

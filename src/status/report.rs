@@ -35,6 +35,44 @@ pub struct PoolReport {
     /// restart runs); empty for a command pool.
     #[serde(default)]
     pub preloaders: Vec<PreloaderReport>,
+    /// The pool's last hung requests (`hang:`), oldest first; at most 5 are kept.
+    #[serde(default)]
+    pub hangs: Vec<HangReport>,
+}
+
+/// One hang: a request that waited `hang.after` for its response head on a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HangReport {
+    /// When the hang was found (after the dump), Unix time.
+    pub at_unix: f64,
+    /// The slot of the worker.
+    pub worker: usize,
+    pub pid: i32,
+    pub method: String,
+    /// The path, without the query string.
+    pub path: String,
+    pub request_id: String,
+    /// How long the request had waited for its response head.
+    pub age_seconds: f64,
+    /// The worker's other requests in flight then.
+    pub in_flight: Vec<InFlightReport>,
+    /// What `hang.dump` produced (the command's output, or the worker's output
+    /// after the signal); empty without a dump.
+    pub dump: String,
+    /// `ok`, `none`, `timeout`, `exit code N`, `error: …`, or `signal SIGUSR1`.
+    pub dump_result: String,
+    /// The worker was killed (`hang.kill`).
+    pub killed: bool,
+}
+
+/// A request in flight on a hung worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlightReport {
+    pub method: String,
+    pub path: String,
+    pub request_id: String,
+    /// How long it had been in flight.
+    pub age_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -94,7 +132,8 @@ pub struct WorkerReport {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExitReport {
-    /// The `reason` label of the metrics: `exit_code`, `signal`, `boot_timeout`, `stop`.
+    /// The `reason` label of the metrics: `exit_code`, `signal`, `boot_timeout`,
+    /// `hang`, `stop`.
     pub reason: String,
     /// As text: `exit code 3`, `signal SIGKILL`.
     pub status: String,

@@ -122,6 +122,33 @@ pub(crate) fn bytes(n: u64) -> String {
     }
 }
 
+pub(crate) const HANG_COLUMNS: [&str; 7] =
+    ["POOL", "SLOT", "PID", "REQUEST", "WAITED", "WHEN", "DUMP"];
+
+/// One row per kept hang record (`hang:`), oldest first; the dumps themselves are
+/// in `/status`.
+pub(crate) fn hang_rows(report: &StatusReport) -> Vec<[String; 7]> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let mut out = Vec::new();
+    for pool in &report.pools {
+        for h in &pool.hangs {
+            let killed = if h.killed { ", killed" } else { "" };
+            out.push([
+                pool.name.clone(),
+                h.worker.to_string(),
+                h.pid.to_string(),
+                format!("{} {} ({})", h.method, h.path, h.request_id),
+                duration(h.age_seconds),
+                format!("{} ago{killed}", duration(now - h.at_unix)),
+                h.dump_result.clone(),
+            ]);
+        }
+    }
+    out
+}
+
 pub(crate) const HOOK_COLUMNS: [&str; 7] = [
     "POOL",
     "PHASE",
@@ -198,6 +225,11 @@ pub fn text(report: &StatusReport) -> String {
     if !preloaders.is_empty() {
         out.push('\n');
         out.push_str(&aligned(&PRELOADER_COLUMNS.map(str::to_owned), &preloaders));
+    }
+    let hangs = hang_rows(report);
+    if !hangs.is_empty() {
+        out.push('\n');
+        out.push_str(&aligned(&HANG_COLUMNS.map(str::to_owned), &hangs));
     }
     if !report.hooks.is_empty() {
         out.push('\n');
@@ -421,6 +453,19 @@ mod tests {
                     },
                 ],
                 preloaders: vec![],
+                hangs: vec![crate::status::report::HangReport {
+                    at_unix: 0.0,
+                    worker: 0,
+                    pid: 42,
+                    method: "GET".into(),
+                    path: "/slow".into(),
+                    request_id: "abc".into(),
+                    age_seconds: 31.0,
+                    in_flight: vec![],
+                    dump: "Thread 1 (idle)".into(),
+                    dump_result: "ok".into(),
+                    killed: true,
+                }],
             }],
             hooks: vec![],
         }
@@ -439,6 +484,15 @@ mod tests {
         assert!(lines[4].contains(" signal SIGKILL, 2s ago"), "{t}");
         let col = lines[2].find("STATE").unwrap();
         assert_eq!(&lines[3][col..col + 5], "ready");
+        assert!(lines[6].starts_with("POOL  SLOT  PID  REQUEST"), "{t}");
+        assert!(
+            lines[7].contains("GET /slow (abc)") && lines[7].contains("31s"),
+            "{t}"
+        );
+        assert!(
+            lines[7].contains("ago, killed") && lines[7].ends_with("ok"),
+            "{t}"
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //!
 //! Every way a process's life can end — it exited while starting or serving, it
 //! was killed at the boot timeout or after a failed `post_spawn`, it was restarted
-//! for health, it was stopped — produces one [`Ended`] value, and one function
+//! for health, it was killed because a request hung on it (`hang`), it was
+//! stopped — produces one [`Ended`] value, and one function
 //! ([`Actor::finish`]) records it: the state, the group cleanup, the exit event,
 //! `on_exit`. Everything outside the actor goes through [`Processes`], which the
 //! unit tests below replace by a fake child.
@@ -28,18 +29,21 @@ use tokio::time::{sleep, sleep_until, timeout};
 
 use super::backoff::Backoff;
 use super::crash_loop::CrashLoop;
+use super::hang;
 use super::health::{HealthChange, HealthTracker};
 use super::launch::{Launched, Os};
 use super::lifecycle::SlotRecord;
 use super::recycle::{recycle_due, RecycleRequest, RECYCLE_CHECK, RECYCLE_RETRY};
 use super::state::{StateCell, WorkerEvent};
-use crate::config::{OnFailure, Phase, PoolConfig, ReadyProbe};
+use crate::config::{HangDump, HangPolicy, OnFailure, Phase, Placeholders, PoolConfig, ReadyProbe};
 use crate::events;
 use crate::hooks::post_fork::PostForkOutcome;
 use crate::hooks::{HookContext, WorkerExit};
 use crate::metrics::Metrics;
+use crate::pool::pending::Hang;
 use crate::pool::{Member, Pool};
 use crate::process::child_spec::ChildSpec;
+use crate::process::output::Tap;
 use crate::process::{ExitReason, ExitStatus, SpawnSpec};
 use crate::slot::{Endpoint, SlotId, WorkerState};
 use crate::status::{PoolStatus, SlotStatus};
@@ -146,6 +150,29 @@ impl WorkerCtx {
             pool_env: self.pool_env(),
             cwd: self.generation.cwd.clone(),
             base_env: None,
+        }
+    }
+
+    /// `hang.dump`'s command for the worker process `pid`, its placeholders filled
+    /// (`{pid}` too), with the worker's pool environment.
+    fn dump_spec(&self, argv: &[String], pid: i32) -> SpawnSpec {
+        let socket = self.generation.socket_path(self.port);
+        let values = Placeholders {
+            pool: &self.generation.name,
+            worker: self.slot.index(),
+            port: socket.is_none().then_some(self.port),
+            socket: socket.as_deref(),
+            pid: Some(pid),
+        };
+        let mut env = self.pool_env();
+        env.push(("FORKYARD_POOL".into(), self.generation.name.clone()));
+        env.push(("FORKYARD_WORKER".into(), self.slot.label()));
+        env.push(("FORKYARD_PID".into(), pid.to_string()));
+        SpawnSpec {
+            argv: argv.iter().map(|a| values.fill(a)).collect(),
+            env,
+            cwd: self.generation.cwd.clone(),
+            ..SpawnSpec::default()
         }
     }
 
@@ -455,6 +482,7 @@ impl Actor {
             pid,
             mut exit,
             post_fork,
+            output,
         } = child;
         let settings = self.ctx.pool.settings();
         let ready = &settings.ready;
@@ -529,7 +557,7 @@ impl Actor {
         let booted = booted && *self.stop.borrow() == StopMode::Run;
         let mut recycled = None;
         if booted {
-            match self.serve(pid, spawned, &mut exit, member).await {
+            match self.serve(pid, spawned, &mut exit, member, &output).await {
                 Serving::Ended(ended) => return ended,
                 Serving::Stop { recycled: r } => recycled = r,
             }
@@ -560,6 +588,7 @@ impl Actor {
         spawned: Instant,
         exit: &mut oneshot::Receiver<ExitStatus>,
         member: &Arc<Member>,
+        output: &Tap,
     ) -> Serving {
         let pool = self.ctx.pool.clone();
         let name = pool.name.clone();
@@ -583,6 +612,7 @@ impl Actor {
         let mut next_recycle_check = Instant::now() + RECYCLE_CHECK;
         let mut recycle_asked: Option<Instant> = None;
         let mut recycled: Option<ExitReason> = None;
+        let mut next_hang_check = tokio::time::Instant::now();
         let mut stop = self.stop.clone();
         loop {
             let settings = pool.settings();
@@ -606,6 +636,16 @@ impl Actor {
                         pool.admit(member.clone());
                         self.state.apply(WorkerEvent::HealthRecovered);
                         tracing::info!(pool = %name, worker, pid, "health checks turned off; back in the load balancer");
+                    }
+                }
+                _ = sleep_until(next_hang_check), if settings.hang.is_some() => {
+                    let Some(policy) = settings.hang.clone() else { continue };
+                    next_hang_check = tokio::time::Instant::now() + hang::check_every(policy.after);
+                    let Some(found) = member.pending().check(policy.after, Instant::now()) else {
+                        continue;
+                    };
+                    if let Some(ended) = self.hung(pid, &policy, &found, exit, member, output).await {
+                        return Serving::Ended(ended);
                     }
                 }
                 _ = sleep_until(next_recycle_check.into()), if settings.recycle.is_set() => {
@@ -660,6 +700,64 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// A request hung on this worker (`found`): leave the load balancer if it is to
+    /// be killed, dump its stacks (bounded by `dump_timeout`; its exit meanwhile is
+    /// still seen), record the hang, then kill it with `hang.kill`. `None`: it keeps
+    /// serving.
+    async fn hung(
+        &mut self,
+        pid: i32,
+        policy: &HangPolicy,
+        found: &Hang,
+        exit: &mut oneshot::Receiver<ExitStatus>,
+        member: &Arc<Member>,
+        output: &Tap,
+    ) -> Option<Ended> {
+        if policy.kill {
+            // No new request goes to a worker that is about to be killed; it shows
+            // as stopping while its stacks are dumped.
+            self.ctx.pool.withdraw(member);
+            self.state.apply(WorkerEvent::StopRequested);
+        }
+        let spec = match &policy.dump {
+            Some(HangDump::Command(argv)) => Some(self.ctx.dump_spec(argv, pid)),
+            _ => None,
+        };
+        let mut exited = None;
+        let dump = {
+            let dumping = hang::dump(&self.ctx.os, policy, pid, spec, output);
+            tokio::pin!(dumping);
+            loop {
+                tokio::select! {
+                    d = &mut dumping => break d,
+                    s = &mut *exit, if exited.is_none() => exited = Some(status_or_lost(s)),
+                }
+            }
+        };
+        let kill = policy.kill && exited.is_none();
+        self.record.hang(pid, found, &dump, kill);
+        if let Some(status) = exited {
+            self.ctx.pool.withdraw(member);
+            let reason = self.record.unplanned(status);
+            return Some(Ended::exited(
+                pid,
+                status,
+                reason,
+                "worker exited while its stacks were dumped",
+            ));
+        }
+        if !kill {
+            return None;
+        }
+        let status = self.kill(pid, exit).await;
+        Some(Ended::exited(
+            pid,
+            status,
+            ExitReason::Hang,
+            "worker killed: a request hung (hang.after)",
+        ))
     }
 
     /// After the worker left the load balancer: wait for its in-flight requests, at

@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
-use super::launch::{Launched, Processes};
+use super::launch::{Launched, Processes, Ran};
 use crate::config::{Hook, PoolConfig, ReadyProbe};
 use crate::hooks::{HookContext, HookFailure};
 use crate::metrics::Metrics;
@@ -43,6 +43,10 @@ struct State {
     ignore_term: bool,
     /// The next health or ready probe panics (a forkyard bug, simulated).
     panic_on_probe: bool,
+    /// The argv of every command run (`hang.dump`).
+    commands: Vec<Vec<String>>,
+    /// Each launched process's output tap, by pid.
+    taps: HashMap<i32, crate::process::output::Tap>,
 }
 
 pub(crate) struct FakeOs {
@@ -88,6 +92,11 @@ impl FakeOs {
 
     pub(crate) fn panic_at_next_probe(&self) {
         self.state.lock().panic_on_probe = true;
+    }
+
+    /// The argv of every command run so far.
+    pub(crate) fn commands(&self) -> Vec<Vec<String>> {
+        self.state.lock().commands.clone()
     }
 
     pub(crate) fn children(&self) -> Vec<FakeChild> {
@@ -136,11 +145,34 @@ impl Processes for FakeOs {
             endpoint: format!("127.0.0.1:{}", env(spec, "FORKYARD_PORT")),
             alive: true,
         });
+        let output = crate::process::output::Tap::default();
+        s.taps.insert(pid, output.clone());
         Ok(Launched {
             pid,
             exit,
             post_fork: None,
+            output,
         })
+    }
+
+    /// Recorded; SIGUSR1 makes the process write a stack to its output, as
+    /// `faulthandler.register(SIGUSR1)` does.
+    fn signal_one(&self, pid: i32, signal: Signal) {
+        let mut s = self.state.lock();
+        s.signals.push((pid, signal));
+        if let (Signal::SIGUSR1, Some(tap)) = (signal, s.taps.get(&pid)) {
+            tap.feed("Thread 0x1 (most recent call first):");
+            tap.feed(&format!("  File \"app.py\", line 3 in stuck_{pid}"));
+        }
+    }
+
+    async fn run_command(&self, spec: &SpawnSpec, _: std::time::Duration) -> Ran {
+        self.state.lock().commands.push(spec.argv.clone());
+        Ran {
+            status: Ok(Some(ExitStatus::Code(0))),
+            output: format!("dumped by {}\n", spec.argv.join(" ")),
+            truncated: false,
+        }
     }
 
     fn signal(&self, pid: i32, signal: Signal) {

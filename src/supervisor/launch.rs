@@ -5,6 +5,7 @@
 //! at states (tests/it).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use nix::sys::signal::Signal;
@@ -16,9 +17,9 @@ use crate::config::{Hook, PoolConfig, ReadyProbe};
 use crate::hooks::post_fork::{self, PostForkOutcome};
 use crate::hooks::{HookContext, HookFailure, HookRunner};
 use crate::metrics::Metrics;
-use crate::process::output::log_worker_output;
-use crate::process::signal::signal_group;
-use crate::process::{spawn, ExitStatus, SpawnError, SpawnSpec};
+use crate::process::output::{log_worker_output, Tap, TAP_LIMIT};
+use crate::process::signal::{signal_group, signal_process};
+use crate::process::{spawn, ExitStatus, Reaper, SpawnError, SpawnSpec};
 use crate::slot::Endpoint;
 use crate::status::StatusBoard;
 
@@ -29,6 +30,42 @@ pub(crate) struct Launched {
     pub(crate) exit: oneshot::Receiver<ExitStatus>,
     /// Resolves with how its `post_fork` stage ended, when it has one.
     pub(crate) post_fork: Option<oneshot::Receiver<PostForkOutcome>>,
+    /// Copies its output lines while armed (`hang.dump: { signal }`).
+    pub(crate) output: Tap,
+}
+
+/// How a command run through [`Processes::run_command`] ended, and what it wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Ran {
+    /// `Ok(None)`: killed at its time limit; `Err`: it could not be started.
+    pub(crate) status: Result<Option<ExitStatus>, String>,
+    /// stdout and stderr lines in arrival order, at most [`TAP_LIMIT`] bytes.
+    pub(crate) output: String,
+    /// Lines past the limit were dropped.
+    pub(crate) truncated: bool,
+}
+
+/// Run `spec` with the hooks' command runner, keeping its output.
+pub(crate) async fn run_captured(reaper: &Reaper, spec: &SpawnSpec, limit: Duration) -> Ran {
+    let kept = parking_lot::Mutex::new((String::new(), false));
+    let sink = |line: &str, _: &'static str| {
+        let mut kept = kept.lock();
+        if kept.0.len() + line.len() + 1 > TAP_LIMIT {
+            kept.1 = true;
+        } else {
+            kept.0.push_str(line);
+            kept.0.push('\n');
+        }
+    };
+    let status = crate::hooks::run_command(spec, limit, reaper, &sink)
+        .await
+        .map_err(|e| e.to_string());
+    let (output, truncated) = kept.into_inner();
+    Ran {
+        status,
+        output,
+        truncated,
+    }
 }
 
 #[async_trait]
@@ -37,6 +74,14 @@ pub(crate) trait Processes: Send + Sync + 'static {
     async fn launch(&self, spec: &SpawnSpec, ctx: &HookContext) -> Result<Launched, SpawnError>;
     /// Send `signal` to the process group led by `pid`.
     fn signal(&self, pid: i32, signal: Signal);
+    /// Send `signal` to the process `pid` alone (not its group).
+    fn signal_one(&self, pid: i32, signal: Signal) {
+        if let Err(e) = signal_process(pid, signal) {
+            tracing::warn!(pid, signal = signal.as_str(), error = %e, "signalling a worker failed");
+        }
+    }
+    /// Run a command (`hang.dump`) for at most `limit`, keeping its output.
+    async fn run_command(&self, spec: &SpawnSpec, limit: Duration) -> Ran;
     /// One readiness or health check of `endpoint`.
     async fn probe(&self, endpoint: &Endpoint, probe: &ReadyProbe) -> bool;
     /// Run `hooks` in order (see `HookRunner::run_phase`).
@@ -65,9 +110,16 @@ impl Processes for System {
     async fn launch(&self, spec: &SpawnSpec, ctx: &HookContext) -> Result<Launched, SpawnError> {
         let child = spawn(spec)?;
         let worker = ctx.worker.unwrap_or_default();
+        let output = Tap::default();
         for (pipe, stream) in [(child.stdout, "stdout"), (child.stderr, "stderr")] {
             if let Some(pipe) = pipe {
-                tokio::spawn(log_worker_output(pipe, ctx.pool.clone(), worker, stream));
+                tokio::spawn(log_worker_output(
+                    pipe,
+                    ctx.pool.clone(),
+                    worker,
+                    stream,
+                    output.clone(),
+                ));
             }
         }
         let post_fork = child
@@ -77,7 +129,12 @@ impl Processes for System {
             pid: child.pid,
             exit: self.hooks.reaper.watch(child.pid),
             post_fork,
+            output,
         })
+    }
+
+    async fn run_command(&self, spec: &SpawnSpec, limit: Duration) -> Ran {
+        run_captured(&self.hooks.reaper, spec, limit).await
     }
 
     fn signal(&self, pid: i32, signal: Signal) {

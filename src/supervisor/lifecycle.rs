@@ -12,10 +12,13 @@ use std::fmt::Display;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::hang::Dump;
 use crate::events;
 use crate::metrics::{Metrics, SlotMetrics};
+use crate::pool::pending::Hang;
 use crate::process::{oom, ExitReason, ExitStatus};
 use crate::slot::{Endpoint, SlotId};
+use crate::status::report::{HangReport, InFlightReport};
 use crate::status::{PoolStatus, SlotStatus};
 
 pub(crate) struct SlotRecord {
@@ -158,6 +161,57 @@ impl SlotRecord {
         } else {
             exit_event!(warn);
         }
+    }
+
+    /// A request hung on process `pid` (`found`), whose stacks were dumped
+    /// (`dump`); it is killed next when `kill`.
+    pub(crate) fn hang(&mut self, pid: i32, found: &Hang, dump: &Dump, kill: bool) {
+        self.metrics.hangs.inc();
+        let in_flight: Vec<InFlightReport> = found
+            .others
+            .iter()
+            .map(|r| InFlightReport {
+                method: r.method.clone(),
+                path: r.path.clone(),
+                request_id: r.request_id.clone(),
+                age_seconds: r.age.as_secs_f64(),
+            })
+            .collect();
+        let in_flight_json = serde_json::to_string(&in_flight).unwrap_or_default();
+        let r = &found.request;
+        tracing::warn!(
+            event = events::HANG,
+            pool = %self.pool,
+            worker = self.slot,
+            pid,
+            method = %r.method,
+            path = %r.path,
+            request_id = %r.request_id,
+            age_ms = millis(r.age),
+            in_flight = %in_flight_json,
+            dump = %dump.output,
+            dump_result = %dump.result,
+            dump_ms = millis(dump.took),
+            kill,
+            "a request hung on this worker{}",
+            if kill { "; killing it" } else { "" }
+        );
+        self.pool_status.hang(HangReport {
+            at_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            worker: self.slot,
+            pid,
+            method: r.method.clone(),
+            path: r.path.clone(),
+            request_id: r.request_id.clone(),
+            age_seconds: r.age.as_secs_f64(),
+            in_flight,
+            dump: dump.output.clone(),
+            dump_result: dump.result.clone(),
+            killed: kill,
+        });
     }
 
     /// The slot will be started again after `delay`.

@@ -8,8 +8,9 @@
 //!   preloader imports the app once and forks the workers.
 //! - [`state`], [`lifecycle`]: the slot's state machine, and the one call per step
 //!   that records it in the log, the metrics and the status board.
-//! - [`backoff`], [`crash_loop`], [`health`], [`recycle`], [`readiness`]: the
-//!   policies, each reading the pool's current settings when it decides.
+//! - [`backoff`], [`crash_loop`], [`health`], [`recycle`], [`readiness`],
+//!   [`hang`]: the policies, each reading the pool's current settings when it
+//!   decides.
 //!
 //! Each pool has a *generation*: the settings new workers start with and the
 //! launcher that starts them ([`launch::Processes::generation`]). A rolling reload
@@ -26,6 +27,7 @@ pub(crate) mod backoff;
 mod crash_loop;
 #[cfg(test)]
 mod fake;
+mod hang;
 mod health;
 pub(crate) mod launch;
 mod lifecycle;

@@ -301,3 +301,135 @@ async fn every_roll_starts_a_new_generation_even_with_the_same_settings() {
         "shutdown waits for the launchers (preloaders)"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_request_is_dumped_recorded_and_its_worker_killed_and_replaced() {
+    let rig = Rig::new(
+        "    hang: { after: 10ms, dump: [\"dumper\", \"--pid\", \"{pid}\", \"{worker}\"] }\n",
+    );
+    let os = FakeOs::new();
+    let (stop, stop_rx) = watch::channel(StopMode::Run);
+    let task = tokio::spawn(actor::run(
+        ctx(&rig, &os, 0, mpsc::unbounded_channel().0),
+        stop_rx,
+    ));
+    until(LIMIT, "ready", || rig.metric(READY) == 1.0).await;
+    let member = rig.members.0.lock()[0].clone();
+    let pid = os.children()[0].pid;
+    let stuck = member.pending().begin("GET", "/stuck", "id-1");
+    let flowing = member.pending().begin("GET", "/stream", "id-2");
+    member.pending().answered(flowing);
+    // Waits are measured on the real clock.
+    std::thread::sleep(Duration::from_millis(20));
+    until(LIMIT, "the hung worker's exit", || {
+        rig.metric(r#"forkyard_worker_exits_total{pool="web",reason="hang"}"#) == 1.0
+    })
+    .await;
+    assert!(member.pending().is_hung(stuck));
+    assert!(!member.pending().is_hung(flowing), "its head had come");
+    let argv: Vec<String> = ["dumper", "--pid", &pid.to_string(), "0"]
+        .map(String::from)
+        .into();
+    assert_eq!(os.commands(), [argv]);
+    assert!(os.signals().contains(&(pid, Signal::SIGKILL)));
+    assert!(rig.members.0.lock().is_empty(), "out of the balancer");
+    assert_eq!(
+        rig.metric(r#"forkyard_worker_hangs_total{pool="web"}"#),
+        1.0
+    );
+    let report = rig.board.report(None);
+    let hang = &report.pools[0].hangs[0];
+    assert_eq!((hang.pid, hang.worker), (pid, 0));
+    assert_eq!(
+        (hang.method.as_str(), hang.path.as_str()),
+        ("GET", "/stuck")
+    );
+    assert_eq!(hang.request_id, "id-1");
+    assert!(hang.killed);
+    assert_eq!(hang.dump_result, "ok");
+    assert_eq!(hang.dump, format!("dumped by dumper --pid {pid} 0\n"));
+    assert_eq!(hang.in_flight.len(), 1);
+    assert_eq!(hang.in_flight[0].path, "/stream");
+    until(LIMIT, "a new process", || {
+        os.alive().len() == 1 && os.children().len() == 2
+    })
+    .await;
+    assert_eq!(
+        rig.metric(r#"forkyard_worker_restarts_total{pool="web",reason="hang"}"#),
+        1.0
+    );
+    member.pending().end(stuck);
+    member.pending().end(flowing);
+    stop.send(StopMode::Graceful(ExitReason::Shutdown)).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_kill_false_a_hang_is_recorded_once_and_the_worker_keeps_serving() {
+    let rig = Rig::new("    hang: { after: 10ms, kill: false }\n");
+    let os = FakeOs::new();
+    let (stop, stop_rx) = watch::channel(StopMode::Run);
+    let task = tokio::spawn(actor::run(
+        ctx(&rig, &os, 0, mpsc::unbounded_channel().0),
+        stop_rx,
+    ));
+    until(LIMIT, "ready", || rig.metric(READY) == 1.0).await;
+    let member = rig.members.0.lock()[0].clone();
+    let stuck = member.pending().begin("POST", "/slow", "id-1");
+    std::thread::sleep(Duration::from_millis(20));
+    until(LIMIT, "the hang", || {
+        rig.metric(r#"forkyard_worker_hangs_total{pool="web"}"#) == 1.0
+    })
+    .await;
+    // Several checks later: still one hang, the same process, in the balancer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        rig.metric(r#"forkyard_worker_hangs_total{pool="web"}"#),
+        1.0
+    );
+    assert_eq!(os.children().len(), 1);
+    assert_eq!(os.alive().len(), 1);
+    assert_eq!(rig.members.0.lock().len(), 1);
+    assert!(os.commands().is_empty(), "no dump configured");
+    let report = rig.board.report(None);
+    assert_eq!(report.pools[0].hangs[0].dump_result, "none");
+    assert!(!report.pools[0].hangs[0].killed);
+    member.pending().end(stuck);
+    stop.send(StopMode::Graceful(ExitReason::Shutdown)).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_signal_form_keeps_what_the_worker_writes_after_the_signal() {
+    let rig = Rig::new("    hang: { after: 10ms, dump: { signal: SIGUSR1 } }\n");
+    let os = FakeOs::new();
+    let (stop, stop_rx) = watch::channel(StopMode::Run);
+    let task = tokio::spawn(actor::run(
+        ctx(&rig, &os, 0, mpsc::unbounded_channel().0),
+        stop_rx,
+    ));
+    until(LIMIT, "ready", || rig.metric(READY) == 1.0).await;
+    let member = rig.members.0.lock()[0].clone();
+    let pid = os.children()[0].pid;
+    let stuck = member.pending().begin("GET", "/stuck", "id-1");
+    std::thread::sleep(Duration::from_millis(20));
+    until(LIMIT, "the hung worker's exit", || {
+        rig.metric(r#"forkyard_worker_exits_total{pool="web",reason="hang"}"#) == 1.0
+    })
+    .await;
+    let signals = os.signals();
+    let usr1 = signals.iter().position(|s| *s == (pid, Signal::SIGUSR1));
+    let kill = signals.iter().position(|s| *s == (pid, Signal::SIGKILL));
+    assert!(usr1 < kill && usr1.is_some(), "the dump first: {signals:?}");
+    let report = rig.board.report(None);
+    let hang = &report.pools[0].hangs[0];
+    assert_eq!(hang.dump_result, "signal SIGUSR1");
+    assert!(
+        hang.dump.contains(&format!("line 3 in stuck_{pid}\n")),
+        "{}",
+        hang.dump
+    );
+    member.pending().end(stuck);
+    stop.send(StopMode::Graceful(ExitReason::Shutdown)).unwrap();
+    task.await.unwrap();
+}

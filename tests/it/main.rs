@@ -17,6 +17,7 @@ mod faults;
 mod fork_hygiene;
 mod getting_started;
 mod golden;
+mod hangs;
 mod harness;
 mod health;
 mod hooks;

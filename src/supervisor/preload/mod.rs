@@ -42,7 +42,7 @@ use parking_lot::Mutex;
 use tokio::net::unix::pipe;
 use tokio::task::JoinHandle;
 
-use super::launch::{Launched, Os, Processes};
+use super::launch::{run_captured, Launched, Os, Processes, Ran};
 use super::readiness::probe_once;
 use crate::config::{Hook, PoolConfig, ReadyProbe};
 use crate::hooks::post_fork;
@@ -51,7 +51,7 @@ use crate::hooks::{
 };
 use crate::metrics::Metrics;
 use crate::probe;
-use crate::process::output::log_worker_output;
+use crate::process::output::{log_worker_output, Tap};
 use crate::process::signal::signal_group;
 use crate::process::{SpawnError, SpawnSpec};
 use crate::slot::Endpoint;
@@ -270,9 +270,16 @@ impl Processes for Preloaded {
         }
         drop(go_w);
         let worker = ctx.worker.unwrap_or_default();
+        let output = Tap::default();
         for (pipe, stream) in [(out_r, "stdout"), (err_r, "stderr")] {
             if let Some(pipe) = receiver(pipe) {
-                tokio::spawn(log_worker_output(pipe, ctx.pool.clone(), worker, stream));
+                tokio::spawn(log_worker_output(
+                    pipe,
+                    ctx.pool.clone(),
+                    worker,
+                    stream,
+                    output.clone(),
+                ));
             }
         }
         let post_fork = receiver(report_r)
@@ -281,7 +288,12 @@ impl Processes for Preloaded {
             pid,
             exit,
             post_fork,
+            output,
         })
+    }
+
+    async fn run_command(&self, spec: &SpawnSpec, limit: std::time::Duration) -> Ran {
+        run_captured(&self.hooks.reaper, spec, limit).await
     }
 
     fn signal(&self, pid: i32, signal: Signal) {

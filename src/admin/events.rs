@@ -12,8 +12,9 @@
 //!
 //! A subscriber never slows forkyard: the feed does not wait for it (see
 //! `events::hub`). One that falls more than 1024 events behind, or whose socket
-//! takes a write for longer than [`WRITE_DEADLINE`] (it stopped reading), is cut
-//! off and counted in `forkyard_events_subscribers_dropped_total`.
+//! takes a write for longer than [`WRITE_DEADLINE`] (it stopped reading, and the
+//! socket's send buffer, kept small, is full), is cut off and counted in
+//! `forkyard_events_subscribers_dropped_total`.
 
 use std::time::Duration;
 
@@ -35,6 +36,27 @@ pub(crate) const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 const BATCH_BYTES: usize = 64 * 1024;
 /// How long EventSource waits before it reconnects.
 const RETRY_MS: u32 = 2000;
+/// The kernel's send buffer for a stream's socket (Linux doubles it). Left alone,
+/// loopback grows it to 4 MiB, and a client that stopped reading would be noticed
+/// only after that much; with this it is noticed after tens of KiB.
+const SEND_BUFFER: usize = 16 * 1024;
+
+/// Bound the send buffer of `http`'s socket (see [`SEND_BUFFER`]).
+fn bound_send_buffer(http: &ServerSession) {
+    use std::os::fd::AsRawFd;
+    let fd = http
+        .stream()
+        .and_then(|s| {
+            s.as_any()
+                .downcast_ref::<pingora::protocols::l4::stream::Stream>()
+        })
+        .map(|s| s.as_raw_fd());
+    if let Some(fd) = fd {
+        if let Err(e) = pingora::protocols::l4::ext::set_snd_buf(fd, SEND_BUFFER) {
+            tracing::debug!(error = %e, "event stream: could not bound the send buffer");
+        }
+    }
+}
 
 /// The replay a request asks for: `?replay=N`, or its `Last-Event-ID` header, which
 /// wins (a reconnecting EventSource sends both).
@@ -127,6 +149,7 @@ pub(crate) async fn stream(
     replay: Replay,
     mut shutdown: ShutdownWatch,
 ) {
+    bound_send_buffer(http);
     let (past, mut rx) = hub.subscribe(replay);
     let _open = Open::new(metrics, streams);
     let dropped = |reason: &str| {

@@ -51,7 +51,7 @@
 
   function num(v) {
     const a = Math.abs(v);
-    if (a === 0) return '0';
+    if (Number.isInteger(v)) return String(v);
     if (a >= 100) return v.toFixed(0);
     if (a >= 10) return v.toFixed(1);
     if (a >= 1) return v.toFixed(2);
@@ -62,7 +62,7 @@
     rate: (v) => num(v) + '/s',
     seconds: (v) => (v >= 1 ? num(v) + ' s' : num(v * 1000) + ' ms'),
     count: (v) => num(v),
-    bytes: (v) => (v >= 1073741824 ? (v / 1073741824).toFixed(1) + ' GiB'
+    bytes: (v) => (v === 0 ? '0' : v >= 1073741824 ? (v / 1073741824).toFixed(1) + ' GiB'
       : v >= 1048576 ? (v / 1048576).toFixed(1) + ' MiB'
         : (v / 1024).toFixed(0) + ' KiB'),
   };
@@ -94,8 +94,14 @@
     };
     const caption = node('figcaption');
     caption.append(node('span', 'title', spec.title));
-    const now = spec.now !== undefined ? spec.now : (spec.series.length ? last(spec.series[0]) : null);
-    caption.append(node('span', 'now', now === null ? '–' : FORMAT[spec.unit](now)));
+    let nowText;
+    if (spec.nowText) {
+      nowText = spec.nowText(spec.series.map(last));
+    } else {
+      const now = spec.now !== undefined ? spec.now : (spec.series.length ? last(spec.series[0]) : null);
+      nowText = now === null ? '–' : FORMAT[spec.unit](now);
+    }
+    caption.append(node('span', 'now', nowText));
     fig.append(caption);
 
     let max = 0;
@@ -202,7 +208,8 @@
     return [
       { key: 'requests', title: 'Requests', unit: 'rate',
         series: [{ name: 'requests', color: COLORS[0], points: pts((s) => s.requests_per_second) }] },
-      { key: 'latency', title: 'Latency p50 / p99', unit: 'seconds',
+      { key: 'latency', title: 'Latency', unit: 'seconds',
+        nowText: ([p50, p99]) => (p50 === null ? '–' : 'p50 ' + FORMAT.seconds(p50) + ' · p99 ' + FORMAT.seconds(p99)),
         series: [
           { name: 'p50', color: COLORS[0], points: pts((s) => s.p50_seconds) },
           { name: 'p99', color: COLORS[4], points: pts((s) => s.p99_seconds) },
@@ -212,11 +219,12 @@
       { key: 'in_flight', title: 'In flight', unit: 'count',
         series: [{ name: 'in flight', color: COLORS[2], points: pts((s) => s.in_flight) }] },
       { key: 'restarts', title: 'Restarts per 5 s, by reason', unit: 'count', bars: true,
-        now: samples.reduce((sum, s) => sum + Object.values(s.restarts || {}).reduce((a, b) => a + b, 0), 0),
+        nowText: () => samples.reduce((sum, s) => sum + Object.values(s.restarts || {}).reduce((a, b) => a + b, 0), 0) + ' in view',
         series: reasons.length
           ? reasons.map((r, i) => ({ name: r, color: COLORS[(i + 1) % COLORS.length], points: pts((s) => (s.restarts || {})[r] || 0) }))
           : [{ name: 'none', color: COLORS[8], points: pts(() => 0) }] },
-      { key: 'memory', title: 'Memory per worker (PSS)', unit: 'bytes', now: memoryNow, series: memorySeries },
+      { key: 'memory', title: 'Memory per worker (PSS)', unit: 'bytes',
+        nowText: () => 'workers ' + FORMAT.bytes(memoryNow), series: memorySeries },
     ];
   }
 

@@ -57,10 +57,13 @@ impl Sse {
         Sse::on(TcpStream::connect(addr).unwrap(), addr, path, "")
     }
 
-    /// The next message (comments skipped); `None` at the end of the stream.
+    /// The next message (comments skipped); `None` at the end of the stream. Fails
+    /// after `BOOT` (heartbeats alone do not count).
     fn next(&mut self) -> Option<Message> {
+        let deadline = Instant::now() + BOOT;
         let (mut id, mut event, mut data) = (None, String::new(), String::new());
         loop {
+            assert!(Instant::now() < deadline, "no message within {BOOT:?}");
             let mut line = String::new();
             match self.reader.read_line(&mut line) {
                 Ok(0) => return None,
@@ -218,8 +221,8 @@ fn tiny_window(addr: SocketAddr) -> TcpStream {
 
 #[test]
 fn a_subscriber_that_stops_reading_is_cut_off_and_counted_while_supervision_goes_on() {
-    let fy = Forkyard::start(&web(1));
-    fy.wait_workers_ready("web", 1);
+    let fy = Forkyard::start(&web(6));
+    fy.wait_workers_ready("web", 6);
     let dropped = |reason: &str| {
         fy.metric(&format!(
             r#"forkyard_events_subscribers_dropped_total{{reason="{reason}"}}"#
@@ -255,12 +258,16 @@ fn a_subscriber_that_stops_reading_is_cut_off_and_counted_while_supervision_goes
             started.elapsed() < Duration::from_secs(150),
             "the stuck subscriber was not cut off after {rounds} rounds of scaling"
         );
-        for n in [6, 1] {
+        for n in [1, 6] {
             let asked = Instant::now();
             let r = http_post(fy.admin, &format!("/pools/web/scale?workers={n}")).unwrap();
             assert_eq!(r.status, 200, "{r:?}");
-            fy.wait_workers_ready("web", n);
             slowest = slowest.max(asked.elapsed());
+            // Every slot settled (scaled-down workers gone, new ones ready).
+            wait_for_or_log(&fy, BOOT, &format!("{n} workers, all ready"), || {
+                let pool = &fy.status()["pools"][0];
+                (pool["workers_total"] == n && pool["workers_ready"] == n).then_some(())
+            });
         }
         rounds += 1;
     }

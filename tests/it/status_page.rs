@@ -239,6 +239,11 @@ impl Browser {
             "Runtime.evaluate",
             serde_json::json!({ "expression": expression, "returnByValue": true }),
         );
+        assert!(
+            r.get("exceptionDetails").is_none(),
+            "{expression} threw: {}",
+            r["exceptionDetails"]
+        );
         let text = r["result"]["value"].as_str().unwrap_or("null").to_owned();
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
@@ -253,6 +258,7 @@ impl Drop for Browser {
 
 /// What the page shows now: its charts, their points, the event log.
 const SNAPSHOT: &str = r#"(() => {
+  if (!document.body) return 'null';
   const figs = [...document.querySelectorAll('#charts figure.chart')];
   return JSON.stringify({
     updates: Number(document.body.dataset.chartUpdates || 0),
@@ -410,6 +416,41 @@ fn the_page_draws_charts_that_move_under_load_and_follows_events_live() {
         std::fs::write(&docs, &png).unwrap();
         announce(&format!("and {}", std::path::Path::new(&docs).display()));
     }
+    // A hang report as `/status` carries it (`pools[].hangs`): shown, its dump as
+    // text, nothing in it taken for markup.
+    let hang = browser.eval(
+        r#"(() => {
+      window.forkyardPage.renderHangs({ pools: [{ name: 'web', hangs: [{
+        at_unix: Date.now() / 1000, worker: 1, pid: 4242, method: 'GET', path: '/slow?<b>x</b>',
+        request_id: 'req-1', age_seconds: 31.5,
+        in_flight: [{ method: 'POST', path: '/upload', request_id: 'req-2', age_seconds: 2 }],
+        dump: 'Thread 0x1 (most recent call first):\n  File "app.py", line 3 in <module>\n<img src=x onerror=alert(1)>',
+        dump_result: 'ok', killed: true }] }] });
+      const section = document.getElementById('hangs');
+      return JSON.stringify({
+        hidden: section.hidden,
+        title: section.querySelector('h3').textContent,
+        pre: section.querySelector('pre').textContent,
+        rows: section.querySelectorAll('table tr').length,
+        injected: section.querySelectorAll('img, b').length,
+      });
+    })()"#,
+    );
+    assert_eq!(hang["hidden"], false, "{hang}");
+    assert!(
+        hang["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("web worker 1 (pid 4242): GET /slow?<b>x</b>")),
+        "{hang}"
+    );
+    assert!(
+        hang["pre"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("line 3 in <module>\n<img src=x onerror=alert(1)>")),
+        "{hang}"
+    );
+    assert_eq!(hang["rows"], 2, "{hang}");
+    assert_eq!(hang["injected"], 0, "{hang}");
     drop(browser);
     for load in [quick, slow, app] {
         load.finish().assert_no_failures();

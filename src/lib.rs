@@ -81,7 +81,9 @@
 //! Each step of a slot's life (spawn, ready, exit with its reason, restart) is
 //! recorded by one call in three places that therefore agree: one structured log
 //! event (names in `events`), the metrics, and the slot's entry on the status
-//! board. The board is what `/status`, the `/` page and the per-worker RSS/CPU
+//! board. The log event is also published, as its JSON object, to the live event
+//! stream (`/events`, through a tracing layer that never waits for a reader). The
+//! board is what `/status`, the `/` page and the per-worker RSS/CPU
 //! metrics read; its change signal wakes the task that tells systemd `READY=1` once
 //! every pool has a ready worker.
 //!

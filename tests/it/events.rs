@@ -350,10 +350,17 @@ fn forkyard_events_prints_events_and_exits_0_when_forkyard_stops() {
     let mut fy = Forkyard::start(&web(1));
     fy.wait_workers_ready("web", 1);
     let admin = fy.admin.to_string();
-    let config = fy.dir().join("config.yaml");
     let json = Follower::start(&["--json", "--admin", &admin]);
-    // Over the control socket (found from the config), as a person would run it.
-    let human = Follower::start(&["-c", config.to_str().unwrap()]);
+    // Over the control socket (named, so there is no fallback to TCP).
+    let socket = wait_for_or_log(&fy, SHORT, "the control socket's log line", || {
+        fy.log().lines().find_map(|l| {
+            l.contains("control socket ready")
+                .then(|| l.split("path=").nth(1)?.split_whitespace().next())
+                .flatten()
+                .map(str::to_owned)
+        })
+    });
+    let human = Follower::start(&["--socket", &socket]);
     wait_for_or_log(&fy, SHORT, "two subscribers", || {
         (fy.metric("forkyard_events_subscribers") == Some(2.0)).then_some(())
     });

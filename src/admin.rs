@@ -1,6 +1,8 @@
-//! The admin app: `GET /metrics`, `/healthz`, `/readyz`, `/status` (JSON) and `/`
-//! (the same status as an HTML page for people), and `POST /reload`,
-//! `POST /pools/<name>/scale?workers=N` and `POST /pools/<name>/restart`. The
+//! The admin app: `GET /metrics`, `/healthz`, `/readyz`, `/status` (JSON), `/`
+//! (the same status as an HTML page for people, with charts), `/status/history`
+//! (the charts' samples), `/events` (the lifecycle events, streamed), and
+//! `POST /reload`, `POST /pools/<name>/scale?workers=N` and
+//! `POST /pools/<name>/restart`. The
 //! POSTs are carried out by the control object (`control`), whose typed replies
 //! are rendered here.
 //!

@@ -310,6 +310,34 @@ fn the_page_draws_charts_that_move_under_load_and_follows_events_live() {
     wait_for_or_log(&fy, BOOT, "two samples of history", || {
         (samples(&fy) >= 2).then_some(())
     });
+    let history = fy.admin_get("/status/history").unwrap().json();
+    let web = &history["pools"][0];
+    assert_eq!(
+        (&web["name"], &history["keep"]),
+        (&"web".into(), &180.into())
+    );
+    let last = web["samples"].as_array().unwrap().last().unwrap().clone();
+    assert!(last["requests_per_second"].as_f64() > Some(0.0), "{last}");
+    assert!(
+        last["p99_seconds"].as_f64() >= last["p50_seconds"].as_f64(),
+        "{last}"
+    );
+    assert_eq!(last["workers"].as_array().map(Vec::len), Some(3), "{last}");
+    // Only what is newer than `since`; a bad one is an error, not an empty answer.
+    let newer = fy
+        .admin_get(&format!("/status/history?since={}", last["at_unix"]))
+        .unwrap()
+        .json();
+    assert!(
+        newer["pools"][0]["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["at_unix"].as_f64() > last["at_unix"].as_f64()),
+        "{newer}"
+    );
+    let bad = fy.admin_get("/status/history?since=yesterday").unwrap();
+    assert_eq!(bad.status, 400, "{bad:?}");
     // A crash for the restarts chart and the event log.
     let kill_worker = |fy: &Forkyard, slot: usize| {
         let pid = fy.status()["pools"][0]["workers"][slot]["pid"]

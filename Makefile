@@ -18,7 +18,7 @@ PY_REQUIREMENTS := examples/pyramid-sqlalchemy/requirements.txt tests/requiremen
 
 BENCH_DEPS := $(BUILD_DEPS) wrk:wrk nginx:nginx haproxy:haproxy
 
-.PHONY: run build test lint bench bench-lifecycle bench-preload soak deps-build deps-test deps-bench venv clean
+.PHONY: run build test screenshot lint bench bench-lifecycle bench-preload soak deps-build deps-test deps-bench venv clean
 
 run: deps-build
 	$(CARGO) build --release --locked
@@ -35,6 +35,12 @@ test: deps-test venv
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets $(TEST_FEATURES) -- -D warnings
 	$(CARGO) test --locked --all-targets $(TEST_FEATURES)
+
+# docs/status-page.png: the status page in headless Chromium after three minutes
+# under load, taken by the page's integration test (tests/it/status_page.rs).
+screenshot: deps-test venv
+	FORKYARD_SCREENSHOT=$(CURDIR)/docs/status-page.png $(CARGO) test --locked $(TEST_FEATURES) --test it -- \
+		--exact status_page::the_page_draws_charts_that_move_under_load_and_follows_events_live --nocapture
 
 # Side-by-side benchmark against nginx and HAProxy; writes bench/RESULTS.md.
 # ROUNDS, SECONDS, CONNS and SCENARIOS ("static python stall idle") tune it.

@@ -1,6 +1,8 @@
-//! The admin app: `GET /metrics`, `/healthz`, `/readyz`, `/status` (JSON) and `/`
-//! (the same status as an HTML page for people), and `POST /reload`,
-//! `POST /pools/<name>/scale?workers=N` and `POST /pools/<name>/restart`. The
+//! The admin app: `GET /metrics`, `/healthz`, `/readyz`, `/status` (JSON), `/`
+//! (the same status as an HTML page for people, with charts), `/status/history`
+//! (the charts' samples), `/events` (the lifecycle events, streamed), and
+//! `POST /reload`, `POST /pools/<name>/scale?workers=N` and
+//! `POST /pools/<name>/restart`. The
 //! POSTs are carried out by the control object (`control`), whose typed replies
 //! are rendered here.
 //!
@@ -19,6 +21,14 @@
 //!
 //! It runs on the control runtime, apart from the proxy's threads, so a saturated
 //! proxy does not stop Prometheus or a probe from getting an answer.
+//!
+//! Most answers are whole; `GET /events` is a stream ([`events`]), so the app is a
+//! Pingora `HttpServerApp` of its own rather than a `ServeHttp`. The page's script
+//! and style sheet are served from the binary ([`assets`]): nothing the page uses
+//! comes from elsewhere.
+
+mod assets;
+mod events;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,18 +36,22 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession;
-use tokio::sync::{mpsc, oneshot};
+use pingora::server::ShutdownWatch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::{AdminAuth, Verdict};
 use crate::control::{Command, ReloadResult};
+use crate::events::hub::Hub;
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::status::{table, StatusBoard, StatusReport};
 use crate::supervisor::{CrashLoop, PoolError, Rollout};
 
-/// How often the HTML status page reloads itself.
+/// How often the HTML status page refreshes its tables.
 const PAGE_REFRESH_SECONDS: u32 = 2;
 
 /// Whether forkyard should receive traffic: every pool has a ready worker and no
@@ -105,6 +119,12 @@ pub(crate) struct AdminApp {
     pub(crate) board: Arc<StatusBoard>,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     pub(crate) auth: Arc<AdminAuth>,
+    /// The lifecycle events `GET /events` streams.
+    pub(crate) hub: &'static Hub,
+    /// The samples `GET /status/history` serves.
+    pub(crate) history: Arc<History>,
+    /// Open `GET /events` streams, which the shutdown lets finish.
+    pub(crate) streams: watch::Sender<usize>,
 }
 
 /// The status code of a pool command's error.
@@ -251,9 +271,65 @@ pub(crate) struct AdminListener {
 }
 
 #[async_trait]
-impl ServeHttp for AdminListener {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        self.app.serve(session, self.access).await
+impl HttpServerApp for AdminListener {
+    /// One request: a stream for `GET /events`, else a whole answer (as Pingora's
+    /// `ServeHttp` would give it), after which the connection may be reused.
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match http.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "admin: could not read a request");
+                return None;
+            }
+        }
+        http.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let req = http.req_header();
+        let response = if req.method == Method::GET && req.uri.path() == "/events" {
+            let last_id = req.headers.get("last-event-id").map(|v| v.as_bytes());
+            match events::replay(req.uri.query(), last_id) {
+                Ok(replay) => {
+                    let app = &self.app;
+                    events::stream(
+                        app.hub,
+                        &app.metrics,
+                        &app.streams,
+                        &mut http,
+                        replay,
+                        shutdown.clone(),
+                    )
+                    .await;
+                    return None;
+                }
+                Err(why) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+            }
+        } else {
+            self.app.serve(&mut http, self.access).await
+        };
+        let (parts, body) = response.into_parts();
+        let header: ResponseHeader = parts.into();
+        if let Err(e) = http.write_response_header(Box::new(header)).await {
+            tracing::debug!(error = %e, "admin: could not write an answer");
+            return None;
+        }
+        if !body.is_empty() {
+            if let Err(e) = http.write_response_body(body.into(), true).await {
+                tracing::debug!(error = %e, "admin: could not write an answer");
+                return None;
+            }
+        }
+        let persistent = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, persistent)),
+            Err(e) => {
+                tracing::debug!(error = %e, "admin: could not finish an answer");
+                None
+            }
+        }
     }
 }
 
@@ -337,8 +413,36 @@ impl AdminApp {
             "/" => {
                 let report = self.report();
                 let body = table::html(&report, PAGE_REFRESH_SECONDS).into_bytes();
-                respond(StatusCode::OK, "text/html; charset=utf-8", body)
+                let mut response = respond(StatusCode::OK, "text/html; charset=utf-8", body);
+                assets::protect(&mut response);
+                response
             }
+            "/status/history" => {
+                let since = req
+                    .uri
+                    .query()
+                    .unwrap_or("")
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("since="));
+                let since = match since.map(str::parse::<f64>) {
+                    None => None,
+                    Some(Ok(t)) if t.is_finite() => Some(t),
+                    Some(_) => {
+                        return text(
+                            StatusCode::BAD_REQUEST,
+                            "expected ?since=UNIX_TIME (a number of seconds)\n".into(),
+                        )
+                    }
+                };
+                let mut body = serde_json::to_vec(&self.history.report(since)).unwrap_or_default();
+                body.push(b'\n');
+                respond(StatusCode::OK, "application/json", body)
+            }
+            "/events" => {
+                // HEAD: what a GET would start with.
+                respond(StatusCode::OK, "text/event-stream; charset=utf-8", Vec::new())
+            }
+
             "/readyz" => match self.readiness.check() {
                 Ok(note) if note.is_empty() => text(StatusCode::OK, "ready\n".into()),
                 Ok(note) => text(StatusCode::OK, format!("ready; {note}\n")),
@@ -347,10 +451,17 @@ impl AdminApp {
                     format!("not ready: {why}\n"),
                 ),
             },
-            _ => text(
-                StatusCode::NOT_FOUND,
-                "not found; try /, /status, /metrics, /healthz or /readyz\n".into(),
-            ),
+            path => match assets::get(path) {
+                Some((content_type, body)) => {
+                    let mut response = respond(StatusCode::OK, content_type, body.to_vec());
+                    assets::protect(&mut response);
+                    response
+                }
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "not found; try /, /status, /status/history, /events, /metrics, /healthz or /readyz\n".into(),
+                ),
+            },
         }
     }
 }

@@ -1,9 +1,10 @@
 //! A tiny blocking HTTP/1.1 client for `forkyard status`, `probe` and the control
 //! commands (`reload`, `scale`, `restart`): one request over a fresh connection,
 //! over TCP or forkyard's control socket, bounded in time. It exists so that a
-//! container image needs no curl or wget for its HEALTHCHECK.
+//! container image needs no curl or wget for its HEALTHCHECK. [`follow`] reads the
+//! event stream (`GET /events`) for `forkyard events`.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -51,6 +52,14 @@ pub enum ClientError {
     },
     #[error("{addr} answered something that is not HTTP")]
     NotHttp { addr: String },
+    #[error("{addr} answered {status}: {body}")]
+    Status {
+        addr: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{addr} sent nothing for {seconds}s, not even its heartbeat")]
+    Silent { addr: String, seconds: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +182,270 @@ fn exchange(
     Ok(raw)
 }
 
+/// One Server-Sent Events message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: Option<String>,
+    /// `message` when the server named none.
+    pub event: String,
+    pub data: String,
+}
+
+/// How an event stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// forkyard said so (`event: end`): it is stopping.
+    Ended,
+    /// The connection closed without that: forkyard died, or cut this reader off.
+    Closed,
+    /// `on_message` asked to stop.
+    Stopped,
+}
+
+/// `GET path` on `target` as an event stream: `on_message` gets each message until
+/// the stream ends (or it returns `false`). Connecting and the answer's head are
+/// bounded by `timeout`; after that, a stream silent for `idle` (forkyard sends a
+/// heartbeat every 15 s) is an error.
+pub fn follow(
+    target: &Target,
+    path: &str,
+    timeout: Duration,
+    idle: Duration,
+    mut on_message: impl FnMut(Message) -> bool,
+) -> Result<StreamEnd, ClientError> {
+    let addr = target.to_string();
+    let connect = |source| ClientError::Connect {
+        addr: addr.clone(),
+        source,
+    };
+    let read_err = |source: std::io::Error| {
+        if matches!(
+            source.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            ClientError::Silent {
+                addr: addr.clone(),
+                seconds: idle.as_secs(),
+            }
+        } else {
+            ClientError::Read {
+                addr: addr.clone(),
+                source,
+            }
+        }
+    };
+    let (stream, host) = match target {
+        Target::Tcp(authority) => {
+            let resolve = |source| ClientError::Resolve {
+                addr: authority.clone(),
+                source,
+            };
+            let to = authority
+                .to_socket_addrs()
+                .map_err(resolve)?
+                .next()
+                .ok_or_else(|| resolve(std::io::ErrorKind::NotFound.into()))?;
+            let s = TcpStream::connect_timeout(&to, timeout).map_err(connect)?;
+            s.set_read_timeout(Some(timeout)).map_err(connect)?;
+            s.set_write_timeout(Some(timeout)).map_err(connect)?;
+            (
+                Timed::Tcp(s, idle),
+                authority.trim_end_matches(":80").to_owned(),
+            )
+        }
+        Target::Unix(socket) => {
+            let s = UnixStream::connect(socket).map_err(connect)?;
+            s.set_read_timeout(Some(timeout)).map_err(connect)?;
+            s.set_write_timeout(Some(timeout)).map_err(connect)?;
+            (Timed::Unix(s, idle), "localhost".to_owned())
+        }
+    };
+    let mut reader = BufReader::new(stream);
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: forkyard/{}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    reader
+        .get_mut()
+        .write_all(request.as_bytes())
+        .map_err(connect)?;
+    // The head.
+    let mut head = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(read_err)? == 0 {
+            return Err(ClientError::NotHttp { addr: addr.clone() });
+        }
+        if line.trim_end().is_empty() {
+            break;
+        }
+        head.push(line.trim_end().to_owned());
+    }
+    let status = head
+        .first()
+        .filter(|l| l.starts_with("HTTP/1."))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| ClientError::NotHttp { addr: addr.clone() })?;
+    if status != 200 {
+        let mut body = String::new();
+        let _ = reader.take(64 * 1024).read_to_string(&mut body);
+        return Err(ClientError::Status {
+            addr: addr.clone(),
+            status,
+            body: body.trim().to_owned(),
+        });
+    }
+    // From now on a read may wait for `idle`.
+    reader.get_mut().set_idle().map_err(connect)?;
+    let (mut id, mut event, mut data) = (None, String::new(), Vec::<String>::new());
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(read_err)? == 0 {
+            return Ok(StreamEnd::Closed);
+        }
+        let l = line.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            if data.is_empty() && event.is_empty() {
+                continue;
+            }
+            let message = Message {
+                id: id.take(),
+                event: if event.is_empty() {
+                    "message".to_owned()
+                } else {
+                    std::mem::take(&mut event)
+                },
+                data: std::mem::take(&mut data).join("\n"),
+            };
+            if message.event == "end" {
+                return Ok(StreamEnd::Ended);
+            }
+            if !on_message(message) {
+                return Ok(StreamEnd::Stopped);
+            }
+            continue;
+        }
+        if l.starts_with(':') {
+            continue;
+        }
+        let (field, value) = l.split_once(':').unwrap_or((l, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "id" => id = Some(value.to_owned()),
+            "event" => event = value.to_owned(),
+            "data" => data.push(value.to_owned()),
+            _ => {}
+        }
+    }
+}
+
+/// A connection whose read timeout becomes `idle` once the head is read.
+enum Timed {
+    Tcp(TcpStream, Duration),
+    Unix(UnixStream, Duration),
+}
+
+impl Timed {
+    fn set_idle(&mut self) -> std::io::Result<()> {
+        match self {
+            Timed::Tcp(s, idle) => s.set_read_timeout(Some(*idle)),
+            Timed::Unix(s, idle) => s.set_read_timeout(Some(*idle)),
+        }
+    }
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Timed::Tcp(s, ..) => s.read(buf),
+            Timed::Unix(s, ..) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Timed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Timed::Tcp(s, ..) => s.write(buf),
+            Timed::Unix(s, ..) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Timed::Tcp(s, ..) => s.flush(),
+            Timed::Unix(s, ..) => s.flush(),
+        }
+    }
+}
+
+/// An event's JSON object (the log's fields) as one line for people:
+/// `13:20:01.123 WARN  exit            pool=web worker=1 reason=signal … — worker exited`.
+/// Anything that is not such an object comes back as it is.
+pub fn event_text(data: &str) -> String {
+    let Ok(Ordered(fields)) = serde_json::from_str::<Ordered>(data) else {
+        return data.to_owned();
+    };
+    let get = |key: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let timestamp = get("timestamp");
+    let time = timestamp.get(11..23).unwrap_or(timestamp);
+    let mut out = format!("{time} {:<5} {:<17}", get("level"), get("event"));
+    for (key, value) in &fields {
+        if matches!(
+            key.as_str(),
+            "timestamp" | "level" | "event" | "message" | "target"
+        ) {
+            continue;
+        }
+        let value = match value {
+            serde_json::Value::String(s) if !s.is_empty() && !s.contains([' ', '"', '=']) => {
+                s.clone()
+            }
+            other => other.to_string(),
+        };
+        out.push_str(&format!(" {key}={value}"));
+    }
+    let message = get("message");
+    if !message.is_empty() {
+        out.push_str(" — ");
+        out.push_str(message);
+    }
+    out
+}
+
+/// A JSON object's members in their order.
+struct Ordered(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Ordered, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Ordered, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 fn parse(raw: &[u8]) -> Option<Response> {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n")?;
@@ -230,6 +503,18 @@ mod tests {
         assert_eq!(s("http://[::1]/").unwrap().0, "[::1]:80");
         assert!(s("https://example.com/").is_err());
         assert!(s("http:///x").is_err());
+    }
+
+    #[test]
+    fn an_event_reads_as_one_line_in_the_log_order() {
+        let line = event_text(
+            r#"{"timestamp":"2026-11-27T10:14:50.576751Z","level":"WARN","message":"worker exited","event":"exit","pool":"web","worker":0,"pid":9117,"reason":"signal","status":"signal SIGKILL","uptime_ms":2352,"target":"forkyard::supervisor::lifecycle"}"#,
+        );
+        assert_eq!(
+            line,
+            r#"10:14:50.576 WARN  exit              pool=web worker=0 pid=9117 reason=signal status="signal SIGKILL" uptime_ms=2352 — worker exited"#
+        );
+        assert_eq!(event_text("not json"), "not json");
     }
 
     #[test]

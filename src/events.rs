@@ -6,6 +6,12 @@
 //! with its fields; keep the two in step. Events that belong to features of later
 //! issues (hooks, reloads, ejection) are named here already, so every emitter uses
 //! the same spelling.
+//!
+//! The same events are also a live feed (`GET /events`): [`capture`] is the tracing
+//! layer that copies each one, as its JSON log object, into the [`hub`].
+
+pub(crate) mod capture;
+pub(crate) mod hub;
 
 /// forkyard bound its listeners and is starting the pools. Fields: `version`,
 /// `proxy`, `admin`, `pools`.

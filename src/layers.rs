@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["hooks"],
     &["child", "status"],
     &["metrics"],
-    &["record", "pool", "auth"],
+    &["record", "pool", "auth", "history"],
     &["supervisor", "proxy"],
     &["control"],
     &["admin"],

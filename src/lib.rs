@@ -12,7 +12,7 @@
 //!  admin                                    the admin endpoints
 //!  control                                  reload (every key's class), scale, restart
 //!  supervisor · proxy                       side by side; neither uses the other
-//!  record · pool · auth                     hook records; each pool's settings and members; the token
+//!  record · pool · auth · history           hook records; each pool's settings and members; the token; the charts' samples
 //!  metrics
 //!  child · status                           `forkyard __child`; the status board
 //!  hooks                                    the hook runner (both sides of the fork)
@@ -47,7 +47,10 @@
 //! - `control`: the one place that changes what runs — reload (with the class of
 //!   every config key), scale, restart, recycle — with typed replies.
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`, `/status`, `/` and the POST
-//!   endpoints, rendering `control`'s replies; `auth` owns their token.
+//!   endpoints, rendering `control`'s replies; `auth` owns their token. `/events`
+//!   streams the lifecycle events (Server-Sent Events) that `events::capture`
+//!   copies from the log into `events::hub`; `/status/history` serves the last 15
+//!   minutes that `history` samples every 5 s for the page's charts.
 //! - [`server`]: building and connecting the parts, the control loop, and the
 //!   shutdown order.
 //! - `signals` (the one owner of process signals), `sockets` (the runtime
@@ -78,7 +81,9 @@
 //! Each step of a slot's life (spawn, ready, exit with its reason, restart) is
 //! recorded by one call in three places that therefore agree: one structured log
 //! event (names in `events`), the metrics, and the slot's entry on the status
-//! board. The board is what `/status`, the `/` page and the per-worker RSS/CPU
+//! board. The log event is also published, as its JSON object, to the live event
+//! stream (`/events`, through a tracing layer that never waits for a reader). The
+//! board is what `/status`, the `/` page and the per-worker RSS/CPU
 //! metrics read; its change signal wakes the task that tells systemd `READY=1` once
 //! every pool has a ready worker.
 //!
@@ -137,6 +142,7 @@ pub(crate) mod control;
 pub(crate) mod events;
 #[cfg(feature = "fault-injection")]
 pub(crate) mod fault;
+pub(crate) mod history;
 pub(crate) mod hooks;
 #[cfg(test)]
 mod layers;

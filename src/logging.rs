@@ -11,7 +11,8 @@
 //! and a blocking write there would stop it.
 //!
 //! The level is a reloadable filter: `set_level` changes it while forkyard runs,
-//! unless `RUST_LOG` chose the filter at start.
+//! unless `RUST_LOG` chose the filter at start. It filters the log only: the live
+//! event feed (`events::capture`) is a second layer with its own filter.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +30,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{LogConfig, LogFormat, LogLevel};
+use crate::events::capture::{Capture, Lifecycle};
 
 /// Formatted events waiting for stderr before new ones are dropped. tracing-appender
 /// bounds lines, not bytes: a typical event is about 220 bytes (so about 1 MiB in
@@ -321,7 +323,12 @@ where
             .with_current_span(false)
             .boxed(),
     };
-    let subscriber = tracing_subscriber::registry().with(filter).with(fmt);
+    // The level filters the log alone (a per-layer filter): the event feed has its
+    // own, and carries every lifecycle event whatever the log shows.
+    let capture = Capture::new(crate::events::hub::global()).with_filter(Lifecycle);
+    let subscriber = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(capture);
     (
         subscriber,
         Filter {

@@ -1,8 +1,8 @@
 //! The `forkyard` command: parse the CLI, load the config, run, map errors to exit
 //! codes (78 for a bad config, 1 for any other start-up failure, 0 after a clean
 //! shutdown; the full table is in README.md, "Exit codes"). Also the small client
-//! commands: `status`, `probe`, `schema`, and `reload`, `scale` and `restart`,
-//! which use the control socket.
+//! commands: `status`, `events`, `probe`, `schema`, and `reload`, `scale` and
+//! `restart`, which use the control socket.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -58,6 +58,13 @@ enum Command {
     /// Exits 0 when forkyard is ready, 3 when it answers but is not ready, 1 when
     /// it cannot be reached.
     Status(StatusArgs),
+    /// Follow the lifecycle events of a running forkyard as they happen (spawns,
+    /// exits, restarts, hook failures, reloads): its GET /events, over the control
+    /// socket when it can be found, else the admin listener.
+    ///
+    /// One line per event, or its JSON object with --json. Exits 0 when forkyard
+    /// stops, 1 when it cannot be reached or the stream breaks off.
+    Events(EventsArgs),
     /// Make a running forkyard re-read its config file and apply it (as SIGHUP
     /// does), over its control socket; prints what changed.
     ///
@@ -113,6 +120,26 @@ struct StatusArgs {
     /// Print the raw /status JSON instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::Args)]
+struct EventsArgs {
+    /// The admin address (IP:port), asked instead of the control socket. Default:
+    /// as for `forkyard status`.
+    #[arg(long, env = "FORKYARD_ADMIN")]
+    admin: Option<String>,
+    /// The control socket (no fallback to the admin address when given).
+    #[arg(long, env = "FORKYARD_SOCKET")]
+    socket: Option<PathBuf>,
+    /// The config file that names the control socket and the admin address.
+    #[arg(short, long, env = "FORKYARD_CONFIG", default_value = "config.yaml")]
+    config: PathBuf,
+    /// Print each event's JSON object (the fields of its JSON log line), one per line.
+    #[arg(long)]
+    json: bool,
+    /// Start with the last N events forkyard kept (at most 1024).
+    #[arg(long, default_value_t = 0)]
+    replay: usize,
 }
 
 #[derive(clap::Args)]
@@ -180,6 +207,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Status(args) => status(args),
+        Command::Events(args) => events(args),
         Command::Reload(args) => control("reload", args, "/reload"),
         Command::Scale {
             pool,
@@ -365,18 +393,7 @@ fn status(args: StatusArgs) -> ExitCode {
             }
         }
     }
-    let admin = args
-        .admin
-        .unwrap_or_else(|| match config_if_valid(&args.config) {
-            Some(c) => {
-                let mut addr = c.admin.listen;
-                if addr.ip().is_unspecified() {
-                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                addr.to_string()
-            }
-            None => DEFAULT_ADMIN.to_owned(),
-        });
+    let admin = admin_address(args.admin, &args.config);
     let target = Target::Tcp(admin.clone());
     match client::request(&target, "GET", "/status", Duration::from_secs(5)) {
         Ok(r) => show_status(&target, r, args.json),
@@ -385,6 +402,88 @@ fn status(args: StatusArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The admin listener's address for `forkyard status` and `events`: `--admin`, else
+/// `admin.listen` of the config (an all-interfaces address is reached on
+/// loopback), else 127.0.0.1:9090.
+fn admin_address(admin: Option<String>, config: &Path) -> String {
+    admin.unwrap_or_else(|| match config_if_valid(config) {
+        Some(c) => {
+            let mut addr = c.admin.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            addr.to_string()
+        }
+        None => DEFAULT_ADMIN.to_owned(),
+    })
+}
+
+/// `forkyard events`: follow GET /events over the control socket (when it can be
+/// found and reached) or the admin listener, printing each event.
+fn events(args: EventsArgs) -> ExitCode {
+    let path = format!("/events?replay={}", args.replay);
+    let mut targets = Vec::new();
+    let named_socket = args.socket.is_some();
+    if args.admin.is_none() {
+        if let Ok(socket) = control_socket(args.socket.clone(), &args.config) {
+            targets.push(Target::Unix(socket));
+        }
+    }
+    if !named_socket {
+        targets.push(Target::Tcp(admin_address(args.admin.clone(), &args.config)));
+    }
+    let json = args.json;
+    let mut print = |m: client::Message| {
+        let line = if json {
+            m.data
+        } else {
+            client::event_text(&m.data)
+        };
+        // stdout closed (`| head`): stop quietly.
+        writeln!(std::io::stdout(), "{line}").is_ok()
+    };
+    let mut last_error = None;
+    for (i, target) in targets.iter().enumerate() {
+        let last = i + 1 == targets.len();
+        match client::follow(
+            target,
+            &path,
+            Duration::from_secs(5),
+            Duration::from_secs(45),
+            &mut print,
+        ) {
+            Ok(client::StreamEnd::Ended | client::StreamEnd::Stopped) => return ExitCode::SUCCESS,
+            Ok(client::StreamEnd::Closed) => {
+                eprintln!(
+                    "forkyard events: the stream from {target} broke off without forkyard stopping (forkyard was killed, or cut this reader off for falling behind)"
+                );
+                return ExitCode::FAILURE;
+            }
+            // Not reachable there (another user's socket, a stale one): the next.
+            Err(
+                e @ (client::ClientError::Connect { .. } | client::ClientError::Resolve { .. }),
+            ) if !last => {
+                last_error = Some(e);
+            }
+            Err(e) => {
+                let hint = match e {
+                    client::ClientError::Connect { .. } => {
+                        "; is forkyard running? (use --admin ADDR or --socket PATH)"
+                    }
+                    _ => "",
+                };
+                eprintln!("forkyard events: {}{hint}", error_chain(&e));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match last_error {
+        Some(e) => eprintln!("forkyard events: {}", error_chain(&e)),
+        None => eprintln!("forkyard events: no control socket or admin address to ask (use --admin ADDR or --socket PATH)"),
+    }
+    ExitCode::FAILURE
 }
 
 /// Print a `/status` answer from `target` as the table (or JSON), and exit as

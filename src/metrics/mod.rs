@@ -72,6 +72,12 @@ impl Build for HistogramVec {
     }
 }
 
+impl Build for IntGauge {
+    fn build(name: &str, help: &str, _: &[&str], _: &[f64]) -> prometheus::Result<Self> {
+        IntGauge::new(name, help)
+    }
+}
+
 impl Build for IntCounter {
     fn build(name: &str, help: &str, _: &[&str], _: &[f64]) -> prometheus::Result<Self> {
         IntCounter::new(name, help)
@@ -182,6 +188,10 @@ metrics! {
         ("forkyard_preloader_restarts_total", "Preloaders started again after theirs exited or failed, by reason.");
     preloader_import: GaugeVec["pool"] =
         ("forkyard_preloader_import_seconds", "How long the pool's last preloader took to import the app.");
+    events_subscribers: IntGauge[] =
+        ("forkyard_events_subscribers", "Clients following the live event stream (GET /events) now.");
+    events_subscribers_dropped: IntCounterVec["reason"] =
+        ("forkyard_events_subscribers_dropped_total", "Event stream clients cut off: lagged (fell more than 1024 events behind) or stalled (a write waited 5 s).");
     preload_fork: HistogramVec["pool"] =
         ("forkyard_preload_fork_seconds", "Time from a fork request to the preloader's answer with the new worker's pid.")
         buckets FORK_BUCKETS;
@@ -191,6 +201,10 @@ metrics! {
 const FORK_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
+
+/// Why an event stream client was cut off: the `reason` label of
+/// `forkyard_events_subscribers_dropped_total`.
+pub(crate) const EVENTS_DROP_REASONS: [&str; 2] = ["lagged", "stalled"];
 
 /// Why a preloader was started again: the `reason` label of
 /// `forkyard_preloader_restarts_total`.
@@ -296,6 +310,9 @@ impl Metrics {
         } = &m;
         for result in ["ok", "error", "rolled_back"] {
             config_reloads.with_label_values(&[result]);
+        }
+        for reason in EVENTS_DROP_REASONS {
+            m.events_subscribers_dropped.with_label_values(&[reason]);
         }
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

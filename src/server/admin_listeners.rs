@@ -8,7 +8,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora::apps::http_app::HttpServer;
 use pingora::server::Fds;
 use pingora::services::listening::Service as ListeningService;
 use pingora::services::Service as _;
@@ -44,6 +43,7 @@ pub(super) fn bind_control_socket(admin: &AdminConfig) -> Result<Option<Bound>, 
 /// The admin listeners while they serve: stopped at the very end of a shutdown, so
 /// `/status`, `/metrics` and the commands answer while the pools drain.
 pub(super) struct AdminServing {
+    app: Arc<AdminApp>,
     stop: watch::Sender<bool>,
     serving: Vec<JoinHandle<()>>,
     /// Deletes the control socket's file when dropped.
@@ -51,13 +51,16 @@ pub(super) struct AdminServing {
 }
 
 impl AdminServing {
-    /// Stop both listeners and wait (at most `within`) for them to finish.
+    /// Stop both listeners and wait (at most `within`) for them to finish, and for
+    /// the open event streams to send their end.
     pub(super) async fn stop(self, within: Duration) {
         let _ = self.stop.send(true);
+        let mut streams = self.app.streams.subscribe();
         let all = async {
             for serving in self.serving {
                 let _ = serving.await;
             }
+            let _ = streams.wait_for(|open| *open == 0).await;
         };
         let _ = tokio::time::timeout(within, all).await;
     }
@@ -90,13 +93,14 @@ pub(super) fn serve(
     }) = socket
     else {
         return AdminServing {
+            app,
             stop,
             serving,
             _socket: None,
         };
     };
     let key = path.to_string_lossy().into_owned();
-    let mut svc = service("forkyard control socket", app, Access::Socket);
+    let mut svc = service("forkyard control socket", app.clone(), Access::Socket);
     svc.add_uds(&key, Some(std::fs::Permissions::from_mode(control::MODE)));
     serving.push(spawn(svc, key, listener.into_raw_fd(), stop_rx));
     tracing::info!(
@@ -104,26 +108,20 @@ pub(super) fn serve(
         "control socket ready: forkyard reload, scale, restart and status use it"
     );
     AdminServing {
+        app,
         stop,
         serving,
         _socket: Some(remover),
     }
 }
 
-fn service(
-    name: &str,
-    app: Arc<AdminApp>,
-    access: Access,
-) -> ListeningService<HttpServer<AdminListener>> {
-    ListeningService::new(
-        name.to_string(),
-        HttpServer::new_app(AdminListener { app, access }),
-    )
+fn service(name: &str, app: Arc<AdminApp>, access: Access) -> ListeningService<AdminListener> {
+    ListeningService::new(name.to_string(), AdminListener { app, access })
 }
 
 /// Run `svc` on the listening socket `fd` (registered under `key`) until `stop`.
 fn spawn(
-    mut svc: ListeningService<HttpServer<AdminListener>>,
+    mut svc: ListeningService<AdminListener>,
     key: String,
     fd: i32,
     stop: watch::Receiver<bool>,

@@ -167,9 +167,6 @@ impl Running {
             STRAY_GRACE
         };
         crate::process::strays::stop_strays(grace, &inherited_children).await;
-        // Last, the admin listeners: probes saw readiness off until now. The
-        // control socket's file goes with them.
-        admin.stop(Duration::from_secs(1)).await;
         let code = forced.map_or(0, |n| 128 + n);
         tracing::info!(
             event = events::SHUTDOWN_COMPLETE,
@@ -177,6 +174,10 @@ impl Running {
             duration_ms = shutdown_started.elapsed().as_millis() as u64,
             "shutdown complete"
         );
+        // Last, the admin listeners: probes saw readiness off until now, and the
+        // event streams carry `shutdown_complete` before they end. The control
+        // socket's file goes with them.
+        admin.stop(Duration::from_secs(1)).await;
         code
     }
 }

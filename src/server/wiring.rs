@@ -15,6 +15,7 @@ use crate::auth::AdminAuth;
 use crate::config::{Config, LogFormat, Phase};
 use crate::control::{Command, Control};
 use crate::events;
+use crate::history::History;
 use crate::hooks::{HookContext, HookRunner};
 use crate::metrics::{HookSeries, Metrics, WorkerResources};
 use crate::pool::Pool;
@@ -247,6 +248,12 @@ impl Built {
 
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let auth = AdminAuth::new(config.admin.token.clone());
+        let history = History::new();
+        tokio::spawn(crate::history::run(
+            history.clone(),
+            metrics.clone(),
+            board.clone(),
+        ));
         let admin = admin_listeners::serve(
             AdminApp {
                 metrics: metrics.clone(),
@@ -254,6 +261,9 @@ impl Built {
                 board: board.clone(),
                 commands: commands_tx,
                 auth: auth.clone(),
+                hub: crate::events::hub::global(),
+                history,
+                streams: tokio::sync::watch::channel(0).0,
             },
             (config.admin.listen, admin_listener),
             control_socket,

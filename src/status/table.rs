@@ -275,31 +275,23 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// The admin page: the same table as HTML, reloading itself every `refresh_seconds`
-/// with a `<meta http-equiv="refresh">` (no script at all).
+/// The admin page: the same tables as HTML, with room for what its script
+/// (`/page.js`, served by `admin`) adds: a chart row per pool, the hang dumps and
+/// the live event log. The script refreshes the tables every `refresh_seconds`;
+/// without scripts a `<meta http-equiv="refresh">` reloads the whole page instead.
 pub(crate) fn html(report: &StatusReport, refresh_seconds: u32) -> String {
     let mut h = String::with_capacity(8 * 1024);
     let _ = write!(
         h,
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="{refresh_seconds}">
+<noscript><meta http-equiv="refresh" content="{refresh_seconds}"></noscript>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>forkyard status</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #1d2329; background: #fafbfc; }}
-h1 {{ font-size: 1.3rem; margin: 0 0 .3rem; }}
-p.summary {{ margin: 0 0 1rem; }}
-.ready {{ color: #1a7f37; font-weight: 600; }} .not-ready {{ color: #cf222e; font-weight: 600; }}
-table {{ border-collapse: collapse; background: #fff; margin-bottom: 1.2rem; }}
-th, td {{ border: 1px solid #d0d7de; padding: .3rem .6rem; text-align: left; white-space: nowrap; }}
-th {{ background: #eef1f4; }}
-td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
-td.state-ready {{ color: #1a7f37; }} td.state-backoff, td.state-stopping {{ color: #cf222e; }}
-td.state-starting {{ color: #9a6700; }}
-footer {{ color: #57606a; font-size: 12px; }}
-</style></head><body>
-<h1>forkyard {version}</h1>
+<link rel="stylesheet" href="/page.css">
+<script src="/page.js" defer></script>
+</head><body>
+<header><h1>forkyard {version}</h1></header>
 "#,
         version = escape(&report.version),
     );
@@ -326,12 +318,13 @@ footer {{ color: #57606a; font-size: 12px; }}
         .collect();
     let _ = writeln!(
         h,
-        r#"<p class="summary">pid {} &middot; up {} &middot; <span class="{class}" id="readiness">{ready}</span> &middot; {}</p>"#,
+        r#"<div id="live"><p class="summary">pid {} &middot; up {} &middot; <span class="{class}" id="readiness">{ready}</span> &middot; {}</p></div>"#,
         report.pid,
         duration(report.uptime_seconds),
         pools.join(", ")
     );
-    h.push_str("<table id=\"workers\"><thead><tr>");
+    h.push_str("<section id=\"charts\"></section>\n");
+    h.push_str("<div id=\"tables\"><h2>Workers</h2>\n<table id=\"workers\"><thead><tr>");
     for c in COLUMNS {
         let _ = write!(h, "<th>{}</th>", escape(&c.to_lowercase()));
     }
@@ -351,7 +344,7 @@ footer {{ color: #57606a; font-size: 12px; }}
     h.push_str("</tbody></table>\n");
     let preloaders = preloader_rows(report);
     if !preloaders.is_empty() {
-        h.push_str("<table id=\"preloaders\"><thead><tr>");
+        h.push_str("<h2>Preloaders</h2>\n<table id=\"preloaders\"><thead><tr>");
         for c in PRELOADER_COLUMNS {
             let _ = write!(h, "<th>{}</th>", escape(&c.to_lowercase()));
         }
@@ -370,6 +363,7 @@ footer {{ color: #57606a; font-size: 12px; }}
         }
         h.push_str("</tbody></table>\n");
     }
+    h.push_str("<h2>Hooks</h2>\n");
     if report.hooks.is_empty() {
         h.push_str("<p id=\"hooks\">No lifecycle hooks are declared.</p>\n");
     } else {
@@ -392,9 +386,14 @@ footer {{ color: #57606a; font-size: 12px; }}
         }
         h.push_str("</tbody></table>\n");
     }
+    h.push_str("</div>\n");
+    h.push_str(
+        "<section id=\"hangs\" hidden><h2>Hang dumps</h2><div id=\"hang-list\"></div></section>\n\
+         <section id=\"events-panel\"><h2>Events <span id=\"events-state\" class=\"muted\"></span></h2><ol id=\"event-log\"></ol></section>\n",
+    );
     let _ = write!(
         h,
-        "<footer>Refreshes every {refresh_seconds}s. Machine-readable: <a href=\"/status\">/status</a> &middot; <a href=\"/metrics\">/metrics</a> &middot; <a href=\"/readyz\">/readyz</a></footer>\n</body></html>\n"
+        "<footer>Tables refresh every {refresh_seconds}s, charts every 5s (the last 15 minutes); events arrive as they happen. Machine-readable: <a href=\"/status\">/status</a> &middot; <a href=\"/status/history\">/status/history</a> &middot; <a href=\"/events\">/events</a> &middot; <a href=\"/metrics\">/metrics</a> &middot; <a href=\"/readyz\">/readyz</a></footer>\n</body></html>\n"
     );
     h
 }
@@ -498,10 +497,17 @@ mod tests {
     #[test]
     fn html_escapes_and_refreshes() {
         let h = html(&sample(), 2);
-        assert!(h.contains(r#"<meta http-equiv="refresh" content="2">"#));
+        // Without scripts the page reloads itself; with them, page.js refreshes it.
+        assert!(h.contains(r#"<noscript><meta http-equiv="refresh" content="2"></noscript>"#));
         assert!(h.contains("&lt;api&gt;") && !h.contains("<api>"));
         assert!(h.contains(r#"<td class="state-backoff">backoff</td>"#));
-        assert!(!h.contains("<script"));
+        // Its one script is a file of forkyard's: no inline script, no inline style.
+        assert_eq!(h.matches("<script").count(), 1);
+        assert!(h.contains(r#"<script src="/page.js" defer></script>"#));
+        assert!(!h.contains("<style") && !h.contains(" style="));
+        for id in ["charts", "live", "tables", "hangs", "event-log"] {
+            assert!(h.contains(&format!("id=\"{id}\"")), "{id}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod data_path;
 mod deploy;
 mod drain;
 mod ejection;
+mod events;
 mod examples;
 mod faults;
 mod fork_hygiene;

@@ -32,10 +32,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{AdminAuth, Verdict};
 use crate::control::{Command, ReloadResult};
-use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::status::{table, StatusBoard, StatusReport};
 use crate::supervisor::{CrashLoop, PoolError, Rollout};
+use crate::worker_metrics::WorkerMetrics;
 
 /// How often the HTML status page reloads itself.
 const PAGE_REFRESH_SECONDS: u32 = 2;
@@ -100,7 +100,8 @@ impl Readiness {
 }
 
 pub(crate) struct AdminApp {
-    pub(crate) metrics: Arc<Metrics>,
+    /// forkyard's own metrics and, merged after them, the workers' (`metrics:`).
+    pub(crate) metrics: Arc<WorkerMetrics>,
     pub(crate) readiness: Arc<Readiness>,
     pub(crate) board: Arc<StatusBoard>,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
@@ -325,7 +326,7 @@ impl AdminApp {
             "/metrics" => Response::builder()
                 .status(StatusCode::OK)
                 .header("content-type", prometheus::TEXT_FORMAT)
-                .body(self.metrics.encode())
+                .body(self.metrics.exposition().await)
                 .unwrap_or_default(),
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/status" => {

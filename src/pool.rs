@@ -186,6 +186,11 @@ impl Pool {
         }
     }
 
+    /// The worker processes that take traffic now.
+    pub(crate) fn members(&self) -> Vec<Arc<Member>> {
+        self.members.lock().clone()
+    }
+
     /// How many worker processes take traffic.
     pub(crate) fn ready(&self) -> usize {
         self.ready.load(Relaxed)

@@ -474,6 +474,7 @@ impl Checker<'_> {
             &path,
             workers,
         );
+        let metrics = self.worker_metrics(raw.metrics, &path.key("metrics"));
         let config = PoolConfig {
             name,
             command,
@@ -491,6 +492,7 @@ impl Checker<'_> {
             stop,
             hooks,
             upstream,
+            metrics,
         };
         CheckedPool {
             config,
@@ -1107,7 +1109,7 @@ mod tests {
         let e = one("pools:\n  web:\n    command: [app]\n    ports: \"9001\"\n    wrokers: 2\n");
         assert_eq!(
             e,
-            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, preload, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive, buffer, max_in_flight, queue); did you mean "workers"?"#
+            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, preload, workers, ports, env, cwd, bind, ready, health, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive, buffer, max_in_flight, queue, metrics); did you mean "workers"?"#
         );
         let errors = errors(&format!("{POOL}prxy: {{}}\n"));
         assert_eq!(errors[0].path, "prxy");

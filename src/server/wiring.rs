@@ -30,6 +30,7 @@ use crate::signals::{self, ControlEvent};
 use crate::status::StatusBoard;
 use crate::supervisor::launch::System;
 use crate::supervisor::{CrashLoop, RecycleRequest, Supervisor};
+use crate::worker_metrics::WorkerMetrics;
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
     let l = TcpListener::bind(addr).map_err(|source| RunError::Bind { what, addr, source })?;
@@ -249,7 +250,10 @@ impl Built {
         let auth = AdminAuth::new(config.admin.token.clone());
         let admin = admin_listeners::serve(
             AdminApp {
-                metrics: metrics.clone(),
+                metrics: Arc::new(WorkerMetrics::new(
+                    pools.iter().map(|(p, _)| p.clone()).collect(),
+                    metrics.clone(),
+                )),
                 readiness: readiness.clone(),
                 board: board.clone(),
                 commands: commands_tx,

@@ -16,6 +16,7 @@
 //! histogram or summary `X`, are dropped too: they change with every restart and
 //! mean nothing summed.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -112,7 +113,7 @@ pub(crate) fn parse(text: &str, reserved: &[&str]) -> Result<Vec<Family>, ParseE
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut current: Option<usize> = None;
     let mut typed = std::collections::HashSet::new();
-    let mut pairs: Vec<(String, &str)> = Vec::new();
+    let mut pairs: Vec<(Cow<str>, &str)> = Vec::new();
     for (n, line) in text.split('\n').enumerate() {
         let no = n + 1;
         let err = |what: String| ParseError { line: no, what };
@@ -277,7 +278,7 @@ fn name_len(s: &str, colon: bool) -> usize {
 fn sample<'a>(
     line: &'a str,
     reserved: &[&str],
-    pairs: &mut Vec<(String, &'a str)>,
+    pairs: &mut Vec<(Cow<'a, str>, &'a str)>,
 ) -> Result<Sample, String> {
     let n = name_len(line, true);
     if n == 0 {
@@ -306,12 +307,12 @@ fn sample<'a>(
         Some(other) => return Err(format!("invalid timestamp {other:?} for {name}")),
     }
     for (key, _) in pairs.iter_mut() {
-        if reserved.contains(&key.as_str()) {
-            key.insert_str(0, "exported_");
+        if reserved.contains(&key.as_ref()) {
+            *key = Cow::Owned(format!("exported_{key}"));
         }
     }
     pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut labels = String::new();
+    let mut labels = String::with_capacity(line.len());
     for (i, (key, value)) in pairs.iter().enumerate() {
         if i > 0 {
             if pairs[i - 1].0 == *key {
@@ -332,7 +333,7 @@ fn sample<'a>(
 }
 
 /// The label pairs after `{`; returns what follows the `}`.
-fn labels<'a>(mut s: &'a str, pairs: &mut Vec<(String, &'a str)>) -> Result<&'a str, String> {
+fn labels<'a>(mut s: &'a str, pairs: &mut Vec<(Cow<'a, str>, &'a str)>) -> Result<&'a str, String> {
     loop {
         s = s.trim_start();
         if let Some(after) = s.strip_prefix('}') {
@@ -364,7 +365,7 @@ fn labels<'a>(mut s: &'a str, pairs: &mut Vec<(String, &'a str)>) -> Result<&'a 
                 Some(_) => i += 1,
             }
         }
-        pairs.push((key.to_owned(), &s[..i]));
+        pairs.push((Cow::Borrowed(key), &s[..i]));
         s = s[i + 1..].trim_start();
         if let Some(after) = s.strip_prefix(',') {
             s = after;

@@ -31,7 +31,7 @@ use crate::pool::Member;
 use crate::slot::SlotId;
 
 /// A family's index in [`Merged::families`].
-type FamilyId = u32;
+pub(crate) type FamilyId = u32;
 
 /// One series of a pool: its family, sample name and labels (as in `Sample`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -134,6 +134,14 @@ impl Merged {
             });
         }
         m
+    }
+
+    /// The id of forkyard's own family `name`.
+    pub(crate) fn own_id(&self, name: &str) -> Option<FamilyId> {
+        self.by_name
+            .get(name)
+            .copied()
+            .filter(|id| self.families[*id as usize].own)
     }
 
     /// Forget the pools not in `keep` (their `metrics:` was turned off).
@@ -281,15 +289,18 @@ impl Merged {
             }
             process.seq = seq;
             for (key, value) in summed {
-                let retired = state.retired.entry(key.clone()).or_insert(0.0);
                 match process.summed.get_mut(&key) {
                     Some(last) => {
                         if value < *last {
-                            *retired += *last;
+                            // A reset inside the process: what it had is retired.
+                            *state.retired.entry(key).or_insert(0.0) += *last;
                         }
                         *last = value;
                     }
                     None => {
+                        if !state.retired.contains_key(&key) {
+                            state.retired.insert(key.clone(), 0.0);
+                        }
                         process.summed.insert(key, value);
                     }
                 }

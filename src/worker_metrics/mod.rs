@@ -116,6 +116,11 @@ impl WorkerMetrics {
             .filter(|f| !f.name().starts_with("forkyard_"))
             .map(own_family)
             .collect();
+        for pool in &pools {
+            if pool.settings().metrics.is_some() {
+                metrics.declare_worker_metrics(&pool.name);
+            }
+        }
         WorkerMetrics {
             pools,
             metrics,
@@ -230,11 +235,10 @@ impl WorkerMetrics {
         let mut out = Vec::with_capacity(64 * 1024);
         for family in &own {
             Metrics::encode_family(family, &mut out);
-            let id = merged
-                .families
-                .iter()
-                .position(|f| f.own && f.name == family.name());
-            if let Some(extra) = id.and_then(|id| lines.remove(&(id as u32))) {
+            if let Some(extra) = merged
+                .own_id(family.name())
+                .and_then(|id| lines.remove(&id))
+            {
                 out.extend_from_slice(&extra);
             }
         }

@@ -117,6 +117,7 @@ fn dashboard_is_portable_and_well_formed() {
         "pool memory (pss): workers and preloader",
         "worker cpu",
         "config reloads",
+        "worker metrics scrape errors",
     ] {
         assert!(
             titles.iter().any(|t| t == wanted),
@@ -226,12 +227,13 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     // each spawn's post_spawn warm-up expects a status the fixture never sends, so
     // it fails (http_status) and, with `skip`, the worker is used anyway.
     // With max_in_flight 1, the /sleep load below keeps requests in the queue.
+    // Its `metrics:` path answers JSON, not Prometheus text: scrape errors (parse).
     // slow: a worker that never becomes ready, killed after 1s (boot_timeout).
     // A forkyard-wide on_start check fails too (exit), with `skip`.
     let web = fixture_pool(
         "web",
         2,
-        "    max_in_flight: 1\n    queue: { max: 100, timeout: \"30s\" }\n    hooks:\n      post_spawn: [{ name: warm, http: { path: \"/\", expect_status: 204 }, on_failure: skip }]\n",
+        "    max_in_flight: 1\n    queue: { max: 100, timeout: \"30s\" }\n    metrics: { path: \"/\" }\n    hooks:\n      post_spawn: [{ name: warm, http: { path: \"/\", expect_status: 204 }, on_failure: skip }]\n",
     );
     let slow = fixture_pool(
         "slow",

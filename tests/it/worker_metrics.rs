@@ -108,6 +108,12 @@ fn merged_counters_never_decrease_across_a_kill_and_a_rolling_restart() {
     );
     assert_eq!(text.matches("# TYPE app_requests_total counter").count(), 1);
     assert_eq!(text.matches("# TYPE process_cpu_seconds_total").count(), 1);
+    // prometheus_client's default collectors agree with forkyard's own families.
+    for reason in ["conflict", "parse", "too_many_series"] {
+        let series =
+            format!(r#"forkyard_worker_metrics_errors_total{{pool="web",reason="{reason}"}}"#);
+        assert_eq!(metric_value(&text, &series), Some(0.0), "{series}\n{text}");
+    }
 
     // kill -9 the worker of slot 0: its count stays in the pool's total.
     let (_, victim) = before[0];

@@ -250,10 +250,10 @@ impl Built {
         let auth = AdminAuth::new(config.admin.token.clone());
         let admin = admin_listeners::serve(
             AdminApp {
-                metrics: Arc::new(WorkerMetrics::new(
+                metrics: WorkerMetrics::start(
                     pools.iter().map(|(p, _)| p.clone()).collect(),
                     metrics.clone(),
-                )),
+                ),
                 readiness: readiness.clone(),
                 board: board.clone(),
                 commands: commands_tx,

@@ -186,19 +186,21 @@ impl Merged {
         Ok((id, help_differs))
     }
 
-    /// Take in one scrape (number `seq`) of `pool`'s members. Every problem is
-    /// reported to `error(member id, slot, reason, detail)`.
+    /// Take in one scrape (number `seq`) of `pool`'s members (all of them when
+    /// `whole`: they are the ones whose gauges are shown from now on). Every problem
+    /// is reported to `error(member id, slot, reason, detail)`.
     pub(crate) fn update(
         &mut self,
         pool: &str,
         max_series: usize,
         seq: u64,
         scraped: Vec<Scraped>,
+        whole: bool,
         error: &mut dyn FnMut(u64, SlotId, Reason, &str),
     ) {
         let state = self.pools.entry(pool.to_owned()).or_default();
         // The member list of an older scrape never replaces a newer one's.
-        if seq > state.members_seq {
+        if whole && seq > state.members_seq {
             state.members_seq = seq;
             state.members = scraped.iter().map(|s| s.member.id).collect();
         }
@@ -461,7 +463,7 @@ mod tests {
             self.seq += 1;
             let errors = &mut self.errors;
             self.merged
-                .update("web", max, self.seq, scraped, &mut |_, slot, r, d| {
+                .update("web", max, self.seq, scraped, true, &mut |_, slot, r, d| {
                     errors.push((slot.index(), r, d.to_owned()))
                 });
             self.text()
@@ -544,6 +546,7 @@ mod tests {
             100,
             2,
             vec![ok(&a, &format!("{C}req_total 8\n"))],
+            true,
             &mut |_, _, _, _| {},
         );
         r.merged.update(
@@ -551,6 +554,7 @@ mod tests {
             100,
             1,
             vec![ok(&a, &format!("{C}req_total 6\n"))],
+            true,
             &mut |_, _, _, _| {},
         );
         assert!(
@@ -596,6 +600,27 @@ mod tests {
         drop(b2);
         let t = r.scrape(100, vec![ok(&a, h)]);
         assert!(!t.contains("worker=\"1\""), "{t}");
+    }
+
+    #[test]
+    fn a_farewell_scrape_of_one_worker_keeps_the_others_gauges() {
+        let mut r = Run::new();
+        let (a, b) = (member(0), member(1));
+        let g = |v: u32| format!("# TYPE g gauge\ng {v}\n{C}req_total {v}\n");
+        r.scrape(100, vec![ok(&a, &g(1)), ok(&b, &g(2))]);
+        r.seq += 1;
+        r.merged.update(
+            "web",
+            100,
+            r.seq,
+            vec![ok(&b, &g(5))],
+            false,
+            &mut |_, _, _, _| {},
+        );
+        let t = r.text();
+        assert!(t.contains("g{pool=\"web\",worker=\"0\"} 1\n"), "{t}");
+        assert!(t.contains("g{pool=\"web\",worker=\"1\"} 5\n"), "{t}");
+        assert!(t.contains("req_total{pool=\"web\"} 6\n"), "{t}");
     }
 
     #[test]

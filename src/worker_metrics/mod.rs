@@ -5,6 +5,11 @@
 //! (`merge`) into what forkyard serves after its own metrics: counters and
 //! histograms summed per pool, so they survive restarts; gauges per worker.
 //!
+//! A worker that is stopped on purpose (recycled, replaced, scaled down) is
+//! scraped once more after it was drained and before it is signalled
+//! ([`Farewell`]), so what it served since the last scrape of `/metrics` is not
+//! lost.
+//!
 //! A worker that is slow, broken or gone costs at most the timeout and never fails
 //! the scrape: it keeps its last values and the problem is counted in
 //! `forkyard_worker_metrics_errors_total{pool,reason}` (and logged when a worker's
@@ -24,7 +29,7 @@ use prometheus::proto::{MetricFamily, MetricType};
 use crate::config::WorkerMetrics as Settings;
 use crate::events;
 use crate::metrics::Metrics;
-use crate::pool::{Member, Pool};
+use crate::pool::{Farewell, Member, Pool};
 use crate::probe::{self, ProbeError, Target};
 use crate::slot::Endpoint;
 use exposition::Kind;
@@ -109,6 +114,17 @@ fn escape_help(help: &str) -> String {
 }
 
 impl WorkerMetrics {
+    /// The merger of `pools`, each of which hands it its drained workers before
+    /// they are stopped on purpose.
+    pub(crate) fn start(pools: Vec<Arc<Pool>>, metrics: Arc<Metrics>) -> Arc<WorkerMetrics> {
+        let merger = Arc::new(WorkerMetrics::new(pools, metrics));
+        let weak: std::sync::Weak<WorkerMetrics> = Arc::downgrade(&merger);
+        for pool in &merger.pools {
+            pool.set_farewell(weak.clone());
+        }
+        merger
+    }
+
     pub(crate) fn new(pools: Vec<Arc<Pool>>, metrics: Arc<Metrics>) -> WorkerMetrics {
         let own: Vec<_> = metrics
             .gather()
@@ -149,7 +165,7 @@ impl WorkerMetrics {
             let mut merged = self.merged.lock();
             merged.retain_pools(&names);
             for ((pool, settings), (scraped, took)) in pools.iter().zip(scrapes) {
-                self.take_in(&mut merged, pool, settings, seq, scraped);
+                self.take_in(&mut merged, pool, settings, seq, scraped, true);
                 self.metrics
                     .worker_metrics_scrape
                     .with_label_values(&[&*pool.name])
@@ -159,7 +175,8 @@ impl WorkerMetrics {
         self.render(&names)
     }
 
-    /// Merge one pool's scrape; count and log its problems.
+    /// Merge one pool's scrape (of all its members when `whole`); count and log
+    /// its problems.
     fn take_in(
         &self,
         merged: &mut Merged,
@@ -167,6 +184,7 @@ impl WorkerMetrics {
         settings: &Settings,
         seq: u64,
         scraped: Vec<Scraped>,
+        whole: bool,
     ) {
         let name = &*pool.name;
         self.metrics.declare_worker_metrics(name);
@@ -180,6 +198,7 @@ impl WorkerMetrics {
             settings.max_series,
             seq,
             scraped,
+            whole,
             &mut |id, slot, reason, detail| {
                 self.metrics
                     .worker_metrics_errors
@@ -264,18 +283,38 @@ impl WorkerMetrics {
     }
 }
 
+impl Farewell for WorkerMetrics {
+    /// Scrape a drained worker one last time (within the pool's timeout) and merge
+    /// what it says, leaving the other workers as the last scrape saw them.
+    fn last_call<'a>(
+        &'a self,
+        pool: &'a Pool,
+        member: &'a Arc<Member>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(async move {
+            let Some(settings) = pool.settings().metrics.clone() else {
+                return;
+            };
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+            let scraped = scrape_one(member.clone(), &settings).await;
+            let mut merged = self.merged.lock();
+            self.take_in(&mut merged, pool, &settings, seq, vec![scraped], false);
+        })
+    }
+}
+
 /// Ask every ready worker of `pool` for its metrics, at once, each within the
 /// pool's timeout.
 async fn scrape(pool: &Pool, settings: &Settings) -> Vec<Scraped> {
-    join_all(pool.members().into_iter().map(|member| async move {
-        let outcome =
-            match tokio::time::timeout(settings.timeout, fetch(&member, &settings.path)).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(Reason::Timeout),
-            };
-        Scraped { member, outcome }
-    }))
-    .await
+    let members = pool.members();
+    join_all(members.into_iter().map(|m| scrape_one(m, settings))).await
+}
+
+/// Ask one worker, within the pool's timeout.
+async fn scrape_one(member: Arc<Member>, settings: &Settings) -> Scraped {
+    let fetched = tokio::time::timeout(settings.timeout, fetch(&member, &settings.path)).await;
+    let outcome = fetched.unwrap_or(Err(Reason::Timeout));
+    Scraped { member, outcome }
 }
 
 /// One worker's metrics, parsed.

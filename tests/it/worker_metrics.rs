@@ -303,8 +303,13 @@ fn unix_socket_workers_and_preload_pools_are_merged_and_a_reload_turns_it_on() {
     ));
     assert_eq!(r.status, 200, "{r:?}");
     fy.wait_workers_ready("pre", 2);
+    // The reload rolled pre onto a new preloader: its old workers, drained, were
+    // scraped once more on their way out (metrics: was on by then), so the three
+    // requests they served count.
+    let pre_total = r#"app_requests_total{pool="pre",path="/pre/x"}"#;
+    wait_metric(&fy, pre_total, 3.0);
     send(&fy, "/pre/x", 4);
-    wait_metric(&fy, r#"app_requests_total{pool="pre",path="/pre/x"}"#, 4.0);
+    wait_metric(&fy, pre_total, 7.0);
     wait_metric(&fy, r#"app_requests_total{pool="uds",path="/"}"#, 5.0);
     let text = fy.metrics();
     assert!(
@@ -312,4 +317,20 @@ fn unix_socket_workers_and_preload_pools_are_merged_and_a_reload_turns_it_on() {
         "{text}"
     );
     promtool_check_metrics(&text);
+}
+
+#[test]
+fn a_worker_stopped_on_purpose_is_scraped_once_more_so_its_last_requests_count() {
+    let Some(venv) = venv() else { return };
+    let fy = Forkyard::start(&config_with(&[app_pool("web", 2, &venv, "")], ""));
+    fy.wait_workers_ready("web", 2);
+    assert_eq!(fy.metric(TOTAL), None, "no request yet");
+    // Requests that no scrape of /metrics sees before their workers are replaced:
+    // only the scrape after each old worker was drained can count them.
+    send(&fy, "/", 10);
+    let r = http_post(fy.admin, "/pools/web/restart").unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_metric(&fy, TOTAL, 10.0);
+    send(&fy, "/", 5);
+    wait_metric(&fy, TOTAL, 15.0);
 }

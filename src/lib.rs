@@ -46,7 +46,9 @@
 //!   outlier ejection, the client connection guard, the access log.
 //! - `worker_metrics`: the workers' own Prometheus metrics (`metrics:` of a pool),
 //!   fetched from every ready worker when `/metrics` is scraped and merged into
-//!   forkyard's: counters summed per pool across restarts, gauges per worker.
+//!   forkyard's: counters summed per pool across restarts, gauges per worker. A
+//!   worker stopped on purpose is scraped once more after its drain, through the
+//!   pool's `Farewell` (so the supervisor does not depend on it).
 //! - `control`: the one place that changes what runs — reload (with the class of
 //!   every config key), scale, restart, recycle — with typed replies.
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`, `/status`, `/` and the POST

@@ -93,13 +93,13 @@ async fn read_answer<S: AsyncRead + AsyncWrite + Unpin>(
     // The whole answer: a head (at most 64 KiB) and a body of at most `limit`.
     let cap = limit.saturating_add(64 * 1024);
     let mut raw = Vec::with_capacity(16 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let n = stream.read(&mut chunk).await.map_err(io)?;
+        // Into the vector's spare room: nothing is zeroed or copied twice.
+        raw.reserve(16 * 1024);
+        let n = stream.read_buf(&mut raw).await.map_err(io)?;
         if n == 0 {
             break;
         }
-        raw.extend_from_slice(&chunk[..n]);
         if raw.len() > cap {
             return Err(ProbeError::TooLarge { target, limit });
         }

@@ -144,9 +144,19 @@ impl Merged {
             .filter(|id| self.families[*id as usize].own)
     }
 
-    /// Forget the pools not in `keep` (their `metrics:` was turned off).
-    pub(crate) fn retain_pools(&mut self, keep: &[&str]) {
-        self.pools.retain(|name, _| keep.contains(&name.as_str()));
+    /// Forget the pools not in `keep` (their `metrics:` was turned off); returns
+    /// their names.
+    pub(crate) fn retain_pools(&mut self, keep: &[&str]) -> Vec<String> {
+        let gone: Vec<String> = self
+            .pools
+            .keys()
+            .filter(|name| !keep.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        for name in &gone {
+            self.pools.remove(name);
+        }
+        gone
     }
 
     /// The series kept for `pool`.

@@ -163,7 +163,12 @@ impl WorkerMetrics {
         let names: Vec<&str> = pools.iter().map(|(p, _)| &*p.name).collect();
         {
             let mut merged = self.merged.lock();
-            merged.retain_pools(&names);
+            for gone in merged.retain_pools(&names) {
+                self.metrics
+                    .worker_metrics_series
+                    .with_label_values(&[&gone])
+                    .set(0);
+            }
             for ((pool, settings), (scraped, took)) in pools.iter().zip(scrapes) {
                 self.take_in(&mut merged, pool, settings, seq, scraped, true);
                 self.metrics

@@ -289,13 +289,8 @@ fn unix_socket_workers_and_preload_pools_are_merged_and_a_reload_turns_it_on() {
     );
 
     // `metrics:` is applied at once: the next scrape merges the pool.
-    let r = fy.reload_with(&config_with(
-        &[
-            uds,
-            pre("    metrics: { path: \"/metrics\", timeout: \"5s\" }\n"),
-        ],
-        routes,
-    ));
+    let pre_on = pre("    metrics: { path: \"/metrics\", timeout: \"5s\" }\n");
+    let r = fy.reload_with(&config_with(&[uds.clone(), pre_on.clone()], routes));
     assert_eq!(r.status, 200, "{r:?}");
     fy.wait_workers_ready("pre", 2);
     // The reload rolled pre onto a new preloader: its old workers, drained, were
@@ -312,6 +307,19 @@ fn unix_socket_workers_and_preload_pools_are_merged_and_a_reload_turns_it_on() {
         "{text}"
     );
     promtool_check_metrics(&text);
+
+    // Turned off by a reload: the pool's merged series are gone at the next scrape.
+    let uds_off = uds.replace("    metrics: { path: \"/metrics\", timeout: \"5s\" }\n", "");
+    assert_ne!(uds_off, uds);
+    let r = fy.reload_with(&config_with(&[uds_off, pre_on], routes));
+    assert_eq!(r.status, 200, "{r:?}");
+    let text = fy.metrics();
+    assert!(!text.contains(r#"app_requests_total{pool="uds""#), "{text}");
+    assert_eq!(
+        metric_value(&text, r#"forkyard_worker_metrics_series{pool="uds"}"#),
+        Some(0.0)
+    );
+    assert_eq!(metric_value(&text, pre_total), Some(7.0), "{text}");
 }
 
 #[test]

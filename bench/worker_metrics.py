@@ -185,6 +185,13 @@ Measured {result['date']} on {result['cpus']} CPUs ({result['machine']}), load a
 Target: p99 ≤ {TARGET_P99_MS:.0f} ms with {WORKERS} workers × ~200 series: **{'met' if ok else 'NOT met'}**
 (p99 {merged['p99_ms']} ms). Merged series kept: {merged['merged_series_kept']}; scrape errors:
 {merged['worker_metrics_errors']:.0f}.
+
+The forkyard CPU column (user + system time of the forkyard process, from
+`/proc/<pid>/stat`, per scrape) separates forkyard's own cost from waiting for the
+workers: the baseline is forkyard's own `/metrics` (mostly reading `/proc/<pid>/smaps_rollup`
+of the {WORKERS} workers for their PSS and USS); the difference is fetching, parsing and
+merging {WORKERS} × {per_worker} series. The wall times include the {WORKERS} Python workers
+answering on the same CPUs, so a busy machine shows in the p99.
 """
     with open(os.path.join(ROOT, "bench/WORKER_METRICS.md"), "w") as f:
         f.write(md)

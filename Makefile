@@ -18,7 +18,7 @@ PY_REQUIREMENTS := examples/pyramid-sqlalchemy/requirements.txt tests/requiremen
 
 BENCH_DEPS := $(BUILD_DEPS) wrk:wrk nginx:nginx haproxy:haproxy
 
-.PHONY: run build test screenshot lint bench bench-lifecycle bench-preload soak deps-build deps-test deps-bench venv clean
+.PHONY: run build test screenshot lint bench bench-lifecycle bench-preload bench-metrics soak deps-build deps-test deps-bench venv clean
 
 run: deps-build
 	$(CARGO) build --release --locked
@@ -59,6 +59,12 @@ bench-lifecycle: deps-build
 bench-preload: deps-build venv
 	$(CARGO) build --release --locked --bin forkyard
 	$(VENV)/bin/python bench/preload.py
+
+# Merged worker metrics: scrape time of /metrics with 32 workers x 200 series
+# (bench/worker_metrics.py); writes bench/WORKER_METRICS.md. Run it on a quiet machine.
+bench-metrics: deps-build
+	$(CARGO) build --release --locked --bin forkyard
+	python3 bench/worker_metrics.py
 
 # Soak run: keep-alive GETs for SOAK_SECONDS (600) while workers are killed, the
 # config is reloaded and a post_fork hook fails now and then; see bench/soak.

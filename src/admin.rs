@@ -50,6 +50,7 @@ use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::status::{table, StatusBoard, StatusReport};
 use crate::supervisor::{CrashLoop, PoolError, Rollout};
+use crate::worker_metrics::WorkerMetrics;
 
 /// How often the HTML status page refreshes its tables.
 const PAGE_REFRESH_SECONDS: u32 = 2;
@@ -114,7 +115,8 @@ impl Readiness {
 }
 
 pub(crate) struct AdminApp {
-    pub(crate) metrics: Arc<Metrics>,
+    /// forkyard's own metrics and, merged after them, the workers' (`metrics:`).
+    pub(crate) metrics: Arc<WorkerMetrics>,
     pub(crate) readiness: Arc<Readiness>,
     pub(crate) board: Arc<StatusBoard>,
     pub(crate) commands: mpsc::UnboundedSender<Command>,
@@ -401,7 +403,7 @@ impl AdminApp {
             "/metrics" => Response::builder()
                 .status(StatusCode::OK)
                 .header("content-type", prometheus::TEXT_FORMAT)
-                .body(self.metrics.encode())
+                .body(self.metrics.exposition().await)
                 .unwrap_or_default(),
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/status" => {

@@ -91,3 +91,11 @@ pub(crate) const PRELOADER_EXIT: &str = "preloader_exit";
 /// A preloader will be started again after a delay. Fields: `pool`, `generation`,
 /// `reason`, `delay_ms`, `restarts`.
 pub(crate) const PRELOADER_RESTART: &str = "preloader_restart";
+/// A worker's own metrics (`metrics:`) could not be merged, where its last scrape
+/// could: it keeps its last values. Logged when a worker's outcome changes, not at
+/// every scrape. Fields: `pool`, `worker`, `reason` (as in
+/// `forkyard_worker_metrics_errors_total`), `path`.
+pub(crate) const WORKER_METRICS_ERROR: &str = "worker_metrics_error";
+/// A worker's own metrics are merged again after an error. Fields: `pool`,
+/// `worker`, `path`.
+pub(crate) const WORKER_METRICS_OK: &str = "worker_metrics_ok";

@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &["child", "status"],
     &["metrics"],
     &["record", "pool", "auth", "history"],
-    &["supervisor", "proxy"],
+    &["supervisor", "proxy", "worker_metrics"],
     &["control"],
     &["admin"],
     &["server"],

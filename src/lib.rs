@@ -11,7 +11,7 @@
 //!  server                                   wiring, the control loop, shutdown
 //!  admin                                    the admin endpoints
 //!  control                                  reload (every key's class), scale, restart
-//!  supervisor · proxy                       side by side; neither uses the other
+//!  supervisor · proxy · worker_metrics      side by side; none uses another
 //!  record · pool · auth · history           hook records; each pool's settings and members; the token; the charts' samples
 //!  metrics
 //!  child · status                           `forkyard __child`; the status board
@@ -44,6 +44,11 @@
 //!   (a Python module shipped in the binary) and the protocol it speaks.
 //! - `proxy`: the Pingora `ProxyHttp` implementation, routing, balancing, retries,
 //!   outlier ejection, the client connection guard, the access log.
+//! - `worker_metrics`: the workers' own Prometheus metrics (`metrics:` of a pool),
+//!   fetched from every ready worker when `/metrics` is scraped and merged into
+//!   forkyard's: counters summed per pool across restarts, gauges per worker. A
+//!   worker stopped on purpose is scraped once more after its drain, through the
+//!   pool's `Farewell` (so the supervisor does not depend on it).
 //! - `control`: the one place that changes what runs — reload (with the class of
 //!   every config key), scale, restart, recycle — with typed replies.
 //! - `admin`: `/metrics`, `/healthz`, `/readyz`, `/status`, `/` and the POST
@@ -164,6 +169,7 @@ pub(crate) mod sockets;
 pub(crate) mod status;
 pub(crate) mod supervisor;
 pub(crate) mod watch;
+pub(crate) mod worker_metrics;
 
 // What the `forkyard` command uses besides `config`, `server`, `logging` and
 // `client`.

@@ -162,6 +162,13 @@ pub fn describe(config: &Config) -> String {
             };
             let _ = writeln!(out, "  slot {slot}: {addr}  {argv:?}");
         }
+        if let Some(m) = &pool.metrics {
+            let _ = writeln!(
+                out,
+                "  metrics: each ready worker's GET {} merged into /metrics (timeout {:?}, at most {} series)",
+                m.path, m.timeout, m.max_series
+            );
+        }
         // Values of secret-looking names are redacted (see config::looks_secret).
         for (k, v) in &pool.env {
             let _ = writeln!(out, "  env {k}={}", shown(k, v));

@@ -21,9 +21,17 @@
 //!   from it (selection schedule, peers) and swaps that in whole too, the way
 //!   Pingora's `LoadBalancer::update` rebuilds its selector. The supervisor depends
 //!   on this trait, not on the proxy.
+//! - **Farewell.** Before a worker that was drained is stopped on purpose (a
+//!   recycle, a rolling replacement, a scale-down), the supervisor calls
+//!   [`Pool::farewell`]: the last moment to read what the idle worker served
+//!   (`worker_metrics` scrapes it then, so its counts since the last scrape of
+//!   `/metrics` are not lost). The supervisor depends on the [`Farewell`] trait,
+//!   not on `worker_metrics`.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -135,6 +143,16 @@ pub(crate) trait Balance: Send + Sync {
     fn update(&self, settings: &Arc<PoolConfig>, members: &[Arc<Member>]);
 }
 
+/// What is done with a drained worker just before it is stopped on purpose.
+pub(crate) trait Farewell: Send + Sync {
+    /// Bounded in time by the implementation.
+    fn last_call<'a>(
+        &'a self,
+        pool: &'a Pool,
+        member: &'a Arc<Member>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+}
+
 pub(crate) struct Pool {
     pub name: Arc<str>,
     settings: ArcSwap<PoolConfig>,
@@ -145,6 +163,7 @@ pub(crate) struct Pool {
     /// Bumped by every `replace`, so a worker actor that is waiting re-reads the
     /// settings (a health check turned on, say) without polling.
     changes: tokio::sync::watch::Sender<u64>,
+    farewell: OnceLock<Weak<dyn Farewell>>,
 }
 
 impl Pool {
@@ -158,6 +177,7 @@ impl Pool {
             ready: AtomicUsize::new(0),
             balance,
             changes: tokio::sync::watch::channel(0).0,
+            farewell: OnceLock::new(),
         })
     }
 
@@ -199,6 +219,23 @@ impl Pool {
             self.ready.store(members.len(), Relaxed);
             self.balance.update(&self.settings.load_full(), &members);
         }
+    }
+
+    /// Who sees drained workers before they are stopped on purpose (set once).
+    pub(crate) fn set_farewell(&self, farewell: Weak<dyn Farewell>) {
+        let _ = self.farewell.set(farewell);
+    }
+
+    /// `member` was withdrawn and drained, and is about to be stopped on purpose.
+    pub(crate) async fn farewell(&self, member: &Arc<Member>) {
+        if let Some(f) = self.farewell.get().and_then(Weak::upgrade) {
+            f.last_call(self, member).await;
+        }
+    }
+
+    /// The worker processes that take traffic now.
+    pub(crate) fn members(&self) -> Vec<Arc<Member>> {
+        self.members.lock().clone()
     }
 
     /// How many worker processes take traffic.

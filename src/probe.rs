@@ -1,6 +1,7 @@
 //! Minimal one-shot HTTP/1.1 and TCP checks, used by readiness probes and by the
 //! `http` and `wait_for` hook actions. One request per connection, `Connection:
-//! close`, only the status line is read.
+//! close`, only the status line is read. [`fetch`] is the one exception: it reads
+//! a whole answer (a worker's metrics), bounded in size.
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,6 +25,172 @@ pub(crate) enum ProbeError {
     },
     #[error("{target}: not an HTTP response")]
     BadResponse { target: String },
+    #[error("{target}: the answer is larger than {limit} bytes")]
+    TooLarge { target: String, limit: usize },
+}
+
+/// A whole answer: its status and body.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Where [`fetch`] connects.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target<'a> {
+    Tcp(std::net::SocketAddr),
+    Unix(&'a Path),
+}
+
+/// `GET path` with `Accept: accept`, and the whole answer (its body at most `limit`
+/// bytes): by `Content-Length`, chunked, or up to the close.
+pub(crate) async fn fetch(
+    target: Target<'_>,
+    path: &str,
+    accept: &str,
+    limit: usize,
+) -> Result<Fetched, ProbeError> {
+    let (name, host_header) = match target {
+        Target::Tcp(addr) => (format!("http://{addr}{path}"), addr.to_string()),
+        Target::Unix(socket) => (
+            format!("unix:{}:{path}", socket.display()),
+            "localhost".to_owned(),
+        ),
+    };
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: forkyard\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    );
+    match target {
+        Target::Tcp(addr) => {
+            let stream = TcpStream::connect(addr)
+                .await
+                .map_err(|source| ProbeError::Connect {
+                    target: name.clone(),
+                    source,
+                })?;
+            let _ = stream.set_nodelay(true);
+            read_answer(stream, &req, name, limit).await
+        }
+        Target::Unix(socket) => {
+            let stream = connect_unix(socket).await?;
+            read_answer(stream, &req, name, limit).await
+        }
+    }
+}
+
+async fn read_answer<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    req: &str,
+    target: String,
+    limit: usize,
+) -> Result<Fetched, ProbeError> {
+    let io = |source| ProbeError::Io {
+        target: target.clone(),
+        source,
+    };
+    stream.write_all(req.as_bytes()).await.map_err(io)?;
+    // The whole answer: a head (at most 64 KiB) and a body of at most `limit`.
+    let cap = limit.saturating_add(64 * 1024);
+    let mut raw = Vec::with_capacity(16 * 1024);
+    loop {
+        // Into the vector's spare room: nothing is zeroed or copied twice.
+        raw.reserve(16 * 1024);
+        let n = stream.read_buf(&mut raw).await.map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        if raw.len() > cap {
+            return Err(ProbeError::TooLarge { target, limit });
+        }
+        // Stop reading once the body is complete (some servers keep the connection
+        // open despite `Connection: close`).
+        match framing(&raw) {
+            Some((_, Framing::Length(length))) if length > limit => {
+                return Err(ProbeError::TooLarge { target, limit });
+            }
+            Some((head, Framing::Length(length))) if raw.len() >= head + length => break,
+            Some((head, Framing::Chunked)) if dechunk(&raw[head..]).is_some() => break,
+            _ => {}
+        }
+    }
+    let bad = || ProbeError::BadResponse {
+        target: target.clone(),
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let head = match response.parse(&raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Err(bad()),
+    };
+    let status = response.code.ok_or_else(bad)?;
+    let header = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    let body = &raw[head..];
+    let body = if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        dechunk(body).ok_or_else(bad)?
+    } else if let Some(length) = header("content-length") {
+        let length: usize = length.parse().map_err(|_| bad())?;
+        body.get(..length).ok_or_else(bad)?.to_vec()
+    } else {
+        body.to_vec()
+    };
+    if body.len() > limit {
+        return Err(ProbeError::TooLarge { target, limit });
+    }
+    Ok(Fetched { status, body })
+}
+
+/// How an answer's body ends.
+enum Framing {
+    Length(usize),
+    Chunked,
+    Close,
+}
+
+/// The head's length and how the body ends, once the head is complete.
+fn framing(raw: &[u8]) -> Option<(usize, Framing)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut response = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(head)) = response.parse(raw) else {
+        return None;
+    };
+    let value = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    let framing = if value("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        Framing::Chunked
+    } else if let Some(n) = value("content-length").and_then(|v| v.trim().parse().ok()) {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
+    Some((head, framing))
+}
+
+/// A chunked body, whole; `None` when it is cut short or malformed.
+fn dechunk(mut s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    loop {
+        let line_end = s.windows(2).position(|w| w == b"\r\n")?;
+        let size = std::str::from_utf8(&s[..line_end]).ok()?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        s = &s[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(s.get(..size)?);
+        s = s.get(size..)?.strip_prefix(b"\r\n")?;
+    }
 }
 
 /// Open a TCP connection to `host:port` (host names are resolved).
@@ -141,6 +308,52 @@ mod tests {
             http_status("127.0.0.1", port, "GET", "/").await.unwrap(),
             418
         );
+    }
+
+    /// Serve `answer` to one connection on a fresh loopback port.
+    async fn serve_once(answer: &'static [u8]) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 512];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"GET /metrics HTTP/1.1\r\n"));
+            assert!(std::str::from_utf8(&buf[..n])
+                .unwrap()
+                .contains("Accept: text/plain"));
+            for part in answer.chunks(7) {
+                s.write_all(part).await.unwrap();
+            }
+            // Keep the connection open: a Content-Length answer must not need the close.
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn fetches_whole_bodies() {
+        let get = |addr| fetch(Target::Tcp(addr), "/metrics", "text/plain", 1000);
+        let addr = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\na 1\n\n").await;
+        let f = get(addr).await.unwrap();
+        assert_eq!((f.status, f.body.as_slice()), (200, &b"a 1\n\n"[..]));
+        let addr = serve_once(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\na 1\n\r\n4\r\nb 2\n\r\n0\r\n\r\n",
+        )
+        .await;
+        assert_eq!(get(addr).await.unwrap().body, b"a 1\nb 2\n");
+        let addr = serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
+        assert_eq!(get(addr).await.unwrap().status, 404);
+        let big: &'static [u8] = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 2000\r\n\r\n{}",
+                "x".repeat(2000)
+            )
+            .into_bytes()
+            .into_boxed_slice(),
+        );
+        let addr = serve_once(big).await;
+        assert!(matches!(get(addr).await, Err(ProbeError::TooLarge { .. })));
     }
 
     #[tokio::test]

@@ -39,6 +39,7 @@ mod validate;
 mod validate_admin;
 mod validate_hang;
 mod validate_hooks;
+mod validate_worker_metrics;
 
 use std::path::Path;
 
@@ -602,6 +603,7 @@ routes:
                         timeout: secs(30),
                     },
                 },
+                metrics: None,
             }],
             routes: vec![Route {
                 host: None,
@@ -668,7 +670,7 @@ routes:
             shown,
             [
                 "config.yaml:2:12: proxy.threads: threads must be at least 1",
-                r#"config.yaml:6:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, preload, workers, ports, env, cwd, bind, ready, health, hang, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive, buffer, max_in_flight, queue); did you mean "workers"?"#,
+                r#"config.yaml:6:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, preload, workers, ports, env, cwd, bind, ready, health, hang, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive, buffer, max_in_flight, queue, metrics); did you mean "workers"?"#,
                 r#"config.yaml:8:29: pools.web.restart.backoff_max: invalid duration "5 sec" (expected e.g. "5s", "250ms", "1m"; bare numbers are not durations)"#,
                 r#"config.yaml:11:12: pools.api.ports: port range 9002 overlaps pool "web" (ports 9001-9002)"#,
                 r#"config.yaml:13:11: routes[0].pool: unknown pool "wbe" (pools: web, api); did you mean "web"?"#,

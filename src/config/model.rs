@@ -325,7 +325,24 @@ pub struct PoolConfig {
     /// The per-worker lifecycle hooks.
     pub hooks: PoolHooks,
     pub upstream: UpstreamPolicy,
+    /// The workers' own metrics, merged into forkyard's `/metrics`; off by default.
+    pub metrics: Option<WorkerMetrics>,
 }
+
+/// `metrics:` of a pool: where each worker serves its Prometheus text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerMetrics {
+    /// Starts with `/`.
+    pub path: String,
+    /// Bound on one scrape of the pool's workers. Default 2s, at most 10s.
+    pub timeout: Duration,
+    /// Most series kept for the pool. Default 10000.
+    pub max_series: usize,
+}
+
+/// Longest `metrics.timeout`: Prometheus' default `scrape_timeout`. A longer wait
+/// would fail Prometheus' whole scrape of forkyard, its own metrics with it.
+pub const MAX_WORKER_METRICS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A Python object named `module:attribute` (the attribute may be dotted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

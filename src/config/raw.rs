@@ -199,6 +199,22 @@ pub(super) struct RawPool {
     /// each at most `timeout`; then 503 with `Retry-After`. Default `{ max: 1000,
     /// timeout: "30s" }`.
     pub queue: Option<RawQueue>,
+    /// Merge the workers' own Prometheus metrics into forkyard's `/metrics`: each
+    /// ready worker serves its metrics at `path`, fetched at every scrape. Default:
+    /// off.
+    pub metrics: Option<RawWorkerMetrics>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorkerMetrics {
+    /// Required. Where each worker serves its Prometheus text, e.g. `"/metrics"`.
+    pub path: Option<String>,
+    /// How long one scrape waits for the workers, at most `"10s"`. Default `"2s"`.
+    pub timeout: Option<RawDuration>,
+    /// Most series kept for the pool (merged series plus per-worker ones), 1 to
+    /// 1000000. Default 10000.
+    pub max_series: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]

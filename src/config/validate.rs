@@ -487,6 +487,7 @@ impl Checker<'_> {
                 response_header_given,
             },
         );
+        let metrics = self.worker_metrics(raw.metrics, &path.key("metrics"));
         let config = PoolConfig {
             name,
             command,
@@ -505,6 +506,7 @@ impl Checker<'_> {
             stop,
             hooks,
             upstream,
+            metrics,
         };
         CheckedPool {
             config,
@@ -1121,7 +1123,7 @@ mod tests {
         let e = one("pools:\n  web:\n    command: [app]\n    ports: \"9001\"\n    wrokers: 2\n");
         assert_eq!(
             e,
-            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, preload, workers, ports, env, cwd, bind, ready, health, hang, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive, buffer, max_in_flight, queue); did you mean "workers"?"#
+            r#"config.yaml:5:5: pools.web.wrokers: unknown key "wrokers" (expected one of: command, preload, workers, ports, env, cwd, bind, ready, health, hang, recycle, restart, stop, hooks, lb, weights, retries, retry_on, eject, timeouts, keepalive, buffer, max_in_flight, queue, metrics); did you mean "workers"?"#
         );
         let errors = errors(&format!("{POOL}prxy: {{}}\n"));
         assert_eq!(errors[0].path, "prxy");

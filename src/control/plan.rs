@@ -87,6 +87,7 @@ pub(crate) const KEYS: &[(&str, Class)] = &[
     ("pools.*.buffer", Class::AtOnce),
     ("pools.*.max_in_flight", Class::AtOnce),
     ("pools.*.queue", Class::AtOnce),
+    ("pools.*.metrics", Class::AtOnce),
 ];
 
 /// One changed key.
@@ -263,6 +264,7 @@ fn pool_keys(p: &mut Plan, a: &PoolConfig, b: &PoolConfig) {
         stop,
         hooks,
         upstream,
+        metrics,
     } = b;
     let pool = Some(name.as_str());
     p.note("pools.*.command", pool, a.command != *command);
@@ -284,6 +286,7 @@ fn pool_keys(p: &mut Plan, a: &PoolConfig, b: &PoolConfig) {
     p.note("pools.*.recycle", pool, a.recycle != *recycle);
     p.note("pools.*.restart", pool, a.restart != *restart);
     p.note("pools.*.stop", pool, a.stop != *stop);
+    p.note("pools.*.metrics", pool, a.metrics != *metrics);
     hook_keys(p, pool, &a.hooks, hooks);
     upstream_keys(p, pool, &a.upstream, upstream);
 }
@@ -552,6 +555,13 @@ pools:
             (
                 "pools.web.queue",
                 BASE.replace("    workers: 2", "    workers: 2\n    queue: { max: 10 }"),
+            ),
+            (
+                "pools.web.metrics",
+                BASE.replace(
+                    "    workers: 2",
+                    "    workers: 2\n    metrics: { path: /metrics }",
+                ),
             ),
         ]
     }

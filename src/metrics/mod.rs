@@ -195,7 +195,31 @@ metrics! {
     preload_fork: HistogramVec["pool"] =
         ("forkyard_preload_fork_seconds", "Time from a fork request to the preloader's answer with the new worker's pid.")
         buckets FORK_BUCKETS;
+    worker_metrics_errors: IntCounterVec["pool", "reason"] =
+        ("forkyard_worker_metrics_errors_total", "Problems fetching or merging the workers' own metrics (metrics:), by reason.");
+    worker_metrics_scrape: HistogramVec["pool"] =
+        ("forkyard_worker_metrics_scrape_seconds", "Time to fetch a pool's worker metrics, per scrape of /metrics.")
+        buckets SCRAPE_BUCKETS;
+    worker_metrics_series: IntGaugeVec["pool"] =
+        ("forkyard_worker_metrics_series", "Series of the workers' own metrics kept for the pool (at most metrics.max_series).");
 }
+
+/// Worker metrics fetch times, in seconds (1 ms .. 10 s).
+const SCRAPE_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Why merging a pool's worker metrics went wrong: the `reason` label of
+/// `forkyard_worker_metrics_errors_total`.
+pub(crate) const WORKER_METRICS_ERROR_REASONS: [&str; 7] = [
+    "timeout",
+    "connect",
+    "http_status",
+    "too_large",
+    "parse",
+    "conflict",
+    "too_many_series",
+];
 
 /// Fork times, in seconds (0.5 ms .. 10 s).
 const FORK_BUCKETS: [f64; 12] = [
@@ -418,6 +442,16 @@ impl Metrics {
         }
     }
 
+    /// Create the worker-metrics series of a pool with `metrics:` at 0.
+    pub(crate) fn declare_worker_metrics(&self, pool: &str) {
+        self.worker_metrics_scrape.with_label_values(&[pool]);
+        self.worker_metrics_series.with_label_values(&[pool]);
+        for reason in WORKER_METRICS_ERROR_REASONS {
+            self.worker_metrics_errors
+                .with_label_values(&[pool, reason]);
+        }
+    }
+
     /// Create the series of a hook at 0 (at start, and for hooks a reload adds).
     pub(crate) fn declare_hook(&self, pool: &str, phase: Phase, hook: &str) {
         let labels = [pool, phase.as_str(), hook];
@@ -450,7 +484,20 @@ impl Metrics {
             .inc();
     }
 
+    /// Every metric family, collected now.
+    pub(crate) fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
+    /// Append the text exposition of one family to `out`.
+    pub(crate) fn encode_family(family: &prometheus::proto::MetricFamily, out: &mut Vec<u8>) {
+        if let Err(e) = TextEncoder::new().encode(std::slice::from_ref(family), out) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         let families = self.registry.gather();
@@ -546,6 +593,7 @@ mod tests {
         // And every metric is registered: the registry holds as many families.
         let m = Metrics::new(&["web"], &[("web", Phase::PreFork, "h")]);
         m.declare_preload("web");
+        m.declare_worker_metrics("web");
         m.worker_ejections("web", "0");
         m.worker_in_flight("web", "0");
         m.slot("web", SlotId(0));

@@ -31,6 +31,7 @@ use crate::signals::{self, ControlEvent};
 use crate::status::StatusBoard;
 use crate::supervisor::launch::System;
 use crate::supervisor::{CrashLoop, RecycleRequest, Supervisor};
+use crate::worker_metrics::WorkerMetrics;
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
     let l = TcpListener::bind(addr).map_err(|source| RunError::Bind { what, addr, source })?;
@@ -256,7 +257,10 @@ impl Built {
         ));
         let admin = admin_listeners::serve(
             AdminApp {
-                metrics: metrics.clone(),
+                metrics: WorkerMetrics::start(
+                    pools.iter().map(|(p, _)| p.clone()).collect(),
+                    metrics.clone(),
+                ),
                 readiness: readiness.clone(),
                 board: board.clone(),
                 commands: commands_tx,

@@ -567,6 +567,10 @@ impl Actor {
         let mode = *self.stop.borrow();
         if booted && matches!(mode, StopMode::Graceful(_)) {
             self.drain(pid, member).await;
+            // Its last counts (merged worker metrics); pointless at shutdown.
+            if mode.cause() != ExitReason::Shutdown {
+                self.ctx.pool.farewell(member).await;
+            }
             self.run_hooks(Phase::PreStop, None).await;
         }
         let status = self.stop_process(pid, &mut exit).await;

@@ -117,6 +117,7 @@ fn dashboard_is_portable_and_well_formed() {
         "pool memory (pss): workers and preloader",
         "worker cpu",
         "config reloads",
+        "worker metrics scrape errors",
     ] {
         assert!(
             titles.iter().any(|t| t == wanted),
@@ -226,12 +227,13 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     // each spawn's post_spawn warm-up expects a status the fixture never sends, so
     // it fails (http_status) and, with `skip`, the worker is used anyway.
     // With max_in_flight 1, the /sleep load below keeps requests in the queue.
+    // Its `metrics:` path answers JSON, not Prometheus text: scrape errors (parse).
     // slow: a worker that never becomes ready, killed after 1s (boot_timeout).
     // A forkyard-wide on_start check fails too (exit), with `skip`.
     let web = fixture_pool(
         "web",
         2,
-        "    max_in_flight: 1\n    queue: { max: 100, timeout: \"30s\" }\n    hooks:\n      post_spawn: [{ name: warm, http: { path: \"/\", expect_status: 204 }, on_failure: skip }]\n",
+        "    max_in_flight: 1\n    queue: { max: 100, timeout: \"30s\" }\n    metrics: { path: \"/\" }\n    hooks:\n      post_spawn: [{ name: warm, http: { path: \"/\", expect_status: 204 }, on_failure: skip }]\n",
     );
     let slow = fixture_pool(
         "slow",
@@ -241,9 +243,11 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     // pre: a preload pool (its preloader's PSS and restarts).
     let app_dir = tempfile::tempdir().unwrap();
     let pre = crate::preload::preload_pool("pre", 1, app_dir.path(), "");
+    // hung: every request for /stuck hangs; after 1s the worker is killed (hangs).
+    let hung = fixture_pool("hung", 1, "    hang: { after: \"1s\" }\n");
     let fy = Forkyard::start(&config_with(
-        &[web, slow, pre],
-        "routes:\n  - { path_prefix: \"/slow\", pool: slow }\n  - { path_prefix: \"/pre\", pool: pre }\n  - { pool: web }\nhooks:\n  on_start: [{ name: check, run: [\"false\"], on_failure: skip }]\n",
+        &[web, slow, pre, hung],
+        "routes:\n  - { path_prefix: \"/slow\", pool: slow }\n  - { path_prefix: \"/pre\", pool: pre }\n  - { path_prefix: \"/stuck\", pool: hung }\n  - { pool: web }\nhooks:\n  on_start: [{ name: check, run: [\"false\"], on_failure: skip }]\n",
     ));
     wait_for_or_log(&fy, BOOT, "2 ready web workers", || {
         (fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 2.0).then_some(())
@@ -269,7 +273,7 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     });
     // Traffic for the rest of the test: mostly 200s, a crash now and then (502 and
     // a restart by exit_code), and requests for the pool that is never ready (503).
-    let traffic = [("/", 10), ("/crash", 1000), ("/slow", 1000)].map(|(path, ms)| {
+    let traffic = [("/", 10), ("/crash", 1000), ("/slow", 1000), ("/stuck", 1500)].map(|(path, ms)| {
         Load::to(fy.proxy)
             .get(path)
             .every(Duration::from_millis(ms))
@@ -299,9 +303,9 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
             .iter()
             .filter_map(|s| s.as_str().map(str::to_owned))
             .collect();
-        (values.len() == 3).then_some(values)
+        (values.len() == 4).then_some(values)
     });
-    assert_eq!(pools, ["pre", "slow", "web"]);
+    assert_eq!(pools, ["hung", "pre", "slow", "web"]);
     // Every pool selected, as the multi-value variable renders it.
     let pool_value = format!("({})", pools.join("|"));
 
@@ -332,8 +336,8 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         }
         last_failures.is_empty()
     });
-    let [ok, crashes, unready] = traffic.map(Load::finish);
-    assert!(ok.ok > 0 && crashes.sent() > 0 && unready.sent() > 0);
+    let [ok, crashes, unready, stuck] = traffic.map(Load::finish);
+    assert!(ok.ok > 0 && crashes.sent() > 0 && unready.sent() > 0 && stuck.sent() > 0);
     assert!(queued.finish().ok > 0);
     assert!(
         done,
@@ -357,6 +361,11 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         let n = fy.metric(series).unwrap_or(0.0);
         assert!(n >= 1.0, "{series} = {n}");
     }
+    // A hang really happened (the panel's counter is pre-created at 0).
+    let n = fy
+        .metric(r#"forkyard_worker_hangs_total{pool="hung"}"#)
+        .unwrap_or(0.0);
+    assert!(n >= 1.0, "forkyard_worker_hangs_total{{pool=\"hung\"}} = {n}");
     // Every kind of restart really happened.
     for reason in ["exit_code", "signal", "boot_timeout"] {
         let series = format!(

@@ -48,3 +48,4 @@ mod status_page;
 mod streaming;
 mod under_load;
 mod unix_bind;
+mod worker_metrics;

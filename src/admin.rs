@@ -46,7 +46,6 @@ use crate::auth::{AdminAuth, Verdict};
 use crate::control::{Command, ReloadResult};
 use crate::events::hub::Hub;
 use crate::history::History;
-use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::status::{table, StatusBoard, StatusReport};
 use crate::supervisor::{CrashLoop, PoolError, Rollout};
@@ -298,7 +297,7 @@ impl HttpServerApp for AdminListener {
                     let app = &self.app;
                     events::stream(
                         app.hub,
-                        &app.metrics,
+                        app.metrics.own(),
                         &app.streams,
                         &mut http,
                         replay,

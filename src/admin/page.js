@@ -22,7 +22,7 @@
     'hook_finish', 'hook_fail', 'reload_start', 'reload_finish', 'drain_start',
     'drain_finish', 'shutdown', 'shutdown_complete', 'preloader_spawn',
     'preloader_ready', 'preloader_failed', 'preloader_exit', 'preloader_restart',
-    'hang',
+    'hang', 'worker_metrics_error', 'worker_metrics_ok',
   ];
   const COLORS = ['#0969da', '#cf222e', '#1a7f37', '#9a6700', '#8250df', '#bf3989',
     '#1b7c83', '#953800', '#57606a', '#6639ba'];

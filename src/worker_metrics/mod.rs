@@ -125,6 +125,11 @@ impl WorkerMetrics {
         merger
     }
 
+    /// forkyard's own metrics, which the merged output starts with.
+    pub(crate) fn own(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub(crate) fn new(pools: Vec<Arc<Pool>>, metrics: Arc<Metrics>) -> WorkerMetrics {
         let own: Vec<_> = metrics
             .gather()

@@ -273,7 +273,13 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     });
     // Traffic for the rest of the test: mostly 200s, a crash now and then (502 and
     // a restart by exit_code), and requests for the pool that is never ready (503).
-    let traffic = [("/", 10), ("/crash", 1000), ("/slow", 1000), ("/stuck", 1500)].map(|(path, ms)| {
+    let traffic = [
+        ("/", 10),
+        ("/crash", 1000),
+        ("/slow", 1000),
+        ("/stuck", 1500),
+    ]
+    .map(|(path, ms)| {
         Load::to(fy.proxy)
             .get(path)
             .every(Duration::from_millis(ms))
@@ -365,7 +371,10 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus() {
     let n = fy
         .metric(r#"forkyard_worker_hangs_total{pool="hung"}"#)
         .unwrap_or(0.0);
-    assert!(n >= 1.0, "forkyard_worker_hangs_total{{pool=\"hung\"}} = {n}");
+    assert!(
+        n >= 1.0,
+        "forkyard_worker_hangs_total{{pool=\"hung\"}} = {n}"
+    );
     // Every kind of restart really happened.
     for reason in ["exit_code", "signal", "boot_timeout"] {
         let series = format!(

@@ -107,45 +107,67 @@ pub fn request(
 ) -> Result<Response, ClientError> {
     let deadline = Instant::now() + timeout;
     let addr = target.to_string();
-    let connect = |source| ClientError::Connect {
-        addr: addr.clone(),
-        source,
-    };
     let left = || {
         deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1))
     };
     let raw = match target {
-        Target::Tcp(authority) => {
-            let resolve = |source| ClientError::Resolve {
-                addr: authority.clone(),
-                source,
-            };
-            let to = authority
-                .to_socket_addrs()
-                .map_err(resolve)?
-                .next()
-                .ok_or_else(|| resolve(std::io::ErrorKind::NotFound.into()))?;
-            let stream = TcpStream::connect_timeout(&to, timeout).map_err(connect)?;
-            stream.set_read_timeout(Some(left())).map_err(connect)?;
-            stream.set_write_timeout(Some(left())).map_err(connect)?;
-            exchange(
-                stream,
-                authority.trim_end_matches(":80"),
-                method,
-                path,
-                &addr,
-            )?
-        }
+        Target::Tcp(authority) => exchange(
+            tcp(authority, timeout, left)?,
+            authority.trim_end_matches(":80"),
+            method,
+            path,
+            &addr,
+        )?,
         Target::Unix(socket) => {
-            let stream = UnixStream::connect(socket).map_err(connect)?;
-            stream.set_read_timeout(Some(left())).map_err(connect)?;
-            stream.set_write_timeout(Some(left())).map_err(connect)?;
-            exchange(stream, "localhost", method, path, &addr)?
+            exchange(unix(socket, &addr, left)?, "localhost", method, path, &addr)?
         }
     };
     parse(&raw).ok_or(ClientError::NotHttp { addr })
+}
+
+/// A connection to `authority` within `timeout`; each read and write is then bounded
+/// by what `io` says is left.
+fn tcp(
+    authority: &str,
+    timeout: Duration,
+    io: impl Fn() -> Duration,
+) -> Result<TcpStream, ClientError> {
+    let resolve = |source| ClientError::Resolve {
+        addr: authority.to_owned(),
+        source,
+    };
+    let connect = |source| ClientError::Connect {
+        addr: authority.to_owned(),
+        source,
+    };
+    let to = authority
+        .to_socket_addrs()
+        .map_err(resolve)?
+        .next()
+        .ok_or_else(|| resolve(std::io::ErrorKind::NotFound.into()))?;
+    let stream = TcpStream::connect_timeout(&to, timeout).map_err(connect)?;
+    stream.set_read_timeout(Some(io())).map_err(connect)?;
+    stream.set_write_timeout(Some(io())).map_err(connect)?;
+    Ok(stream)
+}
+
+/// A connection to the control socket (`addr` names it in errors), each read and
+/// write bounded by what `io` says is left.
+fn unix(
+    socket: &std::path::Path,
+    addr: &str,
+    io: impl Fn() -> Duration,
+) -> Result<UnixStream, ClientError> {
+    let connect = |source| ClientError::Connect {
+        addr: addr.to_owned(),
+        source,
+    };
+    let stream = UnixStream::connect(socket).map_err(connect)?;
+    stream.set_read_timeout(Some(io())).map_err(connect)?;
+    stream.set_write_timeout(Some(io())).map_err(connect)?;
+    Ok(stream)
 }
 
 /// Send the request on `stream` and read the whole answer.
@@ -235,30 +257,14 @@ pub fn follow(
         }
     };
     let (stream, host) = match target {
-        Target::Tcp(authority) => {
-            let resolve = |source| ClientError::Resolve {
-                addr: authority.clone(),
-                source,
-            };
-            let to = authority
-                .to_socket_addrs()
-                .map_err(resolve)?
-                .next()
-                .ok_or_else(|| resolve(std::io::ErrorKind::NotFound.into()))?;
-            let s = TcpStream::connect_timeout(&to, timeout).map_err(connect)?;
-            s.set_read_timeout(Some(timeout)).map_err(connect)?;
-            s.set_write_timeout(Some(timeout)).map_err(connect)?;
-            (
-                Timed::Tcp(s, idle),
-                authority.trim_end_matches(":80").to_owned(),
-            )
-        }
-        Target::Unix(socket) => {
-            let s = UnixStream::connect(socket).map_err(connect)?;
-            s.set_read_timeout(Some(timeout)).map_err(connect)?;
-            s.set_write_timeout(Some(timeout)).map_err(connect)?;
-            (Timed::Unix(s, idle), "localhost".to_owned())
-        }
+        Target::Tcp(authority) => (
+            Timed::Tcp(tcp(authority, timeout, || timeout)?, idle),
+            authority.trim_end_matches(":80").to_owned(),
+        ),
+        Target::Unix(socket) => (
+            Timed::Unix(unix(socket, &addr, || timeout)?, idle),
+            "localhost".to_owned(),
+        ),
     };
     let mut reader = BufReader::new(stream);
     let request = format!(

@@ -103,8 +103,9 @@ enum Command {
     Schema,
 }
 
+/// How `forkyard status` and `forkyard events` reach a running forkyard.
 #[derive(clap::Args)]
-struct StatusArgs {
+struct Reach {
     /// The admin address (IP:port), asked instead of the control socket. Default:
     /// `admin.listen` of the config file if it loads, else 127.0.0.1:9090, when the
     /// control socket cannot be reached.
@@ -117,6 +118,12 @@ struct StatusArgs {
     /// The config file that names the control socket and the admin address.
     #[arg(short, long, env = "FORKYARD_CONFIG", default_value = "config.yaml")]
     config: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    at: Reach,
     /// Print the raw /status JSON instead of the table.
     #[arg(long)]
     json: bool,
@@ -124,16 +131,8 @@ struct StatusArgs {
 
 #[derive(clap::Args)]
 struct EventsArgs {
-    /// The admin address (IP:port), asked instead of the control socket. Default:
-    /// as for `forkyard status`.
-    #[arg(long, env = "FORKYARD_ADMIN")]
-    admin: Option<String>,
-    /// The control socket (no fallback to the admin address when given).
-    #[arg(long, env = "FORKYARD_SOCKET")]
-    socket: Option<PathBuf>,
-    /// The config file that names the control socket and the admin address.
-    #[arg(short, long, env = "FORKYARD_CONFIG", default_value = "config.yaml")]
-    config: PathBuf,
+    #[command(flatten)]
+    at: Reach,
     /// Print each event's JSON object (the fields of its JSON log line), one per line.
     #[arg(long)]
     json: bool,
@@ -378,9 +377,9 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn status(args: StatusArgs) -> ExitCode {
-    if args.admin.is_none() {
-        let named = args.socket.is_some();
-        if let Ok(socket) = control_socket(args.socket.clone(), &args.config) {
+    if args.at.admin.is_none() {
+        let named = args.at.socket.is_some();
+        if let Ok(socket) = control_socket(args.at.socket.clone(), &args.at.config) {
             let target = Target::Unix(socket);
             match client::request(&target, "GET", "/status", Duration::from_secs(5)) {
                 Ok(r) => return show_status(&target, r, args.json),
@@ -393,7 +392,7 @@ fn status(args: StatusArgs) -> ExitCode {
             }
         }
     }
-    let admin = admin_address(args.admin, &args.config);
+    let admin = admin_address(args.at.admin, &args.at.config);
     let target = Target::Tcp(admin.clone());
     match client::request(&target, "GET", "/status", Duration::from_secs(5)) {
         Ok(r) => show_status(&target, r, args.json),
@@ -425,14 +424,14 @@ fn admin_address(admin: Option<String>, config: &Path) -> String {
 fn events(args: EventsArgs) -> ExitCode {
     let path = format!("/events?replay={}", args.replay);
     let mut targets = Vec::new();
-    let named_socket = args.socket.is_some();
-    if args.admin.is_none() {
-        if let Ok(socket) = control_socket(args.socket.clone(), &args.config) {
+    let named_socket = args.at.socket.is_some();
+    if args.at.admin.is_none() {
+        if let Ok(socket) = control_socket(args.at.socket.clone(), &args.at.config) {
             targets.push(Target::Unix(socket));
         }
     }
     if !named_socket {
-        targets.push(Target::Tcp(admin_address(args.admin.clone(), &args.config)));
+        targets.push(Target::Tcp(admin_address(args.at.admin.clone(), &args.at.config)));
     }
     let json = args.json;
     let mut print = |m: client::Message| {

@@ -139,6 +139,29 @@ pub(crate) async fn forward_lines(pipe: pipe::Receiver, mut sink: impl FnMut(&st
     }
 }
 
+/// Log a new worker's stdout and stderr (each if piped) with [`log_worker_output`],
+/// one task per pipe; the returned tap sees the lines of both.
+pub(crate) fn forward_worker_output(
+    stdout: Option<pipe::Receiver>,
+    stderr: Option<pipe::Receiver>,
+    pool: &Arc<str>,
+    worker: usize,
+) -> Tap {
+    let tap = Tap::default();
+    for (pipe, stream) in [(stdout, "stdout"), (stderr, "stderr")] {
+        if let Some(pipe) = pipe {
+            tokio::spawn(log_worker_output(
+                pipe,
+                pool.clone(),
+                worker,
+                stream,
+                tap.clone(),
+            ));
+        }
+    }
+    tap
+}
+
 /// Log a worker's output until it closes its pipes: target `forkyard::worker`,
 /// with its pool, slot and stream; each line also goes to `tap`.
 pub(crate) async fn log_worker_output(

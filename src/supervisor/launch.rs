@@ -17,7 +17,7 @@ use crate::config::{Hook, PoolConfig, ReadyProbe};
 use crate::hooks::post_fork::{self, PostForkOutcome};
 use crate::hooks::{HookContext, HookFailure, HookRunner};
 use crate::metrics::Metrics;
-use crate::process::output::{log_worker_output, Tap, TAP_LIMIT};
+use crate::process::output::{forward_worker_output, Tap, TAP_LIMIT};
 use crate::process::signal::{signal_group, signal_process};
 use crate::process::{spawn, ExitStatus, Reaper, SpawnError, SpawnSpec};
 use crate::slot::Endpoint;
@@ -109,19 +109,12 @@ pub(crate) struct System {
 impl Processes for System {
     async fn launch(&self, spec: &SpawnSpec, ctx: &HookContext) -> Result<Launched, SpawnError> {
         let child = spawn(spec)?;
-        let worker = ctx.worker.unwrap_or_default();
-        let output = Tap::default();
-        for (pipe, stream) in [(child.stdout, "stdout"), (child.stderr, "stderr")] {
-            if let Some(pipe) = pipe {
-                tokio::spawn(log_worker_output(
-                    pipe,
-                    ctx.pool.clone(),
-                    worker,
-                    stream,
-                    output.clone(),
-                ));
-            }
-        }
+        let output = forward_worker_output(
+            child.stdout,
+            child.stderr,
+            &ctx.pool,
+            ctx.worker.unwrap_or_default(),
+        );
         let post_fork = child
             .report
             .map(|r| post_fork::watch(r, ctx.clone(), self.hooks.recorder.clone()));

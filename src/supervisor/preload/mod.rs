@@ -51,7 +51,7 @@ use crate::hooks::{
 };
 use crate::metrics::Metrics;
 use crate::probe;
-use crate::process::output::{log_worker_output, Tap};
+use crate::process::output::forward_worker_output;
 use crate::process::signal::signal_group;
 use crate::process::{SpawnError, SpawnSpec};
 use crate::slot::Endpoint;
@@ -269,19 +269,12 @@ impl Processes for Preloaded {
             tracing::warn!(pool = %ctx.pool, pid, error = %e, "cannot tell the new worker to go");
         }
         drop(go_w);
-        let worker = ctx.worker.unwrap_or_default();
-        let output = Tap::default();
-        for (pipe, stream) in [(out_r, "stdout"), (err_r, "stderr")] {
-            if let Some(pipe) = receiver(pipe) {
-                tokio::spawn(log_worker_output(
-                    pipe,
-                    ctx.pool.clone(),
-                    worker,
-                    stream,
-                    output.clone(),
-                ));
-            }
-        }
+        let output = forward_worker_output(
+            receiver(out_r),
+            receiver(err_r),
+            &ctx.pool,
+            ctx.worker.unwrap_or_default(),
+        );
         let post_fork = receiver(report_r)
             .map(|r| post_fork::watch(r, ctx.clone(), self.hooks.recorder.clone()));
         Ok(Launched {

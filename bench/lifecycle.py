@@ -21,34 +21,16 @@ import threading
 import time
 import urllib.request
 
+from ports import free_ports
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/forkyard")
 WORKER = os.path.join(ROOT, "tests/fixtures/worker.py")
 ROUNDS = int(os.environ.get("ROUNDS", "5"))
 
 
-def free_port_base(n):
-    while True:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-        s.close()
-        if base + n < 65000:
-            ok = True
-            for p in range(base, base + n):
-                t = socket.socket()
-                try:
-                    t.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                finally:
-                    t.close()
-            if ok:
-                return base
-
-
 def start(tmp):
-    base = free_port_base(16)
+    base = free_ports(16)
     proxy, admin = base, base + 1
     cfg = f"""proxy: {{ listen: "127.0.0.1:{proxy}" }}
 admin: {{ listen: "127.0.0.1:{admin}" }}

@@ -34,13 +34,14 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from ports import free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/forkyard")
@@ -52,30 +53,6 @@ THREADS = 4
 REQUESTS = int(os.environ.get("REQUESTS", "10000"))
 KILLS = int(os.environ.get("KILLS", "12"))
 CLIENTS = 8
-
-
-def free_ports(n):
-    """n consecutive free ports below the kernel's ephemeral range, so that no
-    outgoing connection (there are thousands) takes one between this check and
-    its use by a listener."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            ephemeral = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral = 32768
-    while True:
-        base = random.randrange(20000, ephemeral - n)
-        ok = True
-        for p in range(base, base + n):
-            t = socket.socket()
-            try:
-                t.bind(("127.0.0.1", p))
-            except OSError:
-                ok = False
-            finally:
-                t.close()
-        if ok:
-            return base
 
 
 def get(port, path="/", timeout=10.0, host="127.0.0.1"):

@@ -14,12 +14,13 @@ import json
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from ports import free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/forkyard")
@@ -27,27 +28,6 @@ WORKER = os.path.join(ROOT, "bench/metrics_worker.py")
 WORKERS = int(os.environ.get("WORKERS", "32"))
 SCRAPES = int(os.environ.get("SCRAPES", "200"))
 TARGET_P99_MS = 50.0
-
-
-def free_port_base(n):
-    while True:
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        base = s.getsockname()[1]
-        s.close()
-        if base + n >= 65000:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            t = socket.socket()
-            try:
-                t.bind(("127.0.0.1", p))
-            except OSError:
-                ok = False
-            finally:
-                t.close()
-        if ok:
-            return base
 
 
 def cpu_seconds(pid):
@@ -68,7 +48,7 @@ def get(admin, path):
 
 
 def run(merge):
-    base = free_port_base(WORKERS + 4)
+    base = free_ports(WORKERS + 4)
     proxy, admin, first = base, base + 1, base + 2
     metrics = '    metrics: { path: "/metrics", timeout: "2s" }\n' if merge else ""
     cfg = f"""proxy: {{ listen: "127.0.0.1:{proxy}" }}

@@ -431,7 +431,10 @@ fn events(args: EventsArgs) -> ExitCode {
         }
     }
     if !named_socket {
-        targets.push(Target::Tcp(admin_address(args.at.admin.clone(), &args.at.config)));
+        targets.push(Target::Tcp(admin_address(
+            args.at.admin.clone(),
+            &args.at.config,
+        )));
     }
     let json = args.json;
     let mut print = |m: client::Message| {

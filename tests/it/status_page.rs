@@ -14,22 +14,26 @@ use nix::unistd::Pid;
 
 use crate::harness::*;
 
+/// Headless, no sandbox (the tests may run as root), no GPU, and nothing that
+/// reaches for the network (which is closed).
+const CHROMIUM_FLAGS: [&str; 9] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+];
+
 /// Run Chromium headless with the flags this machine needs (no sandbox as root, no
 /// background networking: the network is closed) and a fresh profile. Returns stdout.
 fn chromium(bin: &Path, profile: &Path, args: &[String]) -> String {
     let out_path = profile.join("stdout.txt");
     let mut child = Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-        ])
+        .args(CHROMIUM_FLAGS)
         .arg(format!(
             "--user-data-dir={}",
             profile.join("profile").display()
@@ -148,19 +152,8 @@ impl Browser {
         use std::io::BufRead;
         let profile = tempfile::tempdir().unwrap();
         let mut child = Command::new(bin)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--hide-scrollbars",
-                "--remote-debugging-port=0",
-                "--remote-allow-origins=*",
-            ])
+            .args(CHROMIUM_FLAGS)
+            .args(["--remote-debugging-port=0", "--remote-allow-origins=*"])
             .arg(format!("--window-size={width},{height}"))
             .arg(format!(
                 "--user-data-dir={}",

@@ -347,7 +347,14 @@ pub(crate) async fn run(ctx: WorkerCtx, stop: watch::Receiver<StopMode>) {
         let started = Instant::now();
         let ended = actor.life().await;
         actor.finish(&ended).await;
+        // Told to stop while its process was exiting on its own: no restart
+        // follows, so it is no failure of the pool's (a retired worker of an old
+        // generation must not trip the new one's crash loop).
         if ended.stopped {
+            return;
+        }
+        if *actor.stop.borrow() != StopMode::Run {
+            actor.state.apply(WorkerEvent::StopRequested);
             return;
         }
         let restart = actor.ctx.pool.settings().restart.clone();

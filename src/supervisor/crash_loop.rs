@@ -74,6 +74,16 @@ impl CrashLoop {
         }
     }
 
+    /// A new generation replaced every worker: forget the old one's failures and
+    /// leave the degraded state.
+    pub(crate) fn reset(&self) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.on_ready();
+    }
+
     pub(crate) fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Acquire)
     }
@@ -107,5 +117,22 @@ mod tests {
         c.on_ready();
         assert!(!c.is_degraded());
         assert_eq!(g.get(), 0);
+    }
+
+    #[test]
+    fn a_reset_forgets_the_failures_a_ready_worker_only_leaves_the_state() {
+        let g = IntGauge::new("g", "h").unwrap();
+        let c = CrashLoop::new("web", g.clone());
+        let w = Duration::from_secs(60);
+        let t0 = Instant::now();
+        for i in 0..3 {
+            c.record_failure_at(t0 + Duration::from_secs(i), 3, w);
+        }
+        c.on_ready();
+        // Still three in the window: the next failure trips it again.
+        assert!(c.record_failure_at(t0 + Duration::from_secs(3), 3, w));
+        c.reset();
+        assert_eq!(g.get(), 0);
+        assert!(!c.record_failure_at(t0 + Duration::from_secs(4), 3, w));
     }
 }

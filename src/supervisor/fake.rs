@@ -55,6 +55,8 @@ pub(crate) struct FakeOs {
     /// The settings of every generation asked for (`Processes::generation`).
     generations: Mutex<Vec<Arc<PoolConfig>>>,
     finished: std::sync::atomic::AtomicBool,
+    /// While `false`, every hook run waits (see [`FakeOs::hold_hooks`]).
+    hooks_open: tokio::sync::watch::Sender<bool>,
 }
 
 impl FakeOs {
@@ -68,6 +70,7 @@ impl FakeOs {
             ready: Mutex::new(Box::new(|_| true)),
             generations: Mutex::new(Vec::new()),
             finished: Default::default(),
+            hooks_open: tokio::sync::watch::Sender::new(true),
         })
     }
 
@@ -84,6 +87,16 @@ impl FakeOs {
     /// Which processes pass their probes.
     pub(crate) fn ready_when(&self, rule: impl Fn(&FakeChild) -> bool + Send + Sync + 'static) {
         *self.ready.lock() = Box::new(rule);
+    }
+
+    /// Hooks run from now on wait until [`FakeOs::release_hooks`]: a test can act
+    /// while an actor is inside a hook.
+    pub(crate) fn hold_hooks(&self) {
+        self.hooks_open.send_replace(false);
+    }
+
+    pub(crate) fn release_hooks(&self) {
+        self.hooks_open.send_replace(true);
     }
 
     pub(crate) fn ignore_term(&self) {
@@ -204,6 +217,7 @@ impl Processes for FakeOs {
     }
 
     async fn run_hooks(&self, _: &[Hook], _: &HookContext) -> Result<(), HookFailure> {
+        let _ = self.hooks_open.subscribe().wait_for(|open| *open).await;
         Ok(())
     }
 

@@ -385,6 +385,10 @@ impl Supervisor {
             }
         }
         self.pools[i].generation = new;
+        // The failures on record were the old generation's: every slot now runs a
+        // ready worker of the new one. (An old worker that fails after this was
+        // already told to stop, and an actor told to stop records no failure.)
+        self.pools[i].crash_loop.reset();
         Ok(Rollout::Done)
     }
 

@@ -433,3 +433,76 @@ async fn the_signal_form_keeps_what_the_worker_writes_after_the_signal() {
     stop.send(StopMode::Graceful(ExitReason::Shutdown)).unwrap();
     task.await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_told_to_stop_as_it_crashes_is_no_failure_of_the_pool() {
+    // A slot being retired (a rolling reload) whose old process exits on its own
+    // at that moment: no restart follows, so the crash loop must not count it.
+    let rig = Rig::new(
+        "    restart: { crash_loop: { failures: 1, window: 60s } }\n    hooks: { on_exit: [{ run: [\"cleanup\"] }] }\n",
+    );
+    let os = FakeOs::new();
+    let (stop, stop_rx) = watch::channel(StopMode::Run);
+    let task = tokio::spawn(actor::run(
+        ctx(&rig, &os, 0, mpsc::unbounded_channel().0),
+        stop_rx,
+    ));
+    until(LIMIT, "ready", || rig.metric(READY) == 1.0).await;
+    os.hold_hooks();
+    os.exit(os.children()[0].pid, ExitStatus::Code(3));
+    until(LIMIT, "the exit to be recorded", || {
+        rig.metric(r#"forkyard_worker_exits_total{pool="web",reason="exit_code"}"#) == 1.0
+    })
+    .await;
+    // The actor is in the worker's on_exit hook when the stop comes.
+    stop.send(StopMode::Graceful(ExitReason::Reload)).unwrap();
+    os.release_hooks();
+    task.await.unwrap();
+    assert_eq!(
+        rig.metric(r#"forkyard_worker_restarts_total{pool="web",reason="exit_code"}"#),
+        0.0
+    );
+    assert_eq!(rig.metric(r#"forkyard_pool_degraded{pool="web"}"#), 0.0);
+    assert_eq!(os.children().len(), 1, "no spawn after the stop");
+    for state in ["starting", "ready", "backoff", "stopping"] {
+        let series = format!(r#"forkyard_workers{{pool="web",state="{state}"}}"#);
+        assert_eq!(rig.metric(&series), 0.0, "{series}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_out_of_a_crash_loop_leaves_the_pool_healthy() {
+    let rig = Rig::new(
+        "    workers: 3\n    ready: { tcp: true, timeout: 2s }\n    restart: { backoff_min: 10ms, backoff_max: 50ms, crash_loop: { failures: 3, window: 60s } }\n",
+    );
+    let os = FakeOs::new();
+    os.ready_when(|c| c.argv.contains("v2"));
+    let crash_loop = Arc::new(CrashLoop::new(
+        "web",
+        rig.metrics.pool_degraded.with_label_values(&["web"]),
+    ));
+    let mut sup = Supervisor::start(
+        &[(rig.pool.clone(), crash_loop.clone())],
+        os.clone(),
+        rig.metrics.clone(),
+        rig.board.clone(),
+    );
+    until(LIMIT, "the crash loop", || crash_loop.is_degraded()).await;
+    let mut v2 = (*rig.pool.settings()).clone();
+    v2.command = vec!["app".into(), "v2".into()];
+    assert_eq!(sup.roll("web", Arc::new(v2)).await.unwrap(), Rollout::Done);
+    assert!(!crash_loop.is_degraded());
+    assert_eq!(rig.metric(r#"forkyard_pool_degraded{pool="web"}"#), 0.0);
+    until(LIMIT, "only the new workers", || {
+        let alive = os.alive();
+        alive.len() == 3 && alive.iter().all(|c| c.argv == "app v2")
+    })
+    .await;
+    // The new generation starts with a clean record: its first crash is one
+    // failure, not the old generation's failures plus one.
+    let restarts = r#"forkyard_worker_restarts_total{pool="web",reason="exit_code"}"#;
+    os.exit(os.alive()[0].pid, ExitStatus::Code(3));
+    until(LIMIT, "the restart", || rig.metric(restarts) == 1.0).await;
+    assert!(!crash_loop.is_degraded());
+    sup.stop().await;
+}

@@ -340,8 +340,7 @@ pub(crate) async fn run(ctx: WorkerCtx, stop: watch::Receiver<StopMode>) {
         record,
     };
     loop {
-        if *actor.stop.borrow() != StopMode::Run {
-            actor.state.apply(WorkerEvent::StopRequested);
+        if actor.told_to_stop() {
             return;
         }
         let started = Instant::now();
@@ -350,11 +349,7 @@ pub(crate) async fn run(ctx: WorkerCtx, stop: watch::Receiver<StopMode>) {
         // Told to stop while its process was exiting on its own: no restart
         // follows, so it is no failure of the pool's (a retired worker of an old
         // generation must not trip the new one's crash loop).
-        if ended.stopped {
-            return;
-        }
-        if *actor.stop.borrow() != StopMode::Run {
-            actor.state.apply(WorkerEvent::StopRequested);
+        if ended.stopped || actor.told_to_stop() {
             return;
         }
         let restart = actor.ctx.pool.settings().restart.clone();
@@ -381,6 +376,15 @@ pub(crate) async fn run(ctx: WorkerCtx, stop: watch::Receiver<StopMode>) {
 }
 
 impl Actor {
+    /// Whether the supervisor asked this slot to stop (then the state says so).
+    fn told_to_stop(&mut self) -> bool {
+        let told = *self.stop.borrow() != StopMode::Run;
+        if told {
+            self.state.apply(WorkerEvent::StopRequested);
+        }
+        told
+    }
+
     /// Run the hooks of `phase`; `true` if the worker may go on. `pre_fork` hooks
     /// are the generation's; the others are the pool's current ones.
     async fn run_hooks(&self, phase: Phase, exit: Option<WorkerExit>) -> bool {

@@ -268,6 +268,14 @@ impl Rig {
         }
     }
 
+    /// A crash-loop breaker for the pool, on the rig's gauge.
+    pub(crate) fn crash_loop(&self) -> Arc<super::CrashLoop> {
+        Arc::new(super::CrashLoop::new(
+            "web",
+            self.metrics.pool_degraded.with_label_values(&["web"]),
+        ))
+    }
+
     pub(crate) fn metric(&self, series: &str) -> f64 {
         let text = String::from_utf8(self.metrics.encode()).unwrap_or_default();
         text.lines()

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use super::actor::{self, StopMode, WorkerCtx};
 use super::fake::{until, FakeOs, Rig};
@@ -34,14 +35,33 @@ fn ctx(
         recycle,
         listener: None,
         os: os.clone(),
-        crash_loop: Arc::new(CrashLoop::new(
-            "web",
-            rig.metrics.pool_degraded.with_label_values(&["web"]),
-        )),
+        crash_loop: rig.crash_loop(),
         metrics: rig.metrics.clone(),
         status: pool_status.attach(slot, port),
         pool_status,
     }
+}
+
+/// Slot 0's actor, running until told otherwise through the sender.
+fn start_actor(rig: &Rig, os: &Arc<FakeOs>) -> (watch::Sender<StopMode>, JoinHandle<()>) {
+    let (stop, stop_rx) = watch::channel(StopMode::Run);
+    let task = tokio::spawn(actor::run(
+        ctx(rig, os, 0, mpsc::unbounded_channel().0),
+        stop_rx,
+    ));
+    (stop, task)
+}
+
+/// A supervisor running the rig's pool, and that pool's crash loop.
+fn start_supervisor(rig: &Rig, os: &Arc<FakeOs>) -> (Supervisor, Arc<CrashLoop>) {
+    let crash_loop = rig.crash_loop();
+    let sup = Supervisor::start(
+        &[(rig.pool.clone(), crash_loop.clone())],
+        os.clone(),
+        rig.metrics.clone(),
+        rig.board.clone(),
+    );
+    (sup, crash_loop)
 }
 
 const BACKOFF: &str = r#"forkyard_workers{pool="web",state="backoff"}"#;
@@ -52,11 +72,7 @@ async fn a_crash_while_starting_backs_off_and_spawns_again() {
     let rig = Rig::new("    restart: { backoff_min: 1s, backoff_max: 2s }\n");
     let os = FakeOs::new();
     os.ready_when(|_| false);
-    let (stop, stop_rx) = watch::channel(StopMode::Run);
-    let task = tokio::spawn(actor::run(
-        ctx(&rig, &os, 0, mpsc::unbounded_channel().0),
-        stop_rx,
-    ));
+    let (stop, task) = start_actor(&rig, &os);
     until(LIMIT, "the first spawn", || os.children().len() == 1).await;
     os.exit(os.children()[0].pid, ExitStatus::Code(3));
     until(LIMIT, "backoff", || rig.metric(BACKOFF) == 1.0).await;
@@ -83,11 +99,7 @@ async fn a_crash_while_starting_backs_off_and_spawns_again() {
 async fn a_stop_during_backoff_ends_the_actor_without_a_spawn() {
     let rig = Rig::new("    restart: { backoff_min: 30s, backoff_max: 60s }\n");
     let os = FakeOs::new();
-    let (stop, stop_rx) = watch::channel(StopMode::Run);
-    let task = tokio::spawn(actor::run(
-        ctx(&rig, &os, 0, mpsc::unbounded_channel().0),
-        stop_rx,
-    ));
+    let (stop, task) = start_actor(&rig, &os);
     until(LIMIT, "ready", || rig.metric(READY) == 1.0).await;
     os.exit(os.children()[0].pid, ExitStatus::Signal(9));
     until(LIMIT, "backoff", || rig.metric(BACKOFF) == 1.0).await;
@@ -196,11 +208,7 @@ async fn a_worker_that_ignores_the_stop_signal_is_killed_after_grace() {
     let rig = Rig::new("    stop: { grace: 5s }\n");
     let os = FakeOs::new();
     os.ignore_term();
-    let (stop, stop_rx) = watch::channel(StopMode::Run);
-    let task = tokio::spawn(actor::run(
-        ctx(&rig, &os, 0, mpsc::unbounded_channel().0),
-        stop_rx,
-    ));
+    let (stop, task) = start_actor(&rig, &os);
     until(LIMIT, "ready", || rig.metric(READY) == 1.0).await;
     let pid = os.children()[0].pid;
     let started = tokio::time::Instant::now();
@@ -222,16 +230,7 @@ async fn a_worker_that_ignores_the_stop_signal_is_killed_after_grace() {
 async fn a_rollout_that_fails_at_slot_2_rolls_slots_0_and_1_back() {
     let rig = Rig::new("    workers: 3\n    ready: { tcp: true, timeout: 2s }\n");
     let os = FakeOs::new();
-    let crash_loop = Arc::new(CrashLoop::new(
-        "web",
-        rig.metrics.pool_degraded.with_label_values(&["web"]),
-    ));
-    let mut sup = Supervisor::start(
-        &[(rig.pool.clone(), crash_loop)],
-        os.clone(),
-        rig.metrics.clone(),
-        rig.board.clone(),
-    );
+    let (mut sup, _) = start_supervisor(&rig, &os);
     until(LIMIT, "3 ready", || rig.members.0.lock().len() == 3).await;
     os.ready_when(|c| !(c.argv.contains("v2") && c.worker == "2"));
     let mut v2 = (*rig.pool.settings()).clone();
@@ -275,16 +274,7 @@ async fn every_roll_starts_a_new_generation_even_with_the_same_settings() {
     // rolled again) must get a new one, which imports the code as it is now.
     let rig = Rig::new("    workers: 2\n");
     let os = FakeOs::new();
-    let crash_loop = Arc::new(CrashLoop::new(
-        "web",
-        rig.metrics.pool_degraded.with_label_values(&["web"]),
-    ));
-    let mut sup = Supervisor::start(
-        &[(rig.pool.clone(), crash_loop)],
-        os.clone(),
-        rig.metrics.clone(),
-        rig.board.clone(),
-    );
+    let (mut sup, _) = start_supervisor(&rig, &os);
     until(LIMIT, "2 ready", || rig.members.0.lock().len() == 2).await;
     assert_eq!(os.generations().len(), 1);
     let same = sup.generation("web").unwrap();
@@ -308,11 +298,7 @@ async fn a_hung_request_is_dumped_recorded_and_its_worker_killed_and_replaced() 
         "    hang: { after: 10ms, dump: [\"dumper\", \"--pid\", \"{pid}\", \"{worker}\"] }\n",
     );
     let os = FakeOs::new();
-    let (stop, stop_rx) = watch::channel(StopMode::Run);
-    let task = tokio::spawn(actor::run(
-        ctx(&rig, &os, 0, mpsc::unbounded_channel().0),
-        stop_rx,
-    ));
+    let (stop, task) = start_actor(&rig, &os);
     until(LIMIT, "ready", || rig.metric(READY) == 1.0).await;
     let member = rig.members.0.lock()[0].clone();
     let pid = os.children()[0].pid;
@@ -368,11 +354,7 @@ async fn a_hung_request_is_dumped_recorded_and_its_worker_killed_and_replaced() 
 async fn with_kill_false_a_hang_is_recorded_once_and_the_worker_keeps_serving() {
     let rig = Rig::new("    hang: { after: 10ms, kill: false }\n");
     let os = FakeOs::new();
-    let (stop, stop_rx) = watch::channel(StopMode::Run);
-    let task = tokio::spawn(actor::run(
-        ctx(&rig, &os, 0, mpsc::unbounded_channel().0),
-        stop_rx,
-    ));
+    let (stop, task) = start_actor(&rig, &os);
     until(LIMIT, "ready", || rig.metric(READY) == 1.0).await;
     let member = rig.members.0.lock()[0].clone();
     let stuck = member.pending().begin("POST", "/slow", "id-1");
@@ -403,11 +385,7 @@ async fn with_kill_false_a_hang_is_recorded_once_and_the_worker_keeps_serving() 
 async fn the_signal_form_keeps_what_the_worker_writes_after_the_signal() {
     let rig = Rig::new("    hang: { after: 10ms, dump: { signal: SIGUSR1 } }\n");
     let os = FakeOs::new();
-    let (stop, stop_rx) = watch::channel(StopMode::Run);
-    let task = tokio::spawn(actor::run(
-        ctx(&rig, &os, 0, mpsc::unbounded_channel().0),
-        stop_rx,
-    ));
+    let (stop, task) = start_actor(&rig, &os);
     until(LIMIT, "ready", || rig.metric(READY) == 1.0).await;
     let member = rig.members.0.lock()[0].clone();
     let pid = os.children()[0].pid;
@@ -442,11 +420,7 @@ async fn a_worker_told_to_stop_as_it_crashes_is_no_failure_of_the_pool() {
         "    restart: { crash_loop: { failures: 1, window: 60s } }\n    hooks: { on_exit: [{ run: [\"cleanup\"] }] }\n",
     );
     let os = FakeOs::new();
-    let (stop, stop_rx) = watch::channel(StopMode::Run);
-    let task = tokio::spawn(actor::run(
-        ctx(&rig, &os, 0, mpsc::unbounded_channel().0),
-        stop_rx,
-    ));
+    let (stop, task) = start_actor(&rig, &os);
     until(LIMIT, "ready", || rig.metric(READY) == 1.0).await;
     os.hold_hooks();
     os.exit(os.children()[0].pid, ExitStatus::Code(3));
@@ -477,16 +451,7 @@ async fn a_rollout_out_of_a_crash_loop_leaves_the_pool_healthy() {
     );
     let os = FakeOs::new();
     os.ready_when(|c| c.argv.contains("v2"));
-    let crash_loop = Arc::new(CrashLoop::new(
-        "web",
-        rig.metrics.pool_degraded.with_label_values(&["web"]),
-    ));
-    let mut sup = Supervisor::start(
-        &[(rig.pool.clone(), crash_loop.clone())],
-        os.clone(),
-        rig.metrics.clone(),
-        rig.board.clone(),
-    );
+    let (mut sup, crash_loop) = start_supervisor(&rig, &os);
     until(LIMIT, "the crash loop", || crash_loop.is_degraded()).await;
     let mut v2 = (*rig.pool.settings()).clone();
     v2.command = vec!["app".into(), "v2".into()];

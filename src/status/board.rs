@@ -50,7 +50,7 @@ struct PreloaderInner {
     spawned_at: Option<Instant>,
     restarts: u64,
     import_seconds: Option<f64>,
-    last_exit: Option<(&'static str, String, SystemTime)>,
+    last_exit: Option<LastExit>,
     last_error: Option<String>,
 }
 
@@ -70,7 +70,38 @@ struct SlotInner {
     pid: Option<i32>,
     spawned_at: Option<Instant>,
     restarts: u64,
-    last_exit: Option<(&'static str, String, SystemTime)>,
+    last_exit: Option<LastExit>,
+}
+
+/// How a slot's or a preloader's last process ended: `reason` is the metrics'
+/// reason label, `status` the exit as text ("exit code 3", "signal SIGKILL").
+#[derive(Debug, Clone)]
+struct LastExit {
+    reason: &'static str,
+    status: String,
+    at: SystemTime,
+}
+
+impl LastExit {
+    fn now(reason: &'static str, status: String) -> LastExit {
+        LastExit {
+            reason,
+            status,
+            at: SystemTime::now(),
+        }
+    }
+
+    fn report(self) -> ExitReport {
+        ExitReport {
+            reason: self.reason.to_owned(),
+            status: self.status,
+            at_unix: unix_seconds(self.at),
+            seconds_ago: SystemTime::now()
+                .duration_since(self.at)
+                .unwrap_or_default()
+                .as_secs_f64(),
+        }
+    }
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
@@ -353,7 +384,7 @@ impl PreloaderStatus {
             i.state = state;
             i.pid = None;
             i.spawned_at = None;
-            i.last_exit = Some((reason, status, SystemTime::now()));
+            i.last_exit = Some(LastExit::now(reason, status));
         });
     }
 
@@ -367,7 +398,6 @@ impl PreloaderStatus {
 
     fn report(&self) -> PreloaderReport {
         let i = self.inner.lock().clone();
-        let now = SystemTime::now();
         let memory = i.pid.and_then(usage::memory);
         PreloaderReport {
             generation: self.generation,
@@ -376,12 +406,7 @@ impl PreloaderStatus {
             uptime_seconds: i.spawned_at.map(|t| t.elapsed().as_secs_f64()),
             restarts: i.restarts,
             import_seconds: i.import_seconds,
-            last_exit: i.last_exit.map(|(reason, status, at)| ExitReport {
-                reason: reason.to_owned(),
-                status,
-                at_unix: unix_seconds(at),
-                seconds_ago: now.duration_since(at).unwrap_or_default().as_secs_f64(),
-            }),
+            last_exit: i.last_exit.map(LastExit::report),
             last_error: i.last_error,
             rss_bytes: i.pid.and_then(usage::read).map(|u| u.rss_bytes),
             pss_bytes: memory.map(|m| m.pss_bytes),
@@ -427,7 +452,7 @@ impl SlotStatus {
         self.update(|i| {
             i.pid = None;
             i.spawned_at = None;
-            i.last_exit = Some((reason, status, SystemTime::now()));
+            i.last_exit = Some(LastExit::now(reason, status));
         });
     }
 
@@ -440,7 +465,6 @@ impl SlotStatus {
         let i = self.inner.lock().clone();
         let usage = i.pid.and_then(usage::read);
         let memory = i.pid.and_then(usage::memory);
-        let now = SystemTime::now();
         WorkerReport {
             slot: self.slot,
             port: self.port,
@@ -448,12 +472,7 @@ impl SlotStatus {
             state: i.state.as_str().to_owned(),
             uptime_seconds: i.spawned_at.map(|t| t.elapsed().as_secs_f64()),
             restarts: i.restarts,
-            last_exit: i.last_exit.map(|(reason, status, at)| ExitReport {
-                reason: reason.to_owned(),
-                status,
-                at_unix: unix_seconds(at),
-                seconds_ago: now.duration_since(at).unwrap_or_default().as_secs_f64(),
-            }),
+            last_exit: i.last_exit.map(LastExit::report),
             requests_served: self.served.load(Ordering::Relaxed),
             rss_bytes: usage.map(|u| u.rss_bytes),
             pss_bytes: memory.map(|m| m.pss_bytes),

@@ -132,12 +132,7 @@ fn no_request_fails_while(change: Change) {
     };
     let mut fy = Forkyard::start(&config(port, "1", recycle));
     fy.wait_workers_ready("web", WORKERS.into());
-    let old: BTreeMap<u64, i64> = fy.status()["pools"][0]["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| (w["slot"].as_u64().unwrap(), w["pid"].as_i64().unwrap()))
-        .collect();
+    let old: BTreeMap<u64, i64> = fy.slot_pids(0).into_iter().collect();
     assert_eq!(old.len(), usize::from(WORKERS), "{old:?}");
     let parked = Parked::on_every_worker(&fy);
 

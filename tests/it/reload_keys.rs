@@ -28,18 +28,6 @@ fn applied(fy: &Forkyard, text: &str, item: &str) {
     assert!(r.body.contains(item), "expected {item:?} in {r:?}");
 }
 
-/// The pids of the pool's workers, by slot.
-fn pids(fy: &Forkyard) -> Vec<(u64, i64)> {
-    let mut v: Vec<(u64, i64)> = fy.status()["pools"][0]["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|w| Some((w["slot"].as_u64()?, w["pid"].as_i64()?)))
-        .collect();
-    v.sort();
-    v
-}
-
 fn metric_or_zero(fy: &Forkyard, series: &str) -> f64 {
     fy.metric(series).unwrap_or(0.0)
 }
@@ -56,7 +44,7 @@ fn proxy_keys_apply_to_the_next_request_without_restarting_workers() {
     };
     let fy = Forkyard::start(&base(""));
     fy.wait_workers_ready("web", 2);
-    let before = pids(&fy);
+    let before = fy.slot_pids(0);
 
     // proxy.max_body: a 2 KiB body passes, then is refused with 413.
     let body = vec![b'x'; 2048];
@@ -163,7 +151,7 @@ fn proxy_keys_apply_to_the_next_request_without_restarting_workers() {
             .then_some(())
     });
 
-    assert_eq!(pids(&fy), before, "no worker was restarted");
+    assert_eq!(fy.slot_pids(0), before, "no worker was restarted");
 }
 
 #[test]
@@ -247,7 +235,7 @@ fn balancing_keys_apply_to_the_next_request() {
     let base = |extra: &str| yaml(ports, 3, &pool(extra), "");
     let fy = Forkyard::start(&base(""));
     fy.wait_workers_ready("web", 3);
-    let before = pids(&fy);
+    let before = fy.slot_pids(0);
     let slots = |n: usize, headers: &[(&str, &str)]| -> Vec<usize> {
         (0..n).map(|_| fy.slot_of("/", headers)).collect()
     };
@@ -329,7 +317,7 @@ fn balancing_keys_apply_to_the_next_request() {
     );
     assert_eq!(fy.get("/sleep?s=3").unwrap().status, 504);
 
-    assert_eq!(pids(&fy), before, "no worker was restarted");
+    assert_eq!(fy.slot_pids(0), before, "no worker was restarted");
 }
 
 #[test]
@@ -340,7 +328,7 @@ fn worker_policy_keys_apply_without_restarting_workers() {
     };
     let fy = Forkyard::start(&yaml(ports, 2, "", ""));
     fy.wait_workers_ready("web", 2);
-    let before = pids(&fy);
+    let before = fy.slot_pids(0);
     // SIGKILL the ready worker of `slot` (a slot being replaced has two entries).
     let kill_slot = |slot: u64| {
         let pid = wait_for_or_log(&fy, SHORT, "a ready worker in the slot", || {
@@ -356,7 +344,11 @@ fn worker_policy_keys_apply_without_restarting_workers() {
     // workers: scaled in place.
     applied(&fy, &yaml(ports, 3, "", ""), "web: scaled to 3");
     fy.wait_workers_ready("web", 3);
-    assert_eq!(&pids(&fy)[..2], &before[..], "the first two kept running");
+    assert_eq!(
+        &fy.slot_pids(0)[..2],
+        &before[..],
+        "the first two kept running"
+    );
 
     // health: turned on; a sick worker leaves the balancer.
     let health = "    health: { http: \"/healthz\", interval: \"200ms\", unhealthy_after: 2, restart_after: \"1h\" }\n";
@@ -476,7 +468,7 @@ fn data_path_keys_apply_to_the_next_request_without_restarting_workers() {
     let ports = free_ports(12);
     let fy = Forkyard::start(&yaml(ports, 1, "", ""));
     fy.wait_workers_ready("web", 1);
-    let before = pids(&fy);
+    let before = fy.slot_pids(0);
 
     // keepalive: by default the upstream connection is kept, so the worker sees
     // one peer port for the requests of one client connection; with 0 it sees a
@@ -602,7 +594,7 @@ fn data_path_keys_apply_to_the_next_request_without_restarting_workers() {
     std::fs::write(&gate, "").unwrap();
     assert_eq!(held.join().unwrap().unwrap().status, 200);
 
-    assert_eq!(pids(&fy), before, "no worker was restarted");
+    assert_eq!(fy.slot_pids(0), before, "no worker was restarted");
 }
 
 #[test]
@@ -625,13 +617,13 @@ fn rolling_keys_replace_every_worker_with_the_new_value() {
             })
             .collect()
     };
-    let mut last = pids(&fy);
+    let mut last = fy.slot_pids(0);
     let mut step = |text: String, what: &str| {
         applied(&fy, &text, "web: replaced");
         wait_for_or_log(&fy, SHORT, "the old workers gone", || {
-            (pids(&fy).len() == 2).then_some(())
+            (fy.slot_pids(0).len() == 2).then_some(())
         });
-        let now = pids(&fy);
+        let now = fy.slot_pids(0);
         assert_eq!(now.len(), 2, "{what}: {now:?}");
         assert!(
             now.iter().zip(&last).all(|(a, b)| a.1 != b.1),
@@ -709,7 +701,7 @@ fn keys_that_need_a_restart_are_refused_by_name_and_nothing_changes() {
     let ports = free_ports(24);
     let fy = Forkyard::start(&yaml(ports, 2, "", ""));
     fy.wait_workers_ready("web", 2);
-    let before = pids(&fy);
+    let before = fy.slot_pids(0);
     let other = free_ports(2);
     let keys = [
         (
@@ -753,7 +745,7 @@ fn keys_that_need_a_restart_are_refused_by_name_and_nothing_changes() {
             "{key}: {r:?}"
         );
         assert!(r.body.contains("nothing changed"), "{key}: {r:?}");
-        assert_eq!(pids(&fy), before, "{key}: workers untouched");
+        assert_eq!(fy.slot_pids(0), before, "{key}: workers untouched");
     }
     assert_eq!(
         fy.metric(r#"forkyard_config_reloads_total{result="error"}"#),

@@ -54,18 +54,6 @@ fn wait_metric(fy: &Forkyard, series: &str, want: f64) {
     });
 }
 
-/// The pid of each slot of the first pool, from `/status`.
-fn pids(fy: &Forkyard, pool: usize) -> Vec<(u64, i64)> {
-    let mut v: Vec<(u64, i64)> = fy.status()["pools"][pool]["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|w| Some((w["slot"].as_u64()?, w["pid"].as_i64()?)))
-        .collect();
-    v.sort();
-    v
-}
-
 const TOTAL: &str = r#"app_requests_total{pool="web",path="/"}"#;
 const COUNT: &str = r#"app_latency_seconds_count{pool="web"}"#;
 
@@ -85,7 +73,7 @@ fn merged_counters_never_decrease_across_a_kill_and_a_rolling_restart() {
     wait_metric(&fy, TOTAL, 30.0);
     let text = fy.metrics();
     // Gauges: one per worker, labelled with its slot.
-    let before = pids(&fy, 0);
+    let before = fy.slot_pids(0);
     assert_eq!(before.len(), 3, "{before:?}");
     for (slot, pid) in &before {
         let series = format!(r#"app_pid{{pool="web",worker="{slot}"}}"#);
@@ -124,7 +112,7 @@ fn merged_counters_never_decrease_across_a_kill_and_a_rolling_restart() {
     let (_, victim) = before[0];
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL).unwrap();
     wait_for_or_log(&fy, SHORT, "slot 0 back with a new process", || {
-        let now = pids(&fy, 0);
+        let now = fy.slot_pids(0);
         (now.len() == 3
             && now[0].1 != victim
             && fy.metric(r#"forkyard_workers{pool="web",state="ready"}"#)? == 3.0)
@@ -133,7 +121,7 @@ fn merged_counters_never_decrease_across_a_kill_and_a_rolling_restart() {
     send(&fy, "/", 20);
     wait_metric(&fy, TOTAL, 50.0);
     // The gauge of slot 0 is its new process's.
-    let now = pids(&fy, 0);
+    let now = fy.slot_pids(0);
     let series = r#"app_pid{pool="web",worker="0"}"#;
     wait_metric(&fy, series, now[0].1 as f64);
 
@@ -141,7 +129,7 @@ fn merged_counters_never_decrease_across_a_kill_and_a_rolling_restart() {
     let r = http_post(fy.admin, "/pools/web/restart").unwrap();
     assert_eq!(r.status, 200, "{r:?}");
     wait_for_or_log(&fy, SHORT, "3 new workers on /status", || {
-        let now = pids(&fy, 0);
+        let now = fy.slot_pids(0);
         let new = now.len() == 3
             && now
                 .iter()

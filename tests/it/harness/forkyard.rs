@@ -239,6 +239,18 @@ impl Forkyard {
         self.admin_get("/status").expect("GET /status").json()
     }
 
+    /// `(slot, pid)` of each worker of the `pool`-th pool on `/status`, by slot.
+    pub fn slot_pids(&self, pool: usize) -> Vec<(u64, i64)> {
+        let mut v: Vec<(u64, i64)> = self.status()["pools"][pool]["workers"]
+            .as_array()
+            .expect("the pool's workers on /status")
+            .iter()
+            .filter_map(|w| Some((w["slot"].as_u64()?, w["pid"].as_i64()?)))
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The value of one series, e.g. `forkyard_workers{pool="web",state="ready"}`;
     /// `None` also while the admin listener is not up yet.
     pub fn metric(&self, series: &str) -> Option<f64> {

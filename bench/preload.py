@@ -151,7 +151,19 @@ def p99(values):
 # -- forkyard --------------------------------------------------------------------
 
 
-class Forkyard:
+class Server:
+    """A server under test, run as self.proc."""
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Forkyard(Server):
     def __init__(self, name, pool_yaml):
         self.name = name
         self.dir = tempfile.mkdtemp(prefix="forkyard-bench-")
@@ -227,19 +239,11 @@ pools:
         r = c.getresponse()
         return r.status, r.read().decode()
 
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
 
 # -- gunicorn --------------------------------------------------------------------
 
 
-class Gunicorn:
+class Gunicorn(Server):
     def __init__(self, name, preload):
         self.name = name
         self.front = free_ports(1)
@@ -282,14 +286,6 @@ class Gunicorn:
                 return time.monotonic() - t0
             if time.monotonic() - t0 > 30:
                 return float("nan")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def first_200(server):
